@@ -1,0 +1,41 @@
+# The two commands: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv when it is missing and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+# torch is pinned: an unpinned torch pulls a 5 GB CUDA build. Override: make test TORCH=torch==2.4.1
+TORCH ?= torch==2.13.0
+EXTRAS ?= all,dev
+BIN := $(VENV)/bin
+# Reinstall when the project metadata or the set of modules changes (the strict editable
+# install links files one by one, so a new module needs a reinstall; see README).
+STAMP := $(VENV)/.installed
+SOURCES := pyproject.toml Makefile fsm adapters specs
+
+.PHONY: install test lint typecheck pytest demo clean
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]" "$(TORCH)" --config-settings editable_mode=strict
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check fsm adapters specs tests
+	$(BIN)/ruff format --check fsm adapters specs tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p regulator.fsm -p regulator.adapters -p regulator.specs
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/regulator demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,293 @@
+"""Configuration: frozen attrs classes, validated field by field.
+
+Every field is declared with :func:`_setting`, which attaches its rule (validator, strict loader
+hook and schema), its unit, its documentation and its legacy environment names. Loading from
+TOML and the environment lives in ``_config_loader``; this module only declares.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from ._errors import ConfigError
+from ._rules import Boolean, Choice, Integer, Number, Optional, Rule
+
+__all__ = ["ConnectionConfig", "RegulatorConfig", "ScalerConfig", "field_docs"]
+
+
+def _setting(
+    default: Any, rule: Rule, doc: str, *, unit: str = "", legacy_env: tuple[str, ...] = ()
+) -> Any:
+    return attrs.field(
+        default=default,
+        validator=rule,
+        metadata={"rule": rule, "doc": doc, "unit": unit, "legacy_env": legacy_env},
+    )
+
+
+def _cross_problems(section: str, pairs: list[tuple[bool, str]]) -> None:
+    problems = [f"{section}.{message}" for failed, message in pairs if failed]
+    if problems:
+        raise ConfigError(problems)
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionConfig:
+    """How the connection lifecycle retries, keeps alive, times out and alarms (R1, R3, R4.1)."""
+
+    _section: ClassVar[str] = "connection"
+
+    max_retries: int | None = _setting(
+        None,
+        Optional(Integer(ge=0)),
+        "Retries after consecutive failures before giving up (closed); unset retries forever."
+        " 0 means give up at the first failure.",
+        unit="count",
+        legacy_env=("WS_RECONNECT_MAX_RETRIES",),
+    )
+    initial_delay: float = _setting(
+        1.0,
+        Number(gt=0),
+        "Backoff delay after the first failure.",
+        unit="s",
+        legacy_env=("WS_RECONNECT_INITIAL_DELAY",),
+    )
+    max_delay: float = _setting(
+        60.0,
+        Number(gt=0),
+        "Cap on every backoff delay (a server's Retry-After may ask for longer and is honoured).",
+        unit="s",
+        legacy_env=("WS_RECONNECT_MAX_DELAY",),
+    )
+    backoff_factor: float = _setting(
+        2.0,
+        Number(ge=1),
+        "Each consecutive failure multiplies the delay by this.",
+        unit="factor",
+        legacy_env=("WS_RECONNECT_BACKOFF_FACTOR",),
+    )
+    jitter: float = _setting(
+        0.1,
+        Number(ge=0, lt=1),
+        "Relative random spread of each delay; delays stay in"
+        " [initial_delay * (1 - jitter), max_delay]. 0 gives exactly 1, 2, 4, ... s.",
+        unit="fraction",
+    )
+    ping_interval: float = _setting(
+        30.0,
+        Number(gt=0),
+        "While live, a ping is sent this often.",
+        unit="s",
+        legacy_env=("WS_HEARTBEAT_INTERVAL",),
+    )
+    pong_timeout: float = _setting(
+        10.0,
+        Number(gt=0),
+        "A pong not seen this long after its ping fails the connection (kind timeout).",
+        unit="s",
+    )
+    handshake_timeout: float = _setting(
+        30.0,
+        Number(gt=0),
+        "One deadline for TCP connect + TLS + WebSocket upgrade.",
+        unit="s",
+    )
+    alarm_failures: int = _setting(
+        3,
+        Integer(ge=0),
+        "Alarm when more than this many failures fall within alarm_window.",
+        unit="count",
+    )
+    alarm_window: float = _setting(
+        300.0, Number(gt=0), "The sliding window of the alarm rule.", unit="s"
+    )
+    history_size: int = _setting(
+        10, Integer(ge=1), "Failure records kept (newest first out of the window).", unit="count"
+    )
+    stable_after: float = _setting(
+        0.0,
+        Number(ge=0),
+        "A live connection counts as recovered (consecutive failures back to 0) after this"
+        " long; 0 recovers on reaching live. Flapping links then keep backing off.",
+        unit="s",
+    )
+    pattern_min_hits: int = _setting(
+        4,
+        Integer(ge=3),
+        "Drops needed before the pattern detector may report a recurring pattern.",
+        unit="count",
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _cross_problems(
+            self._section,
+            [
+                (
+                    self.max_delay < self.initial_delay,
+                    f"max_delay: must be >= initial_delay (got max_delay={self.max_delay!r},"
+                    f" initial_delay={self.initial_delay!r})",
+                )
+            ],
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ScalerConfig:
+    """How the guarded AMP loss scale starts, grows, backs off and is kept in bounds (R2, R4.2)."""
+
+    _section: ClassVar[str] = "scaler"
+
+    init_scale_strategy: Literal["by_model_size", "fixed"] = _setting(
+        "by_model_size",
+        Choice(("by_model_size", "fixed")),
+        "by_model_size picks the initial scale from the trainable parameter count (R2.1);"
+        " fixed uses init_scale.",
+        legacy_env=("GRAD_SCALER_INIT_SCALE_STRATEGY",),
+    )
+    init_scale: float = _setting(
+        2.0**16, Number(gt=0), "Initial scale for the fixed strategy.", unit="scale"
+    )
+    small_model_params: int = _setting(
+        1_000_000,
+        Integer(ge=1),
+        "Models with fewer trainable parameters than this are small.",
+        unit="parameters",
+    )
+    large_model_params: int = _setting(
+        10_000_000,
+        Integer(ge=1),
+        "Models with more trainable parameters than this are large.",
+        unit="parameters",
+    )
+    small_model_scale: float = _setting(
+        2.0**16, Number(gt=0), "Initial scale of a small model.", unit="scale"
+    )
+    medium_model_scale: float = _setting(
+        2.0**14, Number(gt=0), "Initial scale of a medium model (bounds inclusive).", unit="scale"
+    )
+    large_model_scale: float = _setting(
+        2.0**12, Number(gt=0), "Initial scale of a large model.", unit="scale"
+    )
+    growth_factor: float = _setting(
+        1.2,
+        Number(gt=1),
+        "Scale multiplier after growth_interval clean steps.",
+        unit="factor",
+        legacy_env=("GRAD_SCALER_GROWTH_FACTOR",),
+    )
+    backoff_factor: float = _setting(
+        0.5, Number(gt=0, lt=1), "Scale multiplier on an overflowing step.", unit="factor"
+    )
+    growth_interval: int = _setting(
+        2000,
+        Integer(ge=1),
+        "Clean steps between growths.",
+        unit="steps",
+        legacy_env=("GRAD_SCALER_GROWTH_INTERVAL",),
+    )
+    max_scale_threshold: float = _setting(
+        100_000.0,
+        Number(gt=0),
+        "A scale above this is over threshold: one WARNING, and resets if it stays (R2.3).",
+        unit="scale",
+        legacy_env=("GRAD_SCALER_MAX_SCALE",),
+    )
+    reset_after_epochs: int = _setting(
+        3,
+        Integer(ge=1),
+        "Consecutive epoch ends over threshold before an automatic reset.",
+        unit="epochs",
+    )
+    reset_fraction: float = _setting(
+        0.5, Number(gt=0, le=1), "A reset sets the scale to this x the initial scale.", unit="factor"
+    )
+    overflow_halving_batches: int = _setting(
+        5,
+        Integer(ge=1),
+        "Consecutive overflowing steps that halve the scale once more (R2.4).",
+        unit="steps",
+    )
+    auto_reset: bool = _setting(
+        True,
+        Boolean(),
+        "Reset automatically when the scale stays over threshold.",
+        legacy_env=("GRAD_SCALER_AUTO_RESET",),
+    )
+    min_scale: float = _setting(
+        1.0, Number(gt=0), "Floor of the scale: it never goes below this.", unit="scale"
+    )
+    collapse_after: int = _setting(
+        10,
+        Integer(ge=1),
+        "Consecutive overflowing steps at min_scale that raise ScaleCollapseError.",
+        unit="steps",
+    )
+    history_size: int = _setting(
+        10, Integer(ge=1), "Anomaly records kept in the statistics.", unit="count"
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _cross_problems(
+            self._section,
+            [
+                (
+                    self.large_model_params < self.small_model_params,
+                    "large_model_params: must be >= small_model_params (got"
+                    f" large_model_params={self.large_model_params!r},"
+                    f" small_model_params={self.small_model_params!r})",
+                ),
+                (
+                    self.max_scale_threshold < self.min_scale,
+                    "max_scale_threshold: must be >= min_scale (got"
+                    f" max_scale_threshold={self.max_scale_threshold!r},"
+                    f" min_scale={self.min_scale!r})",
+                ),
+            ],
+        )
+
+    def initial_scale_for(self, trainable_parameters: int | None) -> float:
+        """The initial scale for a model of ``trainable_parameters`` (R2.1)."""
+        if self.init_scale_strategy == "fixed" or trainable_parameters is None:
+            return self.init_scale
+        if trainable_parameters < self.small_model_params:
+            return self.small_model_scale
+        if trainable_parameters <= self.large_model_params:
+            return self.medium_model_scale
+        return self.large_model_scale
+
+
+@attrs.frozen(kw_only=True)
+class RegulatorConfig:
+    """The root configuration: one section per machine."""
+
+    connection: ConnectionConfig = attrs.field(factory=ConnectionConfig)
+    scaler: ScalerConfig = attrs.field(factory=ScalerConfig)
+
+
+SECTIONS: dict[str, type[ConnectionConfig] | type[ScalerConfig]] = {
+    "connection": ConnectionConfig,
+    "scaler": ScalerConfig,
+}
+
+
+def field_docs() -> list[dict[str, Any]]:
+    """Every config field with its section, default, unit, rule, doc and environment names."""
+    rows: list[dict[str, Any]] = []
+    for section, cls in SECTIONS.items():
+        for field in attrs.fields(cls):
+            meta = field.metadata
+            rows.append(
+                {
+                    "section": section,
+                    "name": field.name,
+                    "default": field.default,
+                    "unit": meta["unit"],
+                    "rule": meta["rule"].describe(),
+                    "doc": meta["doc"],
+                    "env": [f"REGULATOR_{section.upper()}__{field.name.upper()}"]
+                    + list(meta["legacy_env"]),
+                }
+            )
+    return rows

@@ -1,0 +1,625 @@
+"""The connection lifecycle: one declarative state machine, sans-I/O.
+
+Rule 1: everything that decides the connection's lifecycle lives in this file. The adapter
+(``regulator.adapters``) only moves bytes, classifies exceptions into :class:`FailureKind`, and
+does what the actions say.
+
+Theory of operation
+-------------------
+The states and their transitions are declared once, in the ``ConnectionMachine`` class body
+(python-statemachine); the diagram is drawn from the same declaration::
+
+    idle --start--> connecting --transport_connected--> handshaking --handshake_succeeded--> live
+    connecting | handshaking | live --fail--> closed       [fatal_or_exhausted]
+                                     --fail--> alarmed      [alarm_raised]
+                                     --fail--> backing_off  (otherwise)
+    backing_off | alarmed --retry--> connecting
+    any state but closed --stop--> closed                   (closed is final)
+
+The host calls :meth:`ConnectionMachine.handle` with an event (``Start``, ``TransportConnected``,
+``HandshakeSucceeded``, ``PongReceived``, ``ConnectionFailed``, ``Tick``, ``Stop``), each carrying
+``now``; it gets back a list of actions (``Connect``, ``Wait``, ``SendPing``,
+``RestoreSubscriptions``, ``RaiseAlarm``, ...). Deadlines are not timers: the host calls ``Tick``
+at :attr:`ConnectionMachine.next_deadline` (or any time later) and the machine fires whatever is
+due: the retry after a backoff, the next ping, a missing pong (R1.2), a handshake past its
+deadline (R1.5).
+
+Only lifecycle changes go through python-statemachine's ``send()`` (about 200 us each); pings,
+pongs and ticks with nothing due touch plain attributes only.
+
+A failure is decided before anything changes: the decision (target state, delay, alarm) is
+computed from the current counters, then ``send("fail", decision=...)`` picks the transition
+through the guards, and only then are the counters updated. An event the current state does not
+accept raises :class:`IllegalEventError` and changes nothing.
+
+Rules: R1.1 backoff ``initial_delay * backoff_factor**n`` capped at ``max_delay`` with jitter;
+R1.2 ping every ``ping_interval``, pong within ``pong_timeout``; R1.3 alarm when more than
+``alarm_failures`` failures fall within ``alarm_window``, resolved by the next ``live``;
+R1.4 consecutive failures back to 0 and subscriptions restored on ``live`` (or after
+``stable_after`` seconds live); R1.5 one deadline for the whole handshake; R3.1/R3.3 a bounded
+failure history; R3.5 recurring-pattern reports over the drops of live connections.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from typing import Any
+
+import attrs
+from statemachine import State, StateMachine
+from statemachine.exceptions import TransitionNotAllowed
+
+from ._config import ConnectionConfig
+from ._connection_events import (
+    Alarm,
+    AlarmResolved,
+    Connect,
+    ConnectionAction,
+    ConnectionEvent,
+    ConnectionFailed,
+    Disconnect,
+    FailureKind,
+    FailureRecord,
+    GiveUp,
+    HandshakeSucceeded,
+    PatternDetected,
+    PongReceived,
+    RaiseAlarm,
+    ResolveAlarm,
+    RestoreSubscriptions,
+    SendPing,
+    Start,
+    StateChanged,
+    Stop,
+    Tick,
+    TransportConnected,
+    Wait,
+)
+from ._errors import IllegalEventError
+from ._patterns import PatternReport, detect_patterns
+
+__all__ = ["CONNECTION_STATES", "ConnectionMachine", "backoff_delay"]
+
+#: Drops kept for the pattern detector (memory stays bounded over days).
+PATTERN_BUFFER = 256
+#: Pattern reports remembered (so the same pattern is reported once).
+PATTERN_REPORTS_KEPT = 32
+
+CONNECTION_STATES = (
+    "idle",
+    "connecting",
+    "handshaking",
+    "live",
+    "backing_off",
+    "alarmed",
+    "closed",
+)
+
+
+def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
+    """The delay before the attempt after the ``n+1``-th consecutive failure (R1.1).
+
+    ``initial_delay * backoff_factor**n`` capped at ``max_delay``, spread by jitter:
+    ``unit`` in [0, 1) maps to a factor in ``[1 - jitter, 1 + jitter)``; 0.5 gives no spread.
+    The result always lies in ``[initial_delay * (1 - jitter), max_delay]``.
+    """
+    if n <= 0 or config.backoff_factor == 1.0:
+        base = config.initial_delay
+    elif n * math.log(config.backoff_factor) >= math.log(config.max_delay / config.initial_delay):
+        base = config.max_delay  # capped; also avoids float overflow for huge n
+    else:
+        base = config.initial_delay * config.backoff_factor**n
+    base = min(base, config.max_delay)
+    spread = 1.0 + config.jitter * (2.0 * unit - 1.0)
+    return min(base * spread, config.max_delay)
+
+
+@attrs.frozen
+class _FailureDecision:
+    """What a failure will do, computed before anything changes."""
+
+    target: str
+    counted: bool
+    consecutive: int
+    delay: float | None
+    new_alarm: bool
+    window_count: int
+
+
+class ConnectionMachine(StateMachine):  # type: ignore[misc]
+    """The connection lifecycle (see the module header for how it works).
+
+    Args:
+        config: the rules' parameters.
+        rng: the random source of the jitter (seed it for reproducible delays).
+
+    .. versionadded:: 0.1.0
+    """
+
+    # -- states ----------------------------------------------------------------
+    idle = State("Idle", initial=True)
+    connecting = State("Connecting (TCP)")
+    handshaking = State("Handshaking (TLS + upgrade)")
+    live = State("Live")
+    backing_off = State("Backing off")
+    alarmed = State("Alarmed (backing off)")
+    closed = State("Closed", final=True)
+
+    # -- transitions -------------------------------------------------------------
+    start = idle.to(connecting)
+    transport_connected = connecting.to(handshaking)
+    handshake_succeeded = handshaking.to(live)
+    fail = (
+        connecting.to(closed, cond="fatal_or_exhausted")
+        | connecting.to(alarmed, cond="alarm_raised")
+        | connecting.to(backing_off)
+        | handshaking.to(closed, cond="fatal_or_exhausted")
+        | handshaking.to(alarmed, cond="alarm_raised")
+        | handshaking.to(backing_off)
+        | live.to(closed, cond="fatal_or_exhausted")
+        | live.to(alarmed, cond="alarm_raised")
+        | live.to(backing_off)
+    )
+    retry = backing_off.to(connecting) | alarmed.to(connecting)
+    stop = (
+        idle.to(closed)
+        | connecting.to(closed)
+        | handshaking.to(closed)
+        | live.to(closed)
+        | backing_off.to(closed)
+        | alarmed.to(closed)
+    )
+
+    # -- guards (pure: they read the precomputed decision) -------------------------------
+    def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
+        return decision.target == "closed"
+
+    def alarm_raised(self, decision: _FailureDecision) -> bool:
+        return decision.target == "alarmed"
+
+    # ---------------------------------------------------------------------------
+    def __init__(
+        self,
+        config: ConnectionConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        _start_value: str | None = None,
+    ) -> None:
+        self.config = config if config is not None else ConnectionConfig()
+        self.rng = rng if rng is not None else random.Random()
+        self._reset_counters()
+        if _start_value is None:
+            super().__init__()
+        else:
+            super().__init__(start_value=_start_value)
+
+    def _reset_counters(self) -> None:
+        cfg = self.config
+        self.attempt = 0
+        self.attempts = 0
+        self.successes = 0
+        self.failures = 0
+        self.failures_by_kind: dict[str, int] = {}
+        self.consecutive_failures = 0
+        self.alarm_active = False
+        self.alarm_raised_at: float | None = None
+        self.alarms_raised = 0
+        self.alarms_resolved = 0
+        self.failures_since_alarm = 0
+        self.unsolicited_pongs = 0
+        self.pings_sent = 0
+        self.pongs_received = 0
+        self.last_rtt: float | None = None
+        self.last_delay: float | None = None
+        self.close_reason: str | None = None
+        self.close_kind: str | None = None
+        # deadlines (None = not armed)
+        self.attempt_deadline: float | None = None
+        self.retry_at: float | None = None
+        self.next_ping_at: float | None = None
+        self.pong_deadline: float | None = None
+        self.ping_sent_at: float | None = None
+        self.live_since: float | None = None
+        self.recovered = True
+        # bookkeeping
+        self.state_entered_at: float | None = None
+        self.last_event_at: float | None = None
+        self.time_in_state: dict[str, float] = dict.fromkeys(CONNECTION_STATES, 0.0)
+        self._window: deque[float] = deque(maxlen=cfg.alarm_failures + 1)
+        self._history: deque[FailureRecord] = deque(maxlen=cfg.history_size)
+        self._drops: deque[tuple[float, str]] = deque(maxlen=PATTERN_BUFFER)
+        self._reported: deque[PatternReport] = deque(maxlen=PATTERN_REPORTS_KEPT)
+        self._last_failure_at: float | None = None
+
+    # -- public read-only views ----------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The current state's name (one of :data:`CONNECTION_STATES`)."""
+        return str(self.current_state_value)
+
+    @property
+    def history(self) -> tuple[FailureRecord, ...]:
+        """The last ``history_size`` failure records, oldest first (R3.3)."""
+        return tuple(self._history)
+
+    @property
+    def pattern_reports(self) -> tuple[PatternReport, ...]:
+        return tuple(self._reported)
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the host should next call ``Tick`` (None: nothing is scheduled)."""
+        state = self.state
+        if state in ("connecting", "handshaking"):
+            return self.attempt_deadline
+        if state in ("backing_off", "alarmed"):
+            return self.retry_at
+        if state == "live":
+            candidates = [self.pong_deadline if self.pong_deadline is not None else self.next_ping_at]
+            if not self.recovered and self.live_since is not None:
+                candidates.append(self.live_since + self.config.stable_after)
+            return min(c for c in candidates if c is not None)
+        return None
+
+    # -- the one entry point -------------------------------------------------------
+    def handle(self, event: ConnectionEvent) -> list[ConnectionAction]:
+        """Feed one event; return what the adapter must do, in order.
+
+        Raises:
+            IllegalEventError: the event is not accepted in the current state; nothing changed.
+        """
+        if self.last_event_at is not None and event.now < self.last_event_at:
+            raise ValueError(
+                f"now: must not go backwards (got {event.now!r} after {self.last_event_at!r})"
+            )
+        if isinstance(event, Tick):
+            return self._tick(event.now)
+        if isinstance(event, ConnectionFailed):
+            return self._fail(event)
+        if isinstance(event, PongReceived):
+            return self._pong(event)
+        if isinstance(event, Stop):
+            return self._stop(event)
+        if isinstance(event, Start):
+            return self._start(event)
+        if isinstance(event, TransportConnected):
+            actions = self._transition("transport_connected", event.now, "tcp connected")
+            return actions
+        if isinstance(event, HandshakeSucceeded):
+            return self._live(event.now)
+        raise TypeError(f"event: must be a connection event (got {event!r})")
+
+    # -- transitions -----------------------------------------------------------------
+    def _transition(
+        self, name: str, now: float, reason: str, **kwargs: Any
+    ) -> list[ConnectionAction]:
+        source = self.state
+        try:
+            self.send(name, **kwargs)
+        except TransitionNotAllowed:
+            raise IllegalEventError("ConnectionMachine", name, source) from None
+        if self.state_entered_at is not None:
+            self.time_in_state[source] += now - self.state_entered_at
+        self.state_entered_at = now
+        self.last_event_at = now
+        return [StateChanged(at=now, source=source, target=self.state, reason=reason)]
+
+    def _connect_action(self, now: float) -> Connect:
+        self.attempt += 1
+        self.attempts += 1
+        self.attempt_deadline = now + self.config.handshake_timeout
+        self.retry_at = None
+        return Connect(attempt=self.attempt, deadline=self.attempt_deadline)
+
+    def _start(self, event: Start) -> list[ConnectionAction]:
+        actions = self._transition("start", event.now, "started by host")
+        return [*actions, self._connect_action(event.now)]
+
+    def _live(self, now: float) -> list[ConnectionAction]:
+        actions = self._transition("handshake_succeeded", now, "handshake completed")
+        self.successes += 1
+        self.attempt_deadline = None
+        self.live_since = now
+        self.next_ping_at = now + self.config.ping_interval
+        self.pong_deadline = None
+        self.ping_sent_at = None
+        if self.config.stable_after == 0.0:
+            self.consecutive_failures = 0  # R1.4
+            self.recovered = True
+        else:
+            self.recovered = False
+        actions.append(RestoreSubscriptions(attempt=self.attempt))
+        if self.alarm_active:
+            assert self.alarm_raised_at is not None
+            resolution = AlarmResolved(
+                at=now,
+                raised_at=self.alarm_raised_at,
+                duration=now - self.alarm_raised_at,
+                failures_since_raised=self.failures_since_alarm,
+            )
+            self.alarm_active = False
+            self.alarm_raised_at = None
+            self.alarms_resolved += 1
+            actions.append(ResolveAlarm(resolution=resolution))
+        return actions
+
+    def _retry(self, now: float) -> list[ConnectionAction]:
+        actions = self._transition("retry", now, f"backoff of {self.last_delay:.3f} s elapsed")
+        return [*actions, self._connect_action(now)]
+
+    def _stop(self, event: Stop) -> list[ConnectionAction]:
+        if self.state == "closed":
+            return []
+        actions = self._transition("stop", event.now, event.reason)
+        self._clear_deadlines()
+        self.close_reason = event.reason
+        self.close_kind = "stopped"
+        return [*actions, Disconnect(reason=event.reason)]
+
+    def _clear_deadlines(self) -> None:
+        self.attempt_deadline = self.retry_at = None
+        self.next_ping_at = self.pong_deadline = self.ping_sent_at = None
+
+    def _pong(self, event: PongReceived) -> list[ConnectionAction]:
+        if self.state != "live":
+            raise IllegalEventError("ConnectionMachine", event, self.state)
+        self.last_event_at = event.now
+        if self.ping_sent_at is None:
+            self.unsolicited_pongs += 1  # allowed by RFC 6455; never fatal
+            return []
+        self.pongs_received += 1
+        self.last_rtt = event.now - self.ping_sent_at
+        self.ping_sent_at = None
+        self.pong_deadline = None
+        return []
+
+    # -- failures ------------------------------------------------------------------
+    def _decide(self, event: ConnectionFailed) -> _FailureDecision:
+        cfg = self.config
+        kind = event.kind
+        counted = kind is not FailureKind.SERVER_CLOSED
+        consecutive = self.consecutive_failures
+        if self.state == "live" and self._is_recovered(event.now):
+            consecutive = 0
+        if counted:
+            consecutive += 1
+        window_count = sum(1 for t in self._window if t > event.now - cfg.alarm_window)
+        if counted:
+            window_count += 1
+        exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
+        if kind is FailureKind.FATAL or exhausted:
+            return _FailureDecision("closed", counted, consecutive, None, False, window_count)
+        alarm_due = counted and window_count > cfg.alarm_failures
+        new_alarm = alarm_due and not self.alarm_active
+        target = "alarmed" if (self.alarm_active or alarm_due) else "backing_off"
+        if kind is FailureKind.SERVER_CLOSED:
+            delay = 0.0
+        else:
+            unit = self.rng.random() if cfg.jitter > 0.0 else 0.5
+            delay = backoff_delay(cfg, consecutive - 1, unit)
+        if event.retry_after is not None and event.retry_after > delay:
+            delay = float(event.retry_after)  # the server's word beats max_delay
+        return _FailureDecision(target, counted, consecutive, delay, new_alarm, window_count)
+
+    def _is_recovered(self, now: float) -> bool:
+        return self.recovered or (
+            self.live_since is not None and now - self.live_since >= self.config.stable_after
+        )
+
+    def _fail(self, event: ConnectionFailed) -> list[ConnectionAction]:
+        source = self.state
+        if source not in ("connecting", "handshaking", "live"):
+            raise IllegalEventError("ConnectionMachine", event, source)
+        decision = self._decide(event)
+        reason = f"{event.kind.value}: {event.reason}" if event.reason else event.kind.value
+        actions = self._transition("fail", event.now, reason, decision=decision)
+        # The transition is taken: now apply the decision.
+        now = event.now
+        self.failures += 1
+        self.failures_by_kind[event.kind.value] = self.failures_by_kind.get(event.kind.value, 0) + 1
+        self.consecutive_failures = decision.consecutive
+        if decision.counted:
+            self._window.append(now)
+        if self.alarm_active:
+            self.failures_since_alarm += 1
+        since = None if self._last_failure_at is None else now - self._last_failure_at
+        self._last_failure_at = now
+        self._history.append(
+            FailureRecord(
+                at=now,
+                kind=event.kind.value,
+                reason=event.reason,
+                detail=event.detail,
+                state=source,
+                attempt=self.attempt,
+                consecutive=decision.consecutive,
+                since_previous=since,
+                delay=decision.delay,
+            )
+        )
+        self._clear_deadlines()
+        self.live_since = None
+        actions.append(Disconnect(reason=reason))
+        if decision.target == "closed":
+            self.close_reason = reason
+            self.close_kind = event.kind.value
+            actions.append(GiveUp(kind=event.kind.value, reason=reason))
+        else:
+            assert decision.delay is not None
+            self.last_delay = decision.delay
+            self.retry_at = now + decision.delay
+            actions.append(Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1))
+        if decision.new_alarm:
+            self.alarm_active = True
+            self.alarm_raised_at = now
+            self.alarms_raised += 1
+            self.failures_since_alarm = 0
+            alarm = Alarm(
+                at=now,
+                failures_in_window=decision.window_count,
+                window=self.config.alarm_window,
+                threshold=self.config.alarm_failures,
+                last_kind=event.kind.value,
+                last_reason=event.reason,
+            )
+            actions.append(RaiseAlarm(alarm=alarm))
+        if source == "live":
+            actions += self._analyse_drop(event)
+        return actions
+
+    def _analyse_drop(self, event: ConnectionFailed) -> list[ConnectionAction]:
+        when = event.wall_time if event.wall_time is not None else event.now
+        self._drops.append((when, event.kind.value))
+        if len(self._drops) < self.config.pattern_min_hits:
+            return []
+        known = {report.key for report in self._reported}
+        found = []
+        for report in detect_patterns(list(self._drops), min_hits=self.config.pattern_min_hits):
+            if report.key not in known:
+                self._reported.append(report)
+                found.append(PatternDetected(report=report))
+        return list(found)
+
+    # -- time ------------------------------------------------------------------------
+    def _tick(self, now: float) -> list[ConnectionAction]:
+        actions: list[ConnectionAction] = []
+        # Fire every deadline that is due, in order; each step moves a deadline forward.
+        while True:
+            due = self.next_deadline
+            if due is None or due > now:
+                break
+            actions += self._fire(due, now)
+        self.last_event_at = now
+        return actions
+
+    def _fire(self, due: float, now: float) -> list[ConnectionAction]:
+        state = self.state
+        cfg = self.config
+        if state in ("connecting", "handshaking"):
+            return self._fail(
+                ConnectionFailed(
+                    now=due,
+                    kind=FailureKind.TIMEOUT,
+                    reason=f"handshake not completed within {cfg.handshake_timeout:g} s",
+                )
+            )
+        if state in ("backing_off", "alarmed"):
+            return self._retry(due)
+        # live
+        if self.pong_deadline is not None and due == self.pong_deadline:
+            return self._fail(
+                ConnectionFailed(
+                    now=due,
+                    kind=FailureKind.TIMEOUT,
+                    reason=f"no pong within {cfg.pong_timeout:g} s of ping",
+                )
+            )
+        if not self.recovered and self.live_since is not None and due == (
+            self.live_since + cfg.stable_after
+        ):
+            self.recovered = True
+            self.consecutive_failures = 0  # R1.4 with stable_after
+            return []
+        # a ping is due
+        self.pings_sent += 1
+        self.ping_sent_at = due
+        self.pong_deadline = due + cfg.pong_timeout
+        self.next_ping_at = due + cfg.ping_interval
+        return [SendPing(pong_deadline=self.pong_deadline)]
+
+    # -- statistics and persistence -----------------------------------------------------
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """Counters for the adapter's ``get_connection_stats()``; plain data only."""
+        time_in_state = dict(self.time_in_state)
+        if now is not None and self.state_entered_at is not None:
+            time_in_state[self.state] += max(0.0, now - self.state_entered_at)
+        last = self._history[-1].as_dict() if self._history else None
+        return {
+            "state": self.state,
+            "attempt": self.attempt,
+            "total_attempts": self.attempts,
+            "successes": self.successes,
+            "failures": self.failures,
+            "success_rate": (self.successes / self.attempts) if self.attempts else 0.0,
+            "failures_by_kind": dict(sorted(self.failures_by_kind.items())),
+            "consecutive_failures": self.consecutive_failures,
+            "time_in_state": time_in_state,
+            "alarm_active": self.alarm_active,
+            "alarm_count": self.alarms_raised,
+            "alarms_resolved": self.alarms_resolved,
+            "last_delay": self.last_delay,
+            "last_rtt": self.last_rtt,
+            "pings_sent": self.pings_sent,
+            "pongs_received": self.pongs_received,
+            "unsolicited_pongs": self.unsolicited_pongs,
+            "last_failure": last,
+            "history": [r.as_dict() for r in self._history],
+            "patterns": [r.as_dict() for r in self._reported],
+            "close_reason": self.close_reason,
+        }
+
+    _SCALARS = (
+        "attempt attempts successes failures consecutive_failures alarm_active alarm_raised_at"
+        " alarms_raised alarms_resolved failures_since_alarm unsolicited_pongs pings_sent"
+        " pongs_received last_rtt last_delay close_reason close_kind attempt_deadline retry_at"
+        " next_ping_at pong_deadline ping_sent_at live_since recovered state_entered_at"
+        " last_event_at _last_failure_at"
+    ).split()
+    _TIMES = frozenset(
+        "alarm_raised_at attempt_deadline retry_at next_ping_at pong_deadline ping_sent_at"
+        " live_since state_entered_at last_event_at _last_failure_at".split()
+    )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole machine as a JSON-able dict (see :meth:`restore`)."""
+        data: dict[str, Any] = {"version": 1, "state": self.state}
+        for name in self._SCALARS:
+            data[name.lstrip("_")] = getattr(self, name)
+        data["failures_by_kind"] = dict(self.failures_by_kind)
+        data["time_in_state"] = dict(self.time_in_state)
+        data["window"] = list(self._window)
+        data["history"] = [r.as_dict() for r in self._history]
+        data["drops"] = [list(d) for d in self._drops]
+        data["reported"] = [attrs.asdict(r) for r in self._reported]
+        return data
+
+    @classmethod
+    def restore(
+        cls,
+        snapshot: dict[str, Any],
+        config: ConnectionConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        shift: float = 0.0,
+    ) -> ConnectionMachine:
+        """Rebuild a machine from :meth:`snapshot`.
+
+        ``shift`` is added to every stored time: a host restarted on a new monotonic clock
+        passes ``new_now - old_now``.
+        """
+        if snapshot.get("version") != 1:
+            raise ValueError(f"snapshot.version: must be 1 (got {snapshot.get('version')!r})")
+        state = snapshot["state"]
+        if state not in CONNECTION_STATES:
+            raise ValueError(f"snapshot.state: must be a connection state (got {state!r})")
+        machine = cls(config, rng=rng, _start_value=state)
+
+        def moved(value: Any) -> Any:
+            return None if value is None else value + shift
+
+        for name in cls._SCALARS:
+            value = snapshot[name.lstrip("_")]
+            setattr(machine, name, moved(value) if name in cls._TIMES else value)
+        machine.failures_by_kind = dict(snapshot["failures_by_kind"])
+        machine.time_in_state = {**machine.time_in_state, **snapshot["time_in_state"]}
+        machine._window.extend(t + shift for t in snapshot["window"])
+        for record in snapshot["history"]:
+            machine._history.append(FailureRecord(**{**record, "at": record["at"] + shift}))
+        machine._drops.extend((t + shift, kind) for t, kind in snapshot["drops"])
+        for report in snapshot["reported"]:
+            machine._reported.append(
+                PatternReport(**{**report, "kinds": tuple(tuple(k) for k in report["kinds"])})
+            )
+        return machine

@@ -1,0 +1,291 @@
+"""Inputs and outputs of :class:`ConnectionMachine`: small frozen classes.
+
+Events go in (``machine.handle(event)``), actions come out. Every event carries ``now``, the
+time in seconds on any monotonic clock the host chooses; the machine has no clock of its own.
+Don't subclass these: the machine dispatches on their exact type.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from ._patterns import PatternReport
+
+__all__ = [
+    "Alarm",
+    "AlarmResolved",
+    "Connect",
+    "ConnectionAction",
+    "ConnectionEvent",
+    "ConnectionFailed",
+    "Disconnect",
+    "FailureKind",
+    "FailureRecord",
+    "GiveUp",
+    "HandshakeSucceeded",
+    "PatternDetected",
+    "PongReceived",
+    "RaiseAlarm",
+    "ResolveAlarm",
+    "RestoreSubscriptions",
+    "SendPing",
+    "Start",
+    "StateChanged",
+    "Stop",
+    "Tick",
+    "TransportConnected",
+    "Wait",
+]
+
+
+class FailureKind(enum.StrEnum):
+    """Why a connection attempt or a live connection failed (classified by the adapter)."""
+
+    #: TLS error, e.g. ``DECRYPTION_FAILED_OR_BAD_RECORD_MAC``: retried with backoff.
+    SSL = "ssl"
+    #: Refused, reset, closed without a close frame, broken pipe: retried with backoff.
+    NETWORK = "network"
+    #: Handshake past its deadline, or a pong missing past ``pong_timeout``: retried.
+    TIMEOUT = "timeout"
+    #: A protocol violation, an unexpected close code, an oversized message: retried.
+    PROTOCOL = "protocol"
+    #: HTTP 429/418 with Retry-After: the next delay is at least ``retry_after``.
+    RATE_LIMITED = "rate_limited"
+    #: A planned close (1001/1012, a server shutdown notice): reconnect at once, not counted.
+    SERVER_CLOSED = "server_closed"
+    #: Certificate verification, 401/403, a bad URL: retrying cannot help; closed at once.
+    FATAL = "fatal"
+    #: Anything else: retried with backoff.
+    UNKNOWN = "unknown"
+
+
+def _failure_kind(value: object) -> FailureKind:
+    try:
+        return FailureKind(value)
+    except ValueError:
+        options = ", ".join(k.value for k in FailureKind)
+        raise ValueError(f"kind: must be one of {options} (got {value!r})") from None
+
+
+def _time(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"now: must be a real number of seconds (got {value!r})")
+    return float(value)
+
+
+# ---------------------------------------------------------------- events (inputs)
+
+
+@attrs.frozen(kw_only=True)
+class Start:
+    """The host wants a connection: leave ``idle`` and connect."""
+
+    now: float = attrs.field(converter=_time)
+
+
+@attrs.frozen(kw_only=True)
+class TransportConnected:
+    """TCP is up; TLS and the WebSocket upgrade follow (still under the attempt deadline)."""
+
+    now: float = attrs.field(converter=_time)
+
+
+@attrs.frozen(kw_only=True)
+class HandshakeSucceeded:
+    """TLS and the WebSocket upgrade completed: the connection is live."""
+
+    now: float = attrs.field(converter=_time)
+
+
+@attrs.frozen(kw_only=True)
+class PongReceived:
+    """A pong arrived. An unsolicited pong is counted and otherwise ignored."""
+
+    now: float = attrs.field(converter=_time)
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionFailed:
+    """The attempt or the live connection failed; the transport is gone (wsproto style).
+
+    Args:
+        kind: the classification (see :class:`FailureKind`).
+        reason: a short reason, e.g. the SSL reason ``DECRYPTION_FAILED_OR_BAD_RECORD_MAC``.
+        detail: the original exception and traceback text, kept in the failure record (R3.1).
+        retry_after: a server's Retry-After in seconds (429/418).
+        wall_time: wall-clock seconds of the failure, for the minute-of-hour pattern test;
+            ``now`` is used when absent.
+    """
+
+    now: float = attrs.field(converter=_time)
+    kind: FailureKind = attrs.field(converter=_failure_kind)
+    reason: str = ""
+    detail: str = ""
+    retry_after: float | None = None
+    wall_time: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Tick:
+    """Time has passed: fire whatever deadline is due (retry, ping, pong or handshake timeout)."""
+
+    now: float = attrs.field(converter=_time)
+
+
+@attrs.frozen(kw_only=True)
+class Stop:
+    """The host stops the connection for good (idempotent once closed)."""
+
+    now: float = attrs.field(converter=_time)
+    reason: str = "stopped by host"
+
+
+ConnectionEvent = (
+    Start | TransportConnected | HandshakeSucceeded | PongReceived | ConnectionFailed | Tick | Stop
+)
+
+# ---------------------------------------------------------------- actions (outputs)
+
+
+@attrs.frozen(kw_only=True)
+class StateChanged:
+    """The lifecycle moved from ``source`` to ``target`` because of ``reason``."""
+
+    at: float
+    source: str
+    target: str
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Connect:
+    """Open the transport now; the whole handshake must finish by ``deadline`` (R1.5)."""
+
+    attempt: int
+    deadline: float
+
+
+@attrs.frozen(kw_only=True)
+class RestoreSubscriptions:
+    """The connection is live again: restore every subscription (R1.4)."""
+
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class SendPing:
+    """Send a ping now; a pong must arrive by ``pong_deadline`` (R1.2)."""
+
+    pong_deadline: float
+
+
+@attrs.frozen(kw_only=True)
+class Disconnect:
+    """Close whatever is left of the transport."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Wait:
+    """Wait ``delay`` seconds (until ``until``), then the machine retries on a Tick (R1.1)."""
+
+    delay: float
+    until: float
+    attempt: int
+
+
+@attrs.frozen(kw_only=True)
+class Alarm:
+    """Too many failures within the alarm window (R1.3)."""
+
+    at: float
+    failures_in_window: int
+    window: float
+    threshold: int
+    last_kind: str
+    last_reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class AlarmResolved:
+    """The connection is live again after an alarm."""
+
+    at: float
+    raised_at: float
+    duration: float
+    failures_since_raised: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class RaiseAlarm:
+    """Log at ERROR and notify every notifier (R1.3)."""
+
+    alarm: Alarm
+
+
+@attrs.frozen(kw_only=True)
+class ResolveAlarm:
+    """Log and notify that the alarm is resolved."""
+
+    resolution: AlarmResolved
+
+
+@attrs.frozen(kw_only=True)
+class PatternDetected:
+    """A recurring failure pattern was found: log the report and notify (R3.5)."""
+
+    report: PatternReport
+
+
+@attrs.frozen(kw_only=True)
+class GiveUp:
+    """The machine closed because of a fatal failure or exhausted retries."""
+
+    kind: str
+    reason: str
+
+
+ConnectionAction = (
+    StateChanged
+    | Connect
+    | RestoreSubscriptions
+    | SendPing
+    | Disconnect
+    | Wait
+    | RaiseAlarm
+    | ResolveAlarm
+    | PatternDetected
+    | GiveUp
+)
+
+
+@attrs.frozen(kw_only=True)
+class FailureRecord:
+    """One failure, as kept in the bounded history (R3.1, R3.3)."""
+
+    at: float
+    kind: str
+    reason: str
+    detail: str
+    #: The state the failure happened in, and the attempt number (1 = first connect).
+    state: str
+    attempt: int
+    #: Consecutive failures including this one (0 for planned closes).
+    consecutive: int
+    #: Seconds since the previous failure (None for the first).
+    since_previous: float | None
+    #: The delay chosen before the next attempt (None when the machine closed).
+    delay: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)

@@ -1,0 +1,220 @@
+"""Field rules for the configuration classes.
+
+One rule object per field is the single source of truth for three things: the attrs validator
+(direct construction), the strict cattrs structure hook (loading from TOML and environment), and
+the JSON Schema / documentation text. A rule's ``check`` returns a message such as
+``must be > 0 (got -1.0)`` or None; ``coerce`` returns the typed value or raises ``ValueError``
+with that message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+__all__ = ["Boolean", "Choice", "Integer", "Number", "Optional", "Rule"]
+
+
+def _is_number(value: object) -> bool:
+    # bool is an int subclass; `max_delay = true` is a mistake, never 1.0.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class Rule:
+    """Base rule: subclasses implement ``check``, ``coerce``, ``describe`` and ``schema``."""
+
+    type_name = "value"
+
+    def check(self, value: object) -> str | None:
+        raise NotImplementedError
+
+    def coerce(self, value: object) -> Any:
+        message = self.check(value)
+        if message is not None:
+            raise ValueError(message)
+        return value
+
+    def parse_env(self, text: str) -> object:
+        """Turn an environment string into a value of this rule's type (or raise ValueError)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # attrs validator protocol: a rule is directly usable as `validator=`.
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        message = self.check(value)
+        if message is not None:
+            from ._errors import ConfigError
+
+            section = getattr(type(instance), "_section", type(instance).__name__)
+            raise ConfigError([f"{section}.{attribute.name}: {message}"])
+
+
+class Number(Rule):
+    """A finite real number with optional bounds."""
+
+    type_name = "number"
+
+    def __init__(
+        self,
+        *,
+        gt: float | None = None,
+        ge: float | None = None,
+        lt: float | None = None,
+        le: float | None = None,
+    ) -> None:
+        self.gt, self.ge, self.lt, self.le = gt, ge, lt, le
+
+    def _bounds(self) -> list[tuple[str, float]]:
+        pairs = [(">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le)]
+        return [(op, bound) for op, bound in pairs if bound is not None]
+
+    def check(self, value: object) -> str | None:
+        if not _is_number(value):
+            return f"must be a number (got {value!r})"
+        assert isinstance(value, int | float)
+        if not math.isfinite(value):
+            return f"must be finite (got {value!r})"
+        for op, bound in self._bounds():
+            ok = {
+                ">": value > bound,
+                ">=": value >= bound,
+                "<": value < bound,
+                "<=": value <= bound,
+            }[op]
+            if not ok:
+                return f"must be {op} {bound:g} (got {value!r})"
+        return None
+
+    def coerce(self, value: object) -> float:
+        super().coerce(value)
+        assert isinstance(value, int | float)
+        return float(value)
+
+    def parse_env(self, text: str) -> object:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"cannot parse {text!r} as a number") from None
+
+    def describe(self) -> str:
+        bounds = " and ".join(f"{op} {bound:g}" for op, bound in self._bounds())
+        return f"finite number {bounds}".strip()
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "number"}
+        keys = {">": "exclusiveMinimum", ">=": "minimum", "<": "exclusiveMaximum", "<=": "maximum"}
+        for op, bound in self._bounds():
+            out[keys[op]] = bound
+        return out
+
+
+class Integer(Rule):
+    """A whole number (not a float, not a bool) with an optional lower bound."""
+
+    type_name = "integer"
+
+    def __init__(self, *, ge: int | None = None) -> None:
+        self.ge = ge
+
+    def check(self, value: object) -> str | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"must be an integer (got {value!r})"
+        if self.ge is not None and value < self.ge:
+            return f"must be >= {self.ge} (got {value!r})"
+        return None
+
+    def parse_env(self, text: str) -> object:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"cannot parse {text!r} as an integer") from None
+
+    def describe(self) -> str:
+        return "integer" + (f" >= {self.ge}" if self.ge is not None else "")
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "integer"}
+        if self.ge is not None:
+            out["minimum"] = self.ge
+        return out
+
+
+class Boolean(Rule):
+    type_name = "boolean"
+    _TRUE = frozenset({"1", "true", "yes", "on"})
+    _FALSE = frozenset({"0", "false", "no", "off"})
+
+    def check(self, value: object) -> str | None:
+        if not isinstance(value, bool):
+            return f"must be true or false (got {value!r})"
+        return None
+
+    def parse_env(self, text: str) -> object:
+        lowered = text.strip().lower()
+        if lowered in self._TRUE:
+            return True
+        if lowered in self._FALSE:
+            return False
+        raise ValueError(f"cannot parse {text!r} as a boolean (use true/false, 1/0, yes/no)")
+
+    def describe(self) -> str:
+        return "boolean"
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+
+class Choice(Rule):
+    type_name = "string"
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        self.choices = tuple(choices)
+
+    def check(self, value: object) -> str | None:
+        if value not in self.choices:
+            options = ", ".join(repr(c) for c in self.choices)
+            return f"must be one of {options} (got {value!r})"
+        return None
+
+    def parse_env(self, text: str) -> object:
+        return text.strip()
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.choices)}
+
+
+class Optional(Rule):
+    """``inner`` or None (None has no TOML spelling: leave the key out, or use env ``none``)."""
+
+    def __init__(self, inner: Rule) -> None:
+        self.inner = inner
+        self.type_name = inner.type_name
+
+    def check(self, value: object) -> str | None:
+        return None if value is None else self.inner.check(value)
+
+    def coerce(self, value: object) -> Any:
+        return None if value is None else self.inner.coerce(value)
+
+    def parse_env(self, text: str) -> object:
+        if text.strip().lower() in ("", "none", "null", "unset"):
+            return None
+        return self.inner.parse_env(text)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, or unset"
+
+    def schema(self) -> dict[str, Any]:
+        inner = self.inner.schema()
+        return {**inner, "type": [inner["type"], "null"]}

@@ -1,0 +1,17 @@
+"""regulator.specs: reference models and Hypothesis state machines a host can reuse.
+
+Needs the ``specs`` extra (Hypothesis). See ``connection_lifecycle_spec`` and
+``scaler_lifecycle_spec`` for how a host runs them against its own configuration.
+"""
+
+from ._connection_model import CONNECTION_TABLE as CONNECTION_TABLE
+from ._connection_model import ConnectionModel as ConnectionModel
+from ._connection_model import connection_configs as connection_configs
+from ._connection_model import connection_lifecycle_spec as connection_lifecycle_spec
+
+__all__ = [
+    "CONNECTION_TABLE",
+    "ConnectionModel",
+    "connection_configs",
+    "connection_lifecycle_spec",
+]

@@ -1,0 +1,405 @@
+"""A plain reference model of the connection rules, and a Hypothesis state machine that checks
+:class:`regulator.fsm.ConnectionMachine` against it after every step.
+
+The model is written from the rules (R1.1-R1.5, R3.1, R3.3), not from the machine's code: a
+transition table, an unbounded list of failure times, and the deadlines. A host checks its own
+configuration with::
+
+    from hypothesis import settings
+    from regulator.fsm import load_config
+    from regulator.specs import connection_lifecycle_spec
+
+    TestMyConnection = connection_lifecycle_spec(load_config("prod.toml").connection).TestCase
+    TestMyConnection.settings = settings(max_examples=200, stateful_step_count=60)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ..fsm import (
+    ConnectionConfig,
+    ConnectionFailed,
+    ConnectionMachine,
+    FailureKind,
+    HandshakeSucceeded,
+    IllegalEventError,
+    PongReceived,
+    RaiseAlarm,
+    ResolveAlarm,
+    RestoreSubscriptions,
+    SendPing,
+    Start,
+    StateChanged,
+    Stop,
+    Tick,
+    TransportConnected,
+    Wait,
+)
+
+__all__ = [
+    "CONNECTION_TABLE",
+    "ConnectionModel",
+    "connection_configs",
+    "connection_lifecycle_spec",
+]
+
+#: (state, event) -> next state, for the events whose target does not depend on counters.
+CONNECTION_TABLE: dict[tuple[str, str], str] = {
+    ("idle", "start"): "connecting",
+    ("connecting", "transport_connected"): "handshaking",
+    ("handshaking", "handshake_succeeded"): "live",
+    ("backing_off", "retry"): "connecting",
+    ("alarmed", "retry"): "connecting",
+    **{(s, "stop"): "closed" for s in ("idle", "connecting", "handshaking", "live", "backing_off", "alarmed")},
+}
+FAILABLE = ("connecting", "handshaking", "live")
+
+
+@attrs.define
+class ConnectionModel:
+    """The rules, executed the plain way."""
+
+    cfg: ConnectionConfig
+    state: str = "idle"
+    consecutive: int = 0
+    alarm_active: bool = False
+    alarms: int = 0
+    resolutions: int = 0
+    counted_failures: list[float] = attrs.Factory(list)
+    records: list[dict[str, Any]] = attrs.Factory(list)
+    attempt_deadline: float | None = None
+    retry_at: float | None = None
+    next_ping: float | None = None
+    pong_deadline: float | None = None
+    live_since: float | None = None
+    recovered: bool = True
+
+    def base_delay(self, n: int) -> float:
+        # initial_delay * factor**(n-1), capped; computed in logs to avoid overflow.
+        cfg = self.cfg
+        exponent = (n - 1) * math.log(cfg.backoff_factor)
+        if exponent >= math.log(cfg.max_delay / cfg.initial_delay):
+            return cfg.max_delay
+        return cfg.initial_delay * math.exp(exponent)
+
+    def delay_bounds(self, n: int, retry_after: float | None) -> tuple[float, float]:
+        base = self.base_delay(n)
+        low = base * (1 - self.cfg.jitter)
+        high = min(base * (1 + self.cfg.jitter), self.cfg.max_delay)
+        if retry_after is not None:
+            low, high = max(low, retry_after), max(high, retry_after)
+        return low, high
+
+    def fail(self, now: float, kind: str) -> tuple[str, bool]:
+        """Apply a failure; return (new state, whether a new alarm is due)."""
+        counted = kind != "server_closed"
+        if self.state == "live" and (
+            self.recovered or now - (self.live_since or now) >= self.cfg.stable_after
+        ):
+            self.consecutive = 0
+        if counted:
+            self.consecutive += 1
+            self.counted_failures.append(now)
+        in_window = sum(1 for t in self.counted_failures if t > now - self.cfg.alarm_window)
+        new_alarm = False
+        if kind == "fatal" or (
+            counted and self.cfg.max_retries is not None and self.consecutive > self.cfg.max_retries
+        ):
+            self.state = "closed"
+        elif self.alarm_active or (counted and in_window > self.cfg.alarm_failures):
+            new_alarm = not self.alarm_active
+            self.alarm_active = True
+            self.alarms += int(new_alarm)
+            self.state = "alarmed"
+        else:
+            self.state = "backing_off"
+        self.attempt_deadline = self.next_ping = self.pong_deadline = self.live_since = None
+        return self.state, new_alarm
+
+
+def connection_configs(draw_jitter: bool = True) -> st.SearchStrategy[ConnectionConfig]:
+    """Valid connection configs with small, test-friendly timings."""
+
+    def build(initial: float, span: float, factor: float, jitter: float, **rest: Any) -> ConnectionConfig:
+        return ConnectionConfig(
+            initial_delay=initial, max_delay=initial * span, backoff_factor=factor, jitter=jitter, **rest
+        )
+
+    return st.builds(
+        build,
+        initial=st.floats(0.01, 5.0),
+        span=st.just(1.0) | st.floats(1.0, 4.0) | st.floats(1.0, 100.0),
+        factor=st.floats(1.0, 4.0),
+        jitter=st.floats(0.0, 0.9) if draw_jitter else st.just(0.0),
+        ping_interval=st.floats(0.5, 60.0),
+        pong_timeout=st.floats(0.1, 30.0),
+        handshake_timeout=st.floats(0.1, 60.0),
+        alarm_failures=st.integers(0, 6),
+        alarm_window=st.floats(1.0, 600.0),
+        history_size=st.integers(1, 12),
+        max_retries=st.none() | st.integers(0, 8),
+        stable_after=st.just(0.0) | st.floats(0.0, 30.0),
+    )
+
+
+def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[RuleBasedStateMachine]:
+    """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
+
+    With ``config`` None each run draws a config from :func:`connection_configs`.
+    """
+
+    class ConnectionLifecycle(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.machine: ConnectionMachine | None = None
+            self.model: ConnectionModel | None = None
+            self.now = 0.0
+            self.seen_closed = False
+            self.actions: list[Any] = []
+
+        # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config
+        @precondition(lambda self: self.machine is None)
+        @rule(cfg=connection_configs() if config is None else st.just(config), seed=st.integers(0, 2**16))
+        def setup(self, cfg: ConnectionConfig, seed: int) -> None:
+            self.machine = ConnectionMachine(cfg, rng=random.Random(seed))
+            self.model = ConnectionModel(cfg)
+
+        def _m(self) -> tuple[ConnectionMachine, ConnectionModel]:
+            assert self.machine is not None and self.model is not None
+            return self.machine, self.model
+
+        def _apply(self, event: Any) -> list[Any]:
+            machine, _ = self._m()
+            self.actions = machine.handle(event)
+            return self.actions
+
+        def _check_failure_actions(self, actions: list[Any], new_alarm: bool, n: int, retry_after: float | None) -> None:
+            _, model = self._m()
+            raised = [a for a in actions if isinstance(a, RaiseAlarm)]
+            assert len(raised) == int(new_alarm), (raised, new_alarm)
+            waits = [a for a in actions if isinstance(a, Wait)]
+            if model.state == "closed":
+                assert not waits
+                return
+            assert len(waits) == 1
+            delay = waits[0].delay
+            if model.records and model.records[-1]["kind"] == "server_closed":
+                assert delay == max(0.0, retry_after or 0.0), delay  # planned: at once
+            else:
+                low, high = model.delay_bounds(n, retry_after)
+                assert low - 1e-9 <= delay <= high + 1e-9, (delay, low, high)
+                if retry_after is None:
+                    assert model.cfg.initial_delay * (1 - model.cfg.jitter) - 1e-9 <= delay <= model.cfg.max_delay + 1e-9
+            model.retry_at = self.now + delay
+
+        def _model_fail(self, now: float, kind: str, retry_after: float | None) -> None:
+            machine, model = self._m()
+            source = model.state
+            state, new_alarm = model.fail(now, kind)
+            model.records.append({"at": now, "kind": kind, "state": source, "consecutive": model.consecutive if kind != "server_closed" else 0})
+            self._check_failure_actions(self.actions, new_alarm, model.consecutive, retry_after)
+
+        # -- rules, one per event --------------------------------------------------------
+        @precondition(lambda self: self.machine is not None and self.model is not None and self.model.state == "idle")
+        @rule()
+        def start(self) -> None:
+            _, model = self._m()
+            self._apply(Start(now=self.now))
+            model.state = "connecting"
+            model.attempt_deadline = self.now + model.cfg.handshake_timeout
+
+        @precondition(lambda self: self.model is not None and self.model.state == "connecting")
+        @rule()
+        def transport_connected(self) -> None:
+            self._apply(TransportConnected(now=self.now))
+            self._m()[1].state = "handshaking"
+
+        @precondition(lambda self: self.model is not None and self.model.state == "handshaking")
+        @rule()
+        def handshake_succeeded(self) -> None:
+            _, model = self._m()
+            actions = self._apply(HandshakeSucceeded(now=self.now))
+            assert any(isinstance(a, RestoreSubscriptions) for a in actions)  # R1.4
+            resolved = [a for a in actions if isinstance(a, ResolveAlarm)]
+            assert len(resolved) == int(model.alarm_active)
+            model.resolutions += len(resolved)
+            model.alarm_active = False
+            model.state = "live"
+            model.attempt_deadline = None
+            model.live_since = self.now
+            model.next_ping = self.now + model.cfg.ping_interval
+            model.pong_deadline = None
+            model.recovered = model.cfg.stable_after == 0.0
+            if model.recovered:
+                model.consecutive = 0
+
+        @precondition(lambda self: self.model is not None and self.model.state == "live")
+        @rule()
+        def pong(self) -> None:
+            _, model = self._m()
+            self._apply(PongReceived(now=self.now))
+            model.pong_deadline = None
+
+        @precondition(lambda self: self.model is not None and self.model.state in FAILABLE)
+        @rule(
+            kind=st.sampled_from([k.value for k in FailureKind]),
+            retry_after=st.none() | st.floats(0.0, 120.0),
+        )
+        def fail(self, kind: str, retry_after: float | None) -> None:
+            self._apply(ConnectionFailed(now=self.now, kind=kind, reason="injected", retry_after=retry_after))
+            self._model_fail(self.now, kind, retry_after)
+
+        @precondition(lambda self: self.model is not None and self.model.state != "closed")
+        @rule()
+        def stop(self) -> None:
+            _, model = self._m()
+            self._apply(Stop(now=self.now))
+            model.state = "closed"
+
+        @precondition(lambda self: self.model is not None)
+        @rule(event=st.sampled_from(["start", "transport_connected", "handshake_succeeded", "fail", "pong"]))
+        def illegal_event(self, event: str) -> None:
+            machine, model = self._m()
+            accepted = {
+                "start": ("idle",),
+                "transport_connected": ("connecting",),
+                "handshake_succeeded": ("handshaking",),
+                "fail": FAILABLE,
+                "pong": ("live",),
+            }[event]
+            if model.state in accepted:
+                return
+            before = machine.snapshot()
+            factory = {
+                "start": lambda: Start(now=self.now),
+                "transport_connected": lambda: TransportConnected(now=self.now),
+                "handshake_succeeded": lambda: HandshakeSucceeded(now=self.now),
+                "fail": lambda: ConnectionFailed(now=self.now, kind="ssl"),
+                "pong": lambda: PongReceived(now=self.now),
+            }
+            try:
+                machine.handle(factory[event]())
+            except IllegalEventError:
+                pass
+            else:
+                raise AssertionError(f"{event} accepted in {model.state}")
+            assert machine.snapshot() == before  # never half-applied
+
+        @precondition(lambda self: self.model is not None)
+        @rule(dt=st.floats(0.0, 120.0))
+        def advance(self, dt: float) -> None:
+            """Time passes; the model fires its deadlines in order, like the rules say."""
+            machine, model = self._m()
+            target = self.now + dt
+            actions = self._apply(Tick(now=target))
+            index = 0
+            while True:
+                due = self._model_next(model)
+                if due is None or due > target:
+                    break
+                self.now = due
+                if (
+                    model.state == "live"
+                    and not (model.pong_deadline is not None and due == model.pong_deadline)
+                    and not model.recovered
+                    and model.live_since is not None
+                    and due == model.live_since + model.cfg.stable_after
+                ):
+                    model.recovered = True  # R1.4 with stable_after: no action
+                    model.consecutive = 0
+                    continue
+                end = self._group_end(actions, index)
+                group = actions[index:end]
+                index = end
+                if model.state in ("connecting", "handshaking"):
+                    self.actions = group
+                    self._model_fail(due, "timeout", None)  # R1.5
+                elif model.state in ("backing_off", "alarmed"):
+                    model.state = "connecting"
+                    model.retry_at = None
+                    model.attempt_deadline = due + model.cfg.handshake_timeout
+                elif model.pong_deadline is not None and due == model.pong_deadline:
+                    self.actions = group
+                    self._model_fail(due, "timeout", None)  # R1.2
+                else:
+                    assert len(group) == 1 and isinstance(group[0], SendPing), group
+                    assert group[0].pong_deadline == due + model.cfg.pong_timeout
+                    model.pong_deadline = due + model.cfg.pong_timeout
+                    model.next_ping = due + model.cfg.ping_interval
+            assert index == len(actions), (index, actions)
+            self.now = target
+
+        @staticmethod
+        def _group_end(actions: list[Any], index: int) -> int:
+            # Each fired deadline yields one group: a failure or a retry starts with
+            # StateChanged, a ping is a lone SendPing.
+            for j in range(index + 1, len(actions)):
+                if isinstance(actions[j], StateChanged | SendPing):
+                    return j
+            return len(actions)
+
+        @staticmethod
+        def _model_next(model: ConnectionModel) -> float | None:
+            if model.state in ("connecting", "handshaking"):
+                return model.attempt_deadline
+            if model.state in ("backing_off", "alarmed"):
+                return model.retry_at
+            if model.state == "live":
+                due = model.pong_deadline if model.pong_deadline is not None else model.next_ping
+                if not model.recovered and model.live_since is not None:
+                    due = min(x for x in (due, model.live_since + model.cfg.stable_after) if x is not None)
+                return due
+            return None
+
+        # -- invariants ---------------------------------------------------------------
+        @invariant()
+        def state_agrees(self) -> None:
+            if self.machine is None or self.model is None:
+                return
+            assert self.machine.state == self.model.state, (self.machine.state, self.model.state)
+
+        @invariant()
+        def closed_is_absorbing(self) -> None:
+            if self.machine is None:
+                return
+            if self.seen_closed:
+                assert self.machine.state == "closed"
+            self.seen_closed = self.machine.state == "closed"
+
+        @invariant()
+        def alarms_agree(self) -> None:
+            if self.machine is None or self.model is None:
+                return
+            stats = self.machine.stats()
+            assert stats["alarm_count"] == self.model.alarms
+            assert stats["alarms_resolved"] == self.model.resolutions
+            assert stats["alarm_active"] == self.model.alarm_active
+            assert stats["consecutive_failures"] == self.model.consecutive
+
+        @invariant()
+        def history_is_bounded_and_newest(self) -> None:
+            if self.machine is None or self.model is None:
+                return
+            history = self.machine.history
+            size = self.model.cfg.history_size
+            assert len(history) <= size
+            expected = self.model.records[-size:]
+            assert [(r.at, r.kind, r.state) for r in history] == [
+                (e["at"], e["kind"], e["state"]) for e in expected
+            ]
+
+        @invariant()
+        def deadline_agrees(self) -> None:
+            if self.machine is None or self.model is None:
+                return
+            assert self.machine.next_deadline == self._model_next(self.model)
+
+    ConnectionLifecycle.__name__ = ConnectionLifecycle.__qualname__ = "ConnectionLifecycle"
+    return ConnectionLifecycle

@@ -1,0 +1,43 @@
+"""The public surface is pinned: removing or renaming a name is a deliberate act."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import regulator.fsm
+
+FSM_PUBLIC = sorted(
+    """
+    BUILTIN_SCHEDULES CONNECTION_STATES Alarm AlarmResolved ConfigError Connect ConnectionAction
+    ConnectionConfig ConnectionEvent ConnectionFailed ConnectionMachine Disconnect FailureKind
+    FailureRecord Fault GiveUp HandshakeSucceeded IllegalEventError PatternDetected PatternReport
+    PongReceived RaiseAlarm RegulatorConfig RegulatorError ResolveAlarm RestoreSubscriptions
+    ScaleCollapseError ScalerConfig Schedule SendPing SimulationResult Start StateChanged Stop
+    Tick TransportConnected Wait backoff_delay config_from_mapping config_json_schema
+    config_to_toml detect_patterns field_docs format_kv load_config load_schedule parse_kv
+    simulate
+    """.split()
+)
+
+
+@pytest.mark.spec("R5.1")
+def test_fsm_surface_is_pinned() -> None:
+    assert sorted(regulator.fsm.__all__) == FSM_PUBLIC
+    for name in FSM_PUBLIC:
+        assert getattr(regulator.fsm, name) is not None
+
+
+@pytest.mark.parametrize("package", ["regulator.fsm", "regulator.adapters", "regulator.specs"])
+def test_every_exported_name_exists_and_private_modules_declare_all(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert hasattr(module, name), name
+    assert module.__all__ == sorted(module.__all__) or package == "regulator.fsm"
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    assert regulator.fsm.__version__ == version("regulator")
