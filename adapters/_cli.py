@@ -15,6 +15,7 @@ from ..fsm import (
     BUILTIN_SCHEDULES,
     ConfigError,
     config_json_schema,
+    config_reference_markdown,
     config_to_toml,
     load_config,
     load_schedule,
@@ -42,15 +43,27 @@ def _config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_docs(args: argparse.Namespace) -> int:
+    print(config_reference_markdown(), end="")
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     schedule = load_schedule(args.schedule, seed=args.seed)
     hours = args.hours if args.hours is not None else schedule.hours
-    print(format_kv(event="simulate", schedule=schedule.name, hours=hours, seed=args.seed,
-                    description=schedule.description))
+    print(
+        format_kv(
+            event="simulate",
+            schedule=schedule.name,
+            hours=hours,
+            seed=args.seed,
+            description=schedule.description,
+        )
+    )
 
     def emit(line: str) -> None:
-        if not args.summary or " event=state " not in line and " event=backoff " not in line:
+        if not args.summary or (" event=state " not in line and " event=backoff " not in line):
             print(line)
 
     result = simulate(schedule, config.connection, hours=hours, seed=args.seed, emit=emit)
@@ -58,6 +71,20 @@ def _simulate(args: argparse.Namespace) -> int:
     by_kind = totals.pop("failures_by_kind")
     print(format_kv(event="totals", **totals))
     print(format_kv(event="failures_by_kind", **by_kind) if by_kind else "event=failures_by_kind")
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._docgen import write_pages
+
+    stale = write_pages(Path(args.out), check=args.check)
+    for path in stale:
+        print(f"{'stale' if args.check else 'wrote'}: {path}")
+    if args.check and stale:
+        print("regenerate with: regulator docs generate", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -84,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_config_show)
     schema = config_sub.add_parser("schema", help="print the JSON Schema of the config file")
     schema.set_defaults(func=_config_schema)
+    docs = config_sub.add_parser("docs", help="print the configuration reference (Markdown)")
+    docs.set_defaults(func=_config_docs)
 
     sim = sub.add_parser(
         "simulate",
@@ -99,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary", action="store_true", help="print alarms, patterns and totals only"
     )
     sim.set_defaults(func=_simulate)
+
+    docs_cmd = sub.add_parser("docs", help="generated documentation pages")
+    docs_sub = docs_cmd.add_subparsers(dest="docs_command", required=True)
+    generate = docs_sub.add_parser("generate", help="write the pages generated from the code")
+    generate.add_argument("--out", default="docs", help="the docs folder (default: docs)")
+    generate.add_argument("--check", action="store_true", help="only report stale pages")
+    generate.set_defaults(func=_docs)
 
     demo = sub.add_parser("demo", help="run the main job end to end")
     demo.add_argument("--quick", action="store_true", help="a short run (CI)")

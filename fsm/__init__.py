@@ -6,6 +6,7 @@ Nothing here does I/O, reads a clock, or imports anyio or torch; adapters do tha
 from ._config import ConnectionConfig as ConnectionConfig
 from ._config import RegulatorConfig as RegulatorConfig
 from ._config import ScalerConfig as ScalerConfig
+from ._config import config_reference_markdown as config_reference_markdown
 from ._config import field_docs as field_docs
 from ._config_loader import config_from_mapping as config_from_mapping
 from ._config_loader import config_json_schema as config_json_schema
@@ -95,6 +96,7 @@ __all__ = [
     "backoff_delay",
     "config_from_mapping",
     "config_json_schema",
+    "config_reference_markdown",
     "config_to_toml",
     "detect_patterns",
     "field_docs",

@@ -7,6 +7,7 @@ TOML and the environment lives in ``_config_loader``; this module only declares.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -14,7 +15,13 @@ import attrs
 from ._errors import ConfigError
 from ._rules import Boolean, Choice, Integer, Number, Optional, Rule
 
-__all__ = ["ConnectionConfig", "RegulatorConfig", "ScalerConfig", "field_docs"]
+__all__ = [
+    "ConnectionConfig",
+    "RegulatorConfig",
+    "ScalerConfig",
+    "config_reference_markdown",
+    "field_docs",
+]
 
 
 def _setting(
@@ -201,7 +208,10 @@ class ScalerConfig:
         unit="epochs",
     )
     reset_fraction: float = _setting(
-        0.5, Number(gt=0, le=1), "A reset sets the scale to this x the initial scale.", unit="factor"
+        0.5,
+        Number(gt=0, le=1),
+        "A reset sets the scale to this x the initial scale.",
+        unit="factor",
     )
     overflow_halving_batches: int = _setting(
         5,
@@ -238,6 +248,19 @@ class ScalerConfig:
                     f" large_model_params={self.large_model_params!r},"
                     f" small_model_params={self.small_model_params!r})",
                 ),
+                *[
+                    (
+                        getattr(self, name) < self.min_scale,
+                        f"{name}: must be >= min_scale (got {name}={getattr(self, name)!r},"
+                        f" min_scale={self.min_scale!r})",
+                    )
+                    for name in (
+                        "init_scale",
+                        "small_model_scale",
+                        "medium_model_scale",
+                        "large_model_scale",
+                    )
+                ],
                 (
                     self.max_scale_threshold < self.min_scale,
                     "max_scale_threshold: must be >= min_scale (got"
@@ -286,8 +309,55 @@ def field_docs() -> list[dict[str, Any]]:
                     "unit": meta["unit"],
                     "rule": meta["rule"].describe(),
                     "doc": meta["doc"],
-                    "env": [f"REGULATOR_{section.upper()}__{field.name.upper()}"]
-                    + list(meta["legacy_env"]),
+                    "env": [
+                        f"REGULATOR_{section.upper()}__{field.name.upper()}",
+                        *meta["legacy_env"],
+                    ],
                 }
             )
     return rows
+
+
+#: Rules across fields, checked after each field's own rule (documented with the reference).
+CROSS_FIELD_RULES: dict[str, tuple[str, ...]] = {
+    "connection": ("max_delay >= initial_delay",),
+    "scaler": (
+        "large_model_params >= small_model_params",
+        "init_scale, small_model_scale, medium_model_scale, large_model_scale >= min_scale",
+        "max_scale_threshold >= min_scale",
+    ),
+}
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value >= 1024 and math.log2(value).is_integer():
+        return f"{value:g} (2^{int(math.log2(value))})"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_reference_markdown() -> str:
+    """The configuration reference as Markdown tables, generated from the attrs classes."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines += [
+            f"### `[{section}]`",
+            "",
+            "| key | default | unit | rule | environment | meaning |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in field_docs():
+            if row["section"] != section:
+                continue
+            env = "<br>".join(f"`{name}`" for name in row["env"])
+            lines.append(
+                f"| `{row['name']}` | {_default_text(row['default'])} | {row['unit'] or '-'}"
+                f" | {row['rule']} | {env} | {row['doc']} |"
+            )
+        lines += ["", "Across fields: " + "; ".join(CROSS_FIELD_RULES[section]) + ".", ""]
+    return "\n".join(lines)

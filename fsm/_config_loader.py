@@ -53,12 +53,16 @@ def _field_hook(rule: Rule) -> Callable[[Any, Any], Any]:
 
 
 def _section_hook(cls: type[Any], converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    overrides = {
+    overrides: dict[str, Any] = {
         field.name: override(struct_hook=_field_hook(field.metadata["rule"]))
         for field in attrs.fields(cls)
     }
     generated = make_dict_structure_fn(
-        cls, converter, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True, **overrides
+        cls,
+        converter,
+        _cattrs_forbid_extra_keys=True,
+        _cattrs_detailed_validation=True,
+        **overrides,
     )
 
     def hook(value: Any, type_: Any) -> Any:
@@ -190,9 +194,7 @@ def _env_overrides(
             target = LEGACY_ENV[name]
         elif name.startswith(ENV_PREFIX) and "__" in name:
             if name not in known:
-                problems.append(
-                    f"{name}: unknown environment setting{_suggest(name, list(known))}"
-                )
+                problems.append(f"{name}: unknown environment setting{_suggest(name, list(known))}")
                 continue
             target = known[name]
         else:

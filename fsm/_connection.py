@@ -128,7 +128,7 @@ class _FailureDecision:
     window_count: int
 
 
-class ConnectionMachine(StateMachine):  # type: ignore[misc]
+class ConnectionMachine(StateMachine):
     """The connection lifecycle (see the module header for how it works).
 
     Args:
@@ -257,7 +257,9 @@ class ConnectionMachine(StateMachine):  # type: ignore[misc]
         if state in ("backing_off", "alarmed"):
             return self.retry_at
         if state == "live":
-            candidates = [self.pong_deadline if self.pong_deadline is not None else self.next_ping_at]
+            candidates = [
+                self.pong_deadline if self.pong_deadline is not None else self.next_ping_at
+            ]
             if not self.recovered and self.live_since is not None:
                 candidates.append(self.live_since + self.config.stable_after)
             return min(c for c in candidates if c is not None)
@@ -450,7 +452,9 @@ class ConnectionMachine(StateMachine):  # type: ignore[misc]
             assert decision.delay is not None
             self.last_delay = decision.delay
             self.retry_at = now + decision.delay
-            actions.append(Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1))
+            actions.append(
+                Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1)
+            )
         if decision.new_alarm:
             self.alarm_active = True
             self.alarm_raised_at = now
@@ -516,8 +520,10 @@ class ConnectionMachine(StateMachine):  # type: ignore[misc]
                     reason=f"no pong within {cfg.pong_timeout:g} s of ping",
                 )
             )
-        if not self.recovered and self.live_since is not None and due == (
-            self.live_since + cfg.stable_after
+        if (
+            not self.recovered
+            and self.live_since is not None
+            and due == (self.live_since + cfg.stable_after)
         ):
             self.recovered = True
             self.consecutive_failures = 0  # R1.4 with stable_after
@@ -560,16 +566,48 @@ class ConnectionMachine(StateMachine):  # type: ignore[misc]
             "close_reason": self.close_reason,
         }
 
-    _SCALARS = (
-        "attempt attempts successes failures consecutive_failures alarm_active alarm_raised_at"
-        " alarms_raised alarms_resolved failures_since_alarm unsolicited_pongs pings_sent"
-        " pongs_received last_rtt last_delay close_reason close_kind attempt_deadline retry_at"
-        " next_ping_at pong_deadline ping_sent_at live_since recovered state_entered_at"
-        " last_event_at _last_failure_at"
-    ).split()
+    _SCALARS: tuple[str, ...] = (
+        "attempt",
+        "attempts",
+        "successes",
+        "failures",
+        "consecutive_failures",
+        "alarm_active",
+        "alarm_raised_at",
+        "alarms_raised",
+        "alarms_resolved",
+        "failures_since_alarm",
+        "unsolicited_pongs",
+        "pings_sent",
+        "pongs_received",
+        "last_rtt",
+        "last_delay",
+        "close_reason",
+        "close_kind",
+        "attempt_deadline",
+        "retry_at",
+        "next_ping_at",
+        "pong_deadline",
+        "ping_sent_at",
+        "live_since",
+        "recovered",
+        "state_entered_at",
+        "last_event_at",
+        "_last_failure_at",
+    )
     _TIMES = frozenset(
-        "alarm_raised_at attempt_deadline retry_at next_ping_at pong_deadline ping_sent_at"
-        " live_since state_entered_at last_event_at _last_failure_at".split()
+        [
+            "alarm_raised_at",
+            "attempt_deadline",
+            "retry_at",
+            "next_ping_at",
+            "pong_deadline",
+            "ping_sent_at",
+            "live_since",
+            "state_entered_at",
+            "last_event_at",
+            "_last_failure_at",
+        ]
     )
 
     def snapshot(self) -> dict[str, Any]:

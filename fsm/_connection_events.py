@@ -63,7 +63,11 @@ class FailureKind(enum.StrEnum):
 
 
 def _failure_kind(value: object) -> FailureKind:
+    if isinstance(value, FailureKind):
+        return value
     try:
+        if not isinstance(value, str):
+            raise ValueError
         return FailureKind(value)
     except ValueError:
         options = ", ".join(k.value for k in FailureKind)

@@ -114,9 +114,7 @@ def _builtin(name: str, seed: int) -> Schedule:
             name=name,
             description="a bad record MAC on the live connection every 40 s",
             hours=1.0,
-            faults=(
-                Fault(type="drop", at=40.0, every=40.0, kind="ssl", reason=BAD_RECORD_MAC),
-            ),
+            faults=(Fault(type="drop", at=40.0, every=40.0, kind="ssl", reason=BAD_RECORD_MAC),),
         )
     if name == "outage":
         return Schedule(
@@ -204,7 +202,10 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
         if kind in _WINDOW_TYPES and not raw.get("duration"):
             problems.append(f"{where}.duration: is required and > 0 for a {kind} fault")
         if not problems:
-            faults.append(Fault(**{k: (float(v) if isinstance(v, int) else v) for k, v in raw.items()}))
+            fields: dict[str, Any] = {
+                k: (float(v) if isinstance(v, int) else v) for k, v in raw.items()
+            }
+            faults.append(Fault(**fields))
     hours = data.get("hours", 1.0)
     if isinstance(hours, bool) or not isinstance(hours, int | float) or not hours > 0:
         problems.append(f"hours: must be a number > 0 (got {hours!r})")
@@ -317,7 +318,9 @@ def simulate(
     def act(now: float, action: ConnectionAction) -> None:
         if isinstance(action, StateChanged):
             timeline.append((now, action.target))
-            say(now, event="state", source=action.source, target=action.target, reason=action.reason)
+            say(
+                now, event="state", source=action.source, target=action.target, reason=action.reason
+            )
         elif isinstance(action, Connect):
             later(now + TCP_LATENCY, "tcp", action.attempt)
         elif isinstance(action, SendPing):
@@ -327,8 +330,14 @@ def simulate(
         elif isinstance(action, RaiseAlarm):
             alarms.append(action.alarm.as_dict())
             a = action.alarm
-            say(now, event="alarm", failures=a.failures_in_window, window=a.window,
-                threshold=a.threshold, last=f"{a.last_kind}: {a.last_reason}")
+            say(
+                now,
+                event="alarm",
+                failures=a.failures_in_window,
+                window=a.window,
+                threshold=a.threshold,
+                last=f"{a.last_kind}: {a.last_reason}",
+            )
         elif isinstance(action, ResolveAlarm):
             resolutions.append(action.resolution.as_dict())
             r = action.resolution
@@ -356,7 +365,11 @@ def simulate(
             if stale or machine.state != "connecting":
                 continue
             if world.active("outage", now):
-                feed(ConnectionFailed(now=now, kind="network", reason="[Errno 111] Connection refused"))
+                feed(
+                    ConnectionFailed(
+                        now=now, kind="network", reason="[Errno 111] Connection refused"
+                    )
+                )
             else:
                 feed(TransportConnected(now=now))
                 later(now + HANDSHAKE_LATENCY, "handshake", machine.attempt)
@@ -369,8 +382,14 @@ def simulate(
             if world.active("outage", now):
                 feed(ConnectionFailed(now=now, kind="network", reason="connection reset by peer"))
             elif limited is not None:
-                feed(ConnectionFailed(now=now, kind="rate_limited", reason="HTTP 429 Too Many Requests",
-                                      retry_after=limited.retry_after))
+                feed(
+                    ConnectionFailed(
+                        now=now,
+                        kind="rate_limited",
+                        reason="HTTP 429 Too Many Requests",
+                        retry_after=limited.retry_after,
+                    )
+                )
             else:
                 feed(HandshakeSucceeded(now=now))
         elif what == "pong":

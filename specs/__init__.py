@@ -8,10 +8,18 @@ from ._connection_model import CONNECTION_TABLE as CONNECTION_TABLE
 from ._connection_model import ConnectionModel as ConnectionModel
 from ._connection_model import connection_configs as connection_configs
 from ._connection_model import connection_lifecycle_spec as connection_lifecycle_spec
+from ._scaler_model import ScalerModel as ScalerModel
+from ._scaler_model import scaler_configs as scaler_configs
+from ._scaler_model import scaler_lifecycle_spec as scaler_lifecycle_spec
+from ._scaler_model import torch_update as torch_update
 
 __all__ = [
     "CONNECTION_TABLE",
     "ConnectionModel",
+    "ScalerModel",
     "connection_configs",
     "connection_lifecycle_spec",
+    "scaler_configs",
+    "scaler_lifecycle_spec",
+    "torch_update",
 ]

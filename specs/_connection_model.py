@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -25,6 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from ..fsm import (
     ConnectionConfig,
+    ConnectionEvent,
     ConnectionFailed,
     ConnectionMachine,
     FailureKind,
@@ -57,7 +59,10 @@ CONNECTION_TABLE: dict[tuple[str, str], str] = {
     ("handshaking", "handshake_succeeded"): "live",
     ("backing_off", "retry"): "connecting",
     ("alarmed", "retry"): "connecting",
-    **{(s, "stop"): "closed" for s in ("idle", "connecting", "handshaking", "live", "backing_off", "alarmed")},
+    **{
+        (s, "stop"): "closed"
+        for s in ("idle", "connecting", "handshaking", "live", "backing_off", "alarmed")
+    },
 }
 FAILABLE = ("connecting", "handshaking", "live")
 
@@ -127,9 +132,15 @@ class ConnectionModel:
 def connection_configs(draw_jitter: bool = True) -> st.SearchStrategy[ConnectionConfig]:
     """Valid connection configs with small, test-friendly timings."""
 
-    def build(initial: float, span: float, factor: float, jitter: float, **rest: Any) -> ConnectionConfig:
+    def build(
+        initial: float, span: float, factor: float, jitter: float, **rest: Any
+    ) -> ConnectionConfig:
         return ConnectionConfig(
-            initial_delay=initial, max_delay=initial * span, backoff_factor=factor, jitter=jitter, **rest
+            initial_delay=initial,
+            max_delay=initial * span,
+            backoff_factor=factor,
+            jitter=jitter,
+            **rest,
         )
 
     return st.builds(
@@ -149,7 +160,9 @@ def connection_configs(draw_jitter: bool = True) -> st.SearchStrategy[Connection
     )
 
 
-def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[RuleBasedStateMachine]:
+def connection_lifecycle_spec(
+    config: ConnectionConfig | None = None,
+) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
 
     With ``config`` None each run draws a config from :func:`connection_configs`.
@@ -166,7 +179,10 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
 
         # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config
         @precondition(lambda self: self.machine is None)
-        @rule(cfg=connection_configs() if config is None else st.just(config), seed=st.integers(0, 2**16))
+        @rule(
+            cfg=connection_configs() if config is None else st.just(config),
+            seed=st.integers(0, 2**16),
+        )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
             self.machine = ConnectionMachine(cfg, rng=random.Random(seed))
             self.model = ConnectionModel(cfg)
@@ -180,7 +196,9 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
             self.actions = machine.handle(event)
             return self.actions
 
-        def _check_failure_actions(self, actions: list[Any], new_alarm: bool, n: int, retry_after: float | None) -> None:
+        def _check_failure_actions(
+            self, actions: list[Any], new_alarm: bool, n: int, retry_after: float | None
+        ) -> None:
             _, model = self._m()
             raised = [a for a in actions if isinstance(a, RaiseAlarm)]
             assert len(raised) == int(new_alarm), (raised, new_alarm)
@@ -196,18 +214,33 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
                 low, high = model.delay_bounds(n, retry_after)
                 assert low - 1e-9 <= delay <= high + 1e-9, (delay, low, high)
                 if retry_after is None:
-                    assert model.cfg.initial_delay * (1 - model.cfg.jitter) - 1e-9 <= delay <= model.cfg.max_delay + 1e-9
+                    assert (
+                        model.cfg.initial_delay * (1 - model.cfg.jitter) - 1e-9
+                        <= delay
+                        <= model.cfg.max_delay + 1e-9
+                    )
             model.retry_at = self.now + delay
 
         def _model_fail(self, now: float, kind: str, retry_after: float | None) -> None:
-            machine, model = self._m()
+            _, model = self._m()
             source = model.state
-            state, new_alarm = model.fail(now, kind)
-            model.records.append({"at": now, "kind": kind, "state": source, "consecutive": model.consecutive if kind != "server_closed" else 0})
+            _, new_alarm = model.fail(now, kind)
+            model.records.append(
+                {
+                    "at": now,
+                    "kind": kind,
+                    "state": source,
+                    "consecutive": model.consecutive if kind != "server_closed" else 0,
+                }
+            )
             self._check_failure_actions(self.actions, new_alarm, model.consecutive, retry_after)
 
         # -- rules, one per event --------------------------------------------------------
-        @precondition(lambda self: self.machine is not None and self.model is not None and self.model.state == "idle")
+        @precondition(
+            lambda self: (
+                self.machine is not None and self.model is not None and self.model.state == "idle"
+            )
+        )
         @rule()
         def start(self) -> None:
             _, model = self._m()
@@ -253,7 +286,11 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
             retry_after=st.none() | st.floats(0.0, 120.0),
         )
         def fail(self, kind: str, retry_after: float | None) -> None:
-            self._apply(ConnectionFailed(now=self.now, kind=kind, reason="injected", retry_after=retry_after))
+            self._apply(
+                ConnectionFailed(
+                    now=self.now, kind=kind, reason="injected", retry_after=retry_after
+                )
+            )
             self._model_fail(self.now, kind, retry_after)
 
         @precondition(lambda self: self.model is not None and self.model.state != "closed")
@@ -264,7 +301,11 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
             model.state = "closed"
 
         @precondition(lambda self: self.model is not None)
-        @rule(event=st.sampled_from(["start", "transport_connected", "handshake_succeeded", "fail", "pong"]))
+        @rule(
+            event=st.sampled_from(
+                ["start", "transport_connected", "handshake_succeeded", "fail", "pong"]
+            )
+        )
         def illegal_event(self, event: str) -> None:
             machine, model = self._m()
             accepted = {
@@ -277,7 +318,7 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
             if model.state in accepted:
                 return
             before = machine.snapshot()
-            factory = {
+            factory: dict[str, Callable[[], ConnectionEvent]] = {
                 "start": lambda: Start(now=self.now),
                 "transport_connected": lambda: TransportConnected(now=self.now),
                 "handshake_succeeded": lambda: HandshakeSucceeded(now=self.now),
@@ -296,7 +337,7 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
         @rule(dt=st.floats(0.0, 120.0))
         def advance(self, dt: float) -> None:
             """Time passes; the model fires its deadlines in order, like the rules say."""
-            machine, model = self._m()
+            _, model = self._m()
             target = self.now + dt
             actions = self._apply(Tick(now=target))
             index = 0
@@ -354,7 +395,9 @@ def connection_lifecycle_spec(config: ConnectionConfig | None = None) -> type[Ru
             if model.state == "live":
                 due = model.pong_deadline if model.pong_deadline is not None else model.next_ping
                 if not model.recovered and model.live_since is not None:
-                    due = min(x for x in (due, model.live_since + model.cfg.stable_after) if x is not None)
+                    due = min(
+                        x for x in (due, model.live_since + model.cfg.stable_after) if x is not None
+                    )
                 return due
             return None
 

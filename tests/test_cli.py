@@ -9,14 +9,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from regulator.adapters._cli import main
 
 REGULATOR = str(Path(sys.executable).parent / "regulator")
 
 
 @pytest.mark.spec("R4.3")
-def test_config_check_prints_the_effective_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_check_prints_the_effective_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("REGULATOR_CONFIG", raising=False)
     path = tmp_path / "ok.toml"
     path.write_text("[connection]\nmax_delay = 42\n", encoding="utf-8")
@@ -28,8 +29,12 @@ def test_config_check_prints_the_effective_config(tmp_path: Path, capsys: pytest
 @pytest.mark.spec("R4.4")
 def test_config_check_exits_2_listing_every_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text("[connection]\ninitial_delay = -1\n[scaler]\ngrowth_factor = 0\n", encoding="utf-8")
-    result = subprocess.run([REGULATOR, "config", "check", str(path)], capture_output=True, text=True)
+    path.write_text(
+        "[connection]\ninitial_delay = -1\n[scaler]\ngrowth_factor = 0\n", encoding="utf-8"
+    )
+    result = subprocess.run(
+        [REGULATOR, "config", "check", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "error: connection.initial_delay: must be > 0 (got -1)",
@@ -38,7 +43,9 @@ def test_config_check_exits_2_listing_every_problem(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-def test_config_show_applies_env(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_show_applies_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("WS_RECONNECT_MAX_RETRIES", "7")
     assert main(["config", "show"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["connection"]["max_retries"] == 7

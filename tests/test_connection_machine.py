@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from typing import Any
 
 import pytest
-
 from regulator.fsm import (
     CONNECTION_STATES,
     Connect,
@@ -266,7 +266,7 @@ def test_history_keeps_the_last_ten_failures_only() -> None:
     assert [r.reason for r in history] == [f"failure {i}" for i in range(15, 25)]
     ats = [r.at for r in history]
     assert [r.since_previous for r in history[1:]] == pytest.approx(
-        [b - a for a, b in zip(ats, ats[1:], strict=False)]
+        [b - a for a, b in itertools.pairwise(ats)]
     )
 
 

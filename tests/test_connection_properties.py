@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import settings
-
 from regulator.fsm import ConnectionConfig
 from regulator.specs import connection_lifecycle_spec
 

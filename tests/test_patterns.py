@@ -7,7 +7,6 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from regulator.fsm import detect_patterns
 
 HOUR = 3600.0

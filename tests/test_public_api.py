@@ -5,20 +5,60 @@ from __future__ import annotations
 import importlib
 
 import pytest
-
 import regulator.fsm
 
 FSM_PUBLIC = sorted(
-    """
-    BUILTIN_SCHEDULES CONNECTION_STATES Alarm AlarmResolved ConfigError Connect ConnectionAction
-    ConnectionConfig ConnectionEvent ConnectionFailed ConnectionMachine Disconnect FailureKind
-    FailureRecord Fault GiveUp HandshakeSucceeded IllegalEventError PatternDetected PatternReport
-    PongReceived RaiseAlarm RegulatorConfig RegulatorError ResolveAlarm RestoreSubscriptions
-    ScaleCollapseError ScalerConfig Schedule SendPing SimulationResult Start StateChanged Stop
-    Tick TransportConnected Wait backoff_delay config_from_mapping config_json_schema
-    config_to_toml detect_patterns field_docs format_kv load_config load_schedule parse_kv
-    simulate
-    """.split()
+    [
+        "BUILTIN_SCHEDULES",
+        "CONNECTION_STATES",
+        "Alarm",
+        "AlarmResolved",
+        "ConfigError",
+        "Connect",
+        "ConnectionAction",
+        "ConnectionConfig",
+        "ConnectionEvent",
+        "ConnectionFailed",
+        "ConnectionMachine",
+        "Disconnect",
+        "FailureKind",
+        "FailureRecord",
+        "Fault",
+        "GiveUp",
+        "HandshakeSucceeded",
+        "IllegalEventError",
+        "PatternDetected",
+        "PatternReport",
+        "PongReceived",
+        "RaiseAlarm",
+        "RegulatorConfig",
+        "RegulatorError",
+        "ResolveAlarm",
+        "RestoreSubscriptions",
+        "ScaleCollapseError",
+        "ScalerConfig",
+        "Schedule",
+        "SendPing",
+        "SimulationResult",
+        "Start",
+        "StateChanged",
+        "Stop",
+        "Tick",
+        "TransportConnected",
+        "Wait",
+        "backoff_delay",
+        "config_from_mapping",
+        "config_reference_markdown",
+        "config_json_schema",
+        "config_to_toml",
+        "detect_patterns",
+        "field_docs",
+        "format_kv",
+        "load_config",
+        "load_schedule",
+        "parse_kv",
+        "simulate",
+    ]
 )
 
 

@@ -31,7 +31,9 @@ def test_every_requirement_has_a_marked_test(capsys: pytest.CaptureFixture[str])
     stale = sorted(set(PENDING) & marked)
     assert stale == [], f"listed as pending but tested: {stale}; remove them from PENDING"
     with capsys.disabled():
-        print(f"\ntraceability: {len(rows) - len(PENDING)}/{len(rows)} traced, {len(PENDING)} pending")
+        print(
+            f"\ntraceability: {len(rows) - len(PENDING)}/{len(rows)} traced, {len(PENDING)} pending"
+        )
 
 
 def test_tests_column_names_exactly_the_files_with_markers() -> None:

@@ -1,0 +1,49 @@
+"""Embed the connection machine in a host's own loop (no regulator I/O at all).
+
+The host owns the clock and the transport; the machine decides. Here the "transport" refuses
+the first two connects, then works, then the host stops. Run: python docs/examples/embed_connection.py
+"""
+
+from regulator.fsm import (
+    Connect,
+    ConnectionConfig,
+    ConnectionFailed,
+    ConnectionMachine,
+    HandshakeSucceeded,
+    RestoreSubscriptions,
+    Start,
+    StateChanged,
+    Stop,
+    Tick,
+    TransportConnected,
+    Wait,
+)
+
+machine = ConnectionMachine(ConnectionConfig(jitter=0.0))
+now = 0.0
+refusals = 2
+pending = machine.handle(Start(now=now))
+while pending:
+    action = pending.pop(0)
+    if isinstance(action, StateChanged):
+        print(f"t={now:5.1f}  {action.source} -> {action.target}  ({action.reason})")
+    elif isinstance(action, Connect):
+        if refusals:  # the host's real connect failed: tell the machine
+            refusals -= 1
+            pending += machine.handle(
+                ConnectionFailed(now=now, kind="network", reason="connection refused")
+            )
+        else:
+            pending += machine.handle(TransportConnected(now=now))
+            pending += machine.handle(HandshakeSucceeded(now=now))
+    elif isinstance(action, Wait):
+        print(f"t={now:5.1f}  waiting {action.delay:.1f} s")
+        now = action.until  # a real host sleeps until then
+        pending += machine.handle(Tick(now=now))
+    elif isinstance(action, RestoreSubscriptions):
+        print(f"t={now:5.1f}  live: restore subscriptions (attempt {action.attempt})")
+        pending += machine.handle(Stop(now=now + 1.0))
+
+stats = machine.stats()
+print(f"attempts={stats['total_attempts']} failures={stats['failures']} state={machine.state}")
+assert machine.state == "closed" and stats["successes"] == 1

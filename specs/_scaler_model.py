@@ -1,0 +1,227 @@
+"""A plain reference model of the scaler rules, and a Hypothesis state machine that checks
+:class:`regulator.fsm.ScalerMachine` against it.
+
+Both are driven by the same torch update rule (``torch_update``): on an overflow the scale is
+multiplied by ``backoff_factor`` and the growth tracker zeroed; after ``growth_interval`` clean
+steps it is multiplied by ``growth_factor`` when the result is finite. A host checks its own
+configuration with::
+
+    from regulator.specs import scaler_lifecycle_spec
+    TestMyScaler = scaler_lifecycle_spec(my_scaler_config, initial_scale=2.0**16).TestCase
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ..fsm import ScalerConfig
+from ..fsm._scaler import Anomaly, ScalerMachine, SetScale
+
+__all__ = ["ScalerModel", "scaler_configs", "scaler_lifecycle_spec", "torch_update"]
+
+_F32 = struct.Struct("f")
+
+
+def f32(value: float) -> float:
+    """Round to float32, as torch stores the scale."""
+    try:
+        return float(_F32.unpack(_F32.pack(value))[0])
+    except OverflowError:
+        return math.inf
+
+
+def torch_update(
+    scale: float, tracker: int, overflowed: bool, cfg: ScalerConfig
+) -> tuple[float, int]:
+    """torch's ``_amp_update_scale_`` on float32, replayed on the host."""
+    if overflowed:
+        return f32(scale * cfg.backoff_factor), 0
+    tracker += 1
+    if tracker >= cfg.growth_interval:
+        grown = f32(scale * cfg.growth_factor)
+        return (grown if math.isfinite(grown) else scale), 0
+    return scale, tracker
+
+
+@attrs.define
+class ScalerModel:
+    """The scaler rules, executed the plain way."""
+
+    cfg: ScalerConfig
+    initial: float
+    state: str = "warmup"
+    scale: float = 0.0
+    streak: int = 0
+    floor_streak: int = 0
+    epochs_over: int = 0
+    halvings: int = 0
+    resets: int = 0
+    collapses: int = 0
+    warnings: list[str] = attrs.Factory(list)
+
+    def step(self, overflowed: bool, scale: float) -> float:
+        """Apply one step whose torch-updated scale is ``scale``; return the final scale."""
+        cfg = self.cfg
+        before = self.scale
+        self.scale = scale
+        if self.state == "reset":
+            self.state = "stable"
+        if overflowed:
+            self.streak += 1
+            self.floor_streak = self.floor_streak + 1 if before <= cfg.min_scale else 0
+            if self.streak >= cfg.overflow_halving_batches:  # R2.4
+                self.scale = max(scale / 2, cfg.min_scale)
+                self.state = "overflow_halved"
+                self.halvings += 1
+                self.streak = 0
+                self.warnings.append("overflow_halved")
+            elif scale < cfg.min_scale:
+                self.scale = cfg.min_scale
+            if self.floor_streak >= cfg.collapse_after:
+                self.collapses += 1
+                self.floor_streak = 0
+                self.warnings.append("collapse")
+            elif self.state == "over_threshold" and self.scale <= cfg.max_scale_threshold:
+                self.state = "stable"
+            return self.scale
+        self.streak = self.floor_streak = 0
+        if self.state in ("warmup", "overflow_halved"):
+            self.state = "stable"
+        if self.state == "stable" and self.scale > cfg.max_scale_threshold:  # R2.3
+            self.state = "over_threshold"
+            self.warnings.append("over_threshold")
+        elif self.state == "over_threshold" and self.scale <= cfg.max_scale_threshold:
+            self.state = "stable"
+        return self.scale
+
+    def end_epoch(self) -> float:
+        if self.state != "over_threshold":
+            self.epochs_over = 0
+            return self.scale
+        self.epochs_over += 1
+        if self.cfg.auto_reset and self.epochs_over >= self.cfg.reset_after_epochs:  # R2.3
+            self.scale = max(self.cfg.reset_fraction * self.initial, self.cfg.min_scale)
+            self.state = "reset"
+            self.resets += 1
+            self.epochs_over = 0
+            self.warnings.append("reset")
+        return self.scale
+
+
+def scaler_configs() -> st.SearchStrategy[ScalerConfig]:
+    """Valid scaler configs with small intervals, so growth and resets happen in a short run."""
+
+    def build(minimum: float, threshold_span: float, **rest: Any) -> ScalerConfig:
+        return ScalerConfig(min_scale=minimum, max_scale_threshold=minimum * threshold_span, **rest)
+
+    return st.builds(
+        build,
+        minimum=st.sampled_from([1.0, 0.5, 2.0**-4, 128.0]),
+        threshold_span=st.floats(1.0, 2.0**20),
+        growth_factor=st.sampled_from([1.2, 2.0, 1.5, 1.001]),
+        backoff_factor=st.sampled_from([0.5, 0.25, 0.9]),
+        growth_interval=st.integers(1, 6),
+        reset_after_epochs=st.integers(1, 4),
+        reset_fraction=st.sampled_from([0.5, 1.0, 0.1]),
+        overflow_halving_batches=st.integers(1, 6),
+        auto_reset=st.booleans(),
+        collapse_after=st.integers(1, 8),
+        history_size=st.integers(1, 5),
+    )
+
+
+def scaler_lifecycle_spec(
+    config: ScalerConfig | None = None, *, initial_scale: float | None = None
+) -> type[RuleBasedStateMachine]:
+    """A ``RuleBasedStateMachine`` checking ScalerMachine against :class:`ScalerModel`."""
+
+    class ScalerLifecycle(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.machine: ScalerMachine | None = None
+            self.model: ScalerModel | None = None
+            self.scale = 0.0
+            self.tracker = 0
+
+        @precondition(lambda self: self.machine is None)
+        @rule(
+            cfg=scaler_configs() if config is None else st.just(config),
+            initial=st.sampled_from([2.0**16, 2.0**14, 2.0**12, 2.0**40, 4.0, 1.0])
+            if initial_scale is None
+            else st.just(initial_scale),
+        )
+        def setup(self, cfg: ScalerConfig, initial: float) -> None:
+            initial = max(initial, cfg.min_scale)
+            self.machine = ScalerMachine(cfg, initial_scale=initial)
+            self.model = ScalerModel(cfg, initial, scale=initial)
+            self.scale = initial
+
+        def _both(self) -> tuple[ScalerMachine, ScalerModel]:
+            assert self.machine is not None and self.model is not None
+            return self.machine, self.model
+
+        def _apply(self, actions: Any) -> None:
+            for action in actions or ():
+                if isinstance(action, SetScale):
+                    self.scale = action.value
+                    self.tracker = 0
+
+        @precondition(lambda self: self.machine is not None)
+        @rule(overflowed=st.booleans(), repeat=st.integers(1, 8))
+        def steps(self, overflowed: bool, repeat: int) -> None:
+            machine, model = self._both()
+            for _ in range(repeat):
+                self.scale, self.tracker = torch_update(
+                    self.scale, self.tracker, overflowed, model.cfg
+                )
+                warnings_before = len(model.warnings)
+                expected = model.step(overflowed, self.scale)
+                actions = machine.step(overflowed, self.scale)
+                self._apply(actions)
+                new_warnings = model.warnings[warnings_before:]
+                anomalies = [a.kind for a in actions or () if isinstance(a, Anomaly)]
+                assert anomalies == new_warnings, (anomalies, new_warnings)
+                assert self.scale == expected, (self.scale, expected)
+
+        @precondition(lambda self: self.machine is not None)
+        @rule()
+        def end_epoch(self) -> None:
+            machine, model = self._both()
+            warnings_before = len(model.warnings)
+            expected = model.end_epoch()
+            actions = machine.end_epoch()
+            self._apply(actions)
+            anomalies = [a.kind for a in actions if isinstance(a, Anomaly)]
+            assert anomalies == model.warnings[warnings_before:]
+            assert self.scale == expected
+
+        @invariant()
+        def agrees_with_the_model(self) -> None:
+            if self.machine is None or self.model is None:
+                return
+            stats = self.machine.statistics()
+            assert self.machine.state == self.model.state
+            assert stats["current_scale"] == self.model.scale == self.scale
+            assert (stats["halvings"], stats["resets"], stats["collapses"]) == (
+                self.model.halvings,
+                self.model.resets,
+                self.model.collapses,
+            )
+            assert stats["consecutive_overflows"] == self.model.streak
+            assert stats["over_threshold_epochs"] == self.model.epochs_over
+
+        @invariant()
+        def scale_never_below_the_floor(self) -> None:
+            if self.machine is None or self.model is None:
+                return
+            assert self.scale >= self.model.cfg.min_scale
+            assert len(self.machine.history) <= self.model.cfg.history_size
+
+    ScalerLifecycle.__name__ = ScalerLifecycle.__qualname__ = "ScalerLifecycle"
+    return ScalerLifecycle
