@@ -81,3 +81,60 @@ def test_version() -> None:
     from importlib.metadata import version
 
     assert regulator.fsm.__version__ == version("regulator")
+
+
+WEBSOCKET_PUBLIC = sorted(
+    [
+        "AnyioClock",
+        "BufferFull",
+        "CallbackNotifier",
+        "Classified",
+        "Clock",
+        "ConnectionClosedError",
+        "LoggingNotifier",
+        "Notice",
+        "NotLiveError",
+        "Notifier",
+        "OverflowPolicy",
+        "ResilientWebSocket",
+        "WebhookNotifier",
+        "classify_exception",
+        "notice_payload",
+        "redact_url",
+        "tls_context",
+    ]
+)
+TORCH_PUBLIC = sorted(
+    [
+        "GuardedGradScaler",
+        "NonFiniteInputError",
+        "check_finite",
+        "non_finite_fields",
+        "trainable_parameters",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("regulator.adapters.websocket", WEBSOCKET_PUBLIC),
+        ("regulator.adapters.torch", TORCH_PUBLIC),
+    ],
+)
+def test_adapter_surfaces_are_pinned(module: str, names: list[str]) -> None:
+    exported = importlib.import_module(module)
+    assert sorted(exported.__all__) == names
+    for name in names:
+        assert getattr(exported, name) is not None
+
+
+def test_importing_adapters_pulls_in_no_optional_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, regulator.adapters\n"
+        "assert not {'torch', 'httpx', 'anyio'} & set(sys.modules), sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,76 @@
+"""A bounded message buffer between the socket reader and a consumer, on any anyio backend.
+
+The reader must never stall on a slow consumer (a stalled reader answers no server ping and
+the server drops the connection), so what happens when the buffer is full is a policy:
+
+* ``drop_oldest``: the oldest message is dropped and counted (the default: market data goes
+  stale; the newest is worth most);
+* ``fail``: the connection fails as ``protocol`` ("consumer too slow") and reconnects;
+* ``block``: the reader waits for room (back-pressure to the server through TCP; server pings
+  wait too, so use it only with consumers that keep up).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+import anyio
+
+__all__ = ["BufferFull", "MessageBuffer", "OverflowPolicy"]
+
+OverflowPolicy = Literal["drop_oldest", "fail", "block"]
+Message = str | bytes
+
+
+class BufferFull(Exception):
+    """The buffer is full and the policy is ``fail``."""
+
+
+class MessageBuffer:
+    def __init__(self, size: int, policy: OverflowPolicy) -> None:
+        if size < 1:
+            raise ValueError(f"buffer_size: must be >= 1 (got {size!r})")
+        if policy not in ("drop_oldest", "fail", "block"):
+            raise ValueError(
+                f"overflow_policy: must be 'drop_oldest', 'fail' or 'block' (got {policy!r})"
+            )
+        self.size = size
+        self.policy: OverflowPolicy = policy
+        self._items: deque[Message] = deque()
+        self._readable = anyio.Event()
+        self._writable = anyio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item: Message) -> None:
+        while len(self._items) >= self.size:
+            if self.policy == "drop_oldest":
+                self._items.popleft()
+                self.dropped += 1
+                break
+            if self.policy == "fail":
+                raise BufferFull(f"consumer too slow: {self.size} messages buffered")
+            self._writable = anyio.Event()
+            await self._writable.wait()
+        self._items.append(item)
+        self._readable.set()
+
+    async def get(self) -> Message:
+        """The next message; raises ``anyio.EndOfStream`` once closed and drained."""
+        while not self._items:
+            if self.closed:
+                raise anyio.EndOfStream
+            self._readable = anyio.Event()
+            await self._readable.wait()
+        item = self._items.popleft()
+        self._writable.set()
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self._readable.set()
+        self._writable.set()

@@ -1,0 +1,129 @@
+"""Real exceptions -> the machine's failure kinds (the only place that knows about them).
+
+httpx-ws 0.9.0 wraps whatever leaves its session in an ExceptionGroup, leaks ``ssl.SSLError``
+and ``anyio.EndOfStream`` unmapped on asyncio, and on trio turns a corrupted TLS record into a
+bare ``WebSocketNetworkError()``. So: flatten the groups, skip cancellations, walk each leaf's
+``__cause__``/``__context__`` chain (httpcore raises ``ReadError from SSLError``), and take the
+most specific fact found.
+"""
+
+from __future__ import annotations
+
+import ssl
+import traceback
+from collections.abc import Iterator
+
+import anyio
+import attrs
+import httpx
+from httpx_ws import (
+    WebSocketDisconnect,
+    WebSocketInvalidTypeReceived,
+    WebSocketNetworkError,
+    WebSocketUpgradeError,
+)
+
+from ._buffer import BufferFull
+
+__all__ = ["Classified", "MessageTooBig", "classify_exception"]
+
+#: Close codes that announce a planned restart: reconnect at once, not a failure.
+PLANNED_CLOSE_CODES = frozenset({1001, 1012})
+
+
+class MessageTooBig(Exception):
+    """A message grew past ``max_message_bytes`` before it was complete."""
+
+
+@attrs.frozen
+class Classified:
+    kind: str
+    reason: str
+    retry_after: float | None
+    detail: str
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
+    """(priority, kind, reason, retry_after) of one leaf; higher priority wins."""
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return (100, "fatal", f"certificate verify failed: {link.verify_message}", None)
+        if isinstance(link, ssl.SSLError):
+            reason = link.reason or str(link)
+            return (90, "ssl", str(reason), None)
+    for link in _chain(exc):
+        if isinstance(link, WebSocketUpgradeError):
+            status = link.response.status_code
+            if status in (429, 418):
+                return (80, "rate_limited", f"HTTP {status}", _retry_after(link.response))
+            if status in (400, 401, 403, 404, 410):
+                return (80, "fatal", f"HTTP {status}: the upgrade was refused", None)
+            return (70, "network" if status >= 500 else "protocol", f"HTTP {status}", None)
+        if isinstance(link, WebSocketDisconnect):
+            code = int(link.code)
+            if code in PLANNED_CLOSE_CODES:
+                return (80, "server_closed", f"close {code}: {link.reason or ''}".strip(), None)
+            return (70, "protocol", f"close {code}: {link.reason or ''}".strip(), None)
+        if isinstance(link, MessageTooBig | BufferFull):
+            return (75, "protocol", str(link), None)
+        if isinstance(link, httpx.UnsupportedProtocol | httpx.InvalidURL):
+            return (80, "fatal", f"bad URL: {link}", None)
+        if isinstance(link, TimeoutError | httpx.TimeoutException):
+            return (60, "timeout", type(link).__name__, None)
+        if isinstance(link, WebSocketInvalidTypeReceived | KeyError):
+            return (50, "protocol", f"{type(link).__name__}: {link}", None)
+    for link in _chain(exc):
+        if isinstance(link, ConnectionRefusedError):
+            return (40, "network", "connection refused", None)
+        if isinstance(link, ConnectionResetError):
+            return (40, "network", "connection reset by peer", None)
+        if isinstance(
+            link,
+            WebSocketNetworkError
+            | anyio.EndOfStream
+            | anyio.BrokenResourceError
+            | anyio.ClosedResourceError
+            | httpx.NetworkError
+            | httpx.RemoteProtocolError
+            | OSError,
+        ):
+            text = str(link) or type(link).__name__
+            return (30, "network", text, None)
+    return (0, "unknown", f"{type(exc).__name__}: {exc}", None)
+
+
+def classify_exception(exc: BaseException) -> Classified:
+    """The failure kind, reason and Retry-After of ``exc`` (a leaf or an ExceptionGroup)."""
+    leaves = [
+        leaf for leaf in _leaves(exc) if not isinstance(leaf, anyio.get_cancelled_exc_class())
+    ] or [exc]
+    best = max((_one(leaf) for leaf in leaves), key=lambda item: item[0])
+    detail = "".join(traceback.format_exception(exc)).strip()
+    return Classified(kind=best[1], reason=best[2], retry_after=best[3], detail=detail)

@@ -1,0 +1,529 @@
+"""``ResilientWebSocket``: the connection machine driving a real socket (httpx-ws on anyio).
+
+The adapter moves data and classifies exceptions; every decision (when to retry, how long to
+wait, when to ping, when a pong is overdue, when to alarm) is the machine's. One supervisor task
+runs the lifecycle; per connection, httpx-ws's reader (replaced by ``RegulatorSession``'s) and
+short pong waiters run in a task group that ends with the connection; notifiers run in the
+adapter's task group. Leaving ``async with`` cancels them all and closes the socket with 1000.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import anyio
+import certifi
+import httpx
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from httpx_ws import aconnect_ws
+
+from ..fsm import (
+    ConnectionAction,
+    ConnectionConfig,
+    ConnectionEvent,
+    ConnectionFailed,
+    ConnectionMachine,
+    GiveUp,
+    HandshakeSucceeded,
+    PatternDetected,
+    PongReceived,
+    RaiseAlarm,
+    RegulatorError,
+    ResolveAlarm,
+    RestoreSubscriptions,
+    SendPing,
+    Start,
+    StateChanged,
+    Stop,
+    Tick,
+    TransportConnected,
+    Wait,
+    format_kv,
+)
+from ._buffer import BufferFull, MessageBuffer, OverflowPolicy
+from ._classify import classify_exception
+from ._notifiers import Notice, Notifier
+from ._redact import redact, redact_url
+from ._transport import TrackingTransport
+from ._ws_session import RegulatorSession
+
+__all__ = ["AnyioClock", "Clock", "ConnectionClosedError", "NotLiveError", "ResilientWebSocket"]
+
+LOGGER_NAME = "regulator.connection"
+
+
+class Clock(Protocol):
+    """Where the adapter reads time and sleeps (inject a fast one in tests)."""
+
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float) -> None: ...
+
+
+class AnyioClock:
+    """The event loop's clock (asyncio or trio)."""
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        await anyio.sleep(max(0.0, deadline - anyio.current_time()))
+
+
+class ConnectionClosedError(RegulatorError):
+    """The machine closed: a fatal failure or exhausted retries (``kind``, ``reason``)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"connection closed for good ({kind}): {reason}")
+
+
+class NotLiveError(RegulatorError):
+    """``send()`` was called while the connection is not live."""
+
+
+def tls_context(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
+    """certifi's trust store by default; verification cannot be turned off; TLS >= 1.2."""
+    context = ssl_context or ssl.create_default_context(cafile=certifi.where())
+    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
+        raise ValueError(
+            "ssl_context: certificate verification must stay on (got verify_mode="
+            f"{context.verify_mode.name}, check_hostname={context.check_hostname})"
+        )
+    if context.minimum_version < ssl.TLSVersion.TLSv1_2:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class ResilientWebSocket:
+    """A WebSocket client that reconnects by the rules of :class:`ConnectionMachine`.
+
+    Args:
+        url: ``wss://`` (or ``ws://``) URL; secrets in it are redacted in logs and stats.
+        config: the connection rules (backoff, heartbeat, deadlines, alarm).
+        ssl_context: trust settings; default certifi. Verification cannot be disabled.
+        on_connect: awaited with this object after every (re)connect, before messages flow:
+            restore subscriptions here (R1.4).
+        notifiers: async callables told about alarms, resolutions and pattern reports.
+        buffer_size, overflow_policy: the bounded buffer between socket and consumer
+            (``drop_oldest``, ``fail`` or ``block``; see ``regulator.adapters._buffer``).
+        max_message_bytes: a message growing past this fails the connection as ``protocol``.
+        headers: extra HTTP headers of the upgrade request.
+        clock: time source (default: the event loop's).
+        rng: jitter source.
+        name: a label for logs (default: the redacted URL).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: ConnectionConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        on_connect: Callable[[ResilientWebSocket], Awaitable[None]] | None = None,
+        notifiers: Sequence[Notifier] = (),
+        buffer_size: int = 10_000,
+        overflow_policy: OverflowPolicy = "drop_oldest",
+        max_message_bytes: int = 1 << 20,
+        headers: dict[str, str] | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        name: str | None = None,
+        notify_timeout: float = 10.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes: must be >= 1 (got {max_message_bytes!r})")
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.name = name or self.safe_url
+        self.config = config or ConnectionConfig()
+        self._tls = tls_context(ssl_context) if url.startswith(("wss:", "https:")) else None
+        self.on_connect = on_connect
+        self.notifiers = list(notifiers)
+        self.max_message_bytes = max_message_bytes
+        self.headers = dict(headers or {})
+        self.clock: Clock = clock or AnyioClock()
+        self.machine = ConnectionMachine(self.config, rng=rng)
+        self.notify_timeout = notify_timeout
+        self._log = logger or logging.getLogger(LOGGER_NAME)
+        self._buffer = MessageBuffer(buffer_size, overflow_policy)
+        self._tg: TaskGroup | None = None
+        self._session: RegulatorSession | None = None
+        self._generation = 0
+        self._inbox_send: MemoryObjectSendStream[tuple[Any, ...]] | None = None
+        self._inbox: MemoryObjectReceiveStream[tuple[Any, ...]] | None = None
+        self._gate_open = False
+        self._held: list[str | bytes] = []
+        self._closed_error: ConnectionClosedError | None = None
+        # counters the stats expose (plain attributes: the per-message path stays cheap)
+        self.messages_received = 0
+        self.last_message_at: float | None = None
+        self.connected_since: float | None = None
+        self.unsolicited_pongs = 0
+        self.notifier_failures = 0
+        session_class = type("BoundSession", (RegulatorSession,), {"sink": self})
+        self._session_class: type[RegulatorSession] = session_class
+
+    # -- the context -----------------------------------------------------------------
+    async def __aenter__(self) -> ResilientWebSocket:
+        self._inbox_send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](100)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._supervise)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(*exc_info)
+        finally:
+            self._tg = None
+            if self.machine.state != "closed":
+                self._handle(Stop(now=self.clock.now(), reason="stopped by host"))
+            self._buffer.close()
+            if self._inbox_send is not None and self._inbox is not None:
+                self._inbox_send.close()
+                self._inbox.close()
+
+    def __aiter__(self) -> ResilientWebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self._buffer.get()
+        except anyio.EndOfStream:
+            if self._closed_error is not None:
+                raise self._closed_error from None
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> str | bytes:
+        """The next message (same as one step of ``async for``)."""
+        return await self.__anext__()
+
+    async def send(self, data: str | bytes) -> None:
+        """Send a text or binary message on the live connection."""
+        session = self._session
+        if session is None or self.machine.state != "live":
+            raise NotLiveError(f"send: the connection is {self.machine.state}, not live")
+        if isinstance(data, str):
+            await session.send_text(data)
+        else:
+            await session.send_bytes(data)
+
+    @property
+    def state(self) -> str:
+        return self.machine.state
+
+    def diagram(self) -> str:
+        """The connection machine as Mermaid text, the current state highlighted."""
+        return format(self.machine, "mermaid")
+
+    # -- SessionSink (called by the session's reader) ------------------------------------------
+    async def deliver(self, message: str | bytes) -> None:
+        self.messages_received += 1
+        self.last_message_at = self.clock.now()
+        if not self._gate_open:
+            self._held.append(message)  # on_connect has not finished yet
+            return
+        await self._buffer.put(message)
+
+    def reader_failed(self, session: RegulatorSession, exc: BaseException) -> None:
+        if session is self._session and self._inbox_send is not None:
+            self._inbox_send.send_nowait(("failed", self._generation, exc))
+
+    def unsolicited_pong(self) -> None:
+        self.unsolicited_pongs += 1
+
+    # -- the machine ----------------------------------------------------------------------
+    def _handle(self, event: ConnectionEvent) -> list[ConnectionAction]:
+        actions = self.machine.handle(event)
+        for action in actions:
+            self._log_action(action)
+            if isinstance(action, RaiseAlarm):
+                self._notify(action.alarm)
+            elif isinstance(action, ResolveAlarm):
+                self._notify(action.resolution)
+            elif isinstance(action, PatternDetected):
+                self._notify(action.report)
+            elif isinstance(action, GiveUp):
+                self._closed_error = ConnectionClosedError(action.kind, action.reason)
+        return actions
+
+    def _log_action(self, action: ConnectionAction) -> None:
+        log = self._log
+        if isinstance(action, StateChanged):
+            log.info(
+                format_kv(
+                    event="state",
+                    name=self.name,
+                    source=action.source,
+                    target=action.target,
+                    reason=redact(action.reason, self.url),
+                )
+            )
+        elif isinstance(action, Wait):
+            log.info(
+                format_kv(
+                    event="backoff",
+                    name=self.name,
+                    delay=round(action.delay, 3),
+                    attempt=action.attempt,
+                )
+            )
+        elif isinstance(action, RaiseAlarm):
+            a = action.alarm
+            log.error(
+                format_kv(
+                    event="alarm",
+                    name=self.name,
+                    failures=a.failures_in_window,
+                    window=a.window,
+                    threshold=a.threshold,
+                    last_kind=a.last_kind,
+                    last_reason=redact(a.last_reason, self.url),
+                )
+            )
+        elif isinstance(action, ResolveAlarm):
+            r = action.resolution
+            log.info(
+                format_kv(
+                    event="resolved",
+                    name=self.name,
+                    after=round(r.duration, 3),
+                    failures=r.failures_since_raised,
+                )
+            )
+        elif isinstance(action, PatternDetected):
+            log.warning(format_kv(event="pattern", name=self.name, report=action.report.describe()))
+        elif isinstance(action, GiveUp):
+            log.error(
+                format_kv(
+                    event="give_up",
+                    name=self.name,
+                    kind=action.kind,
+                    reason=redact(action.reason, self.url),
+                )
+            )
+
+    def _notify(self, notice: Notice) -> None:
+        if self._tg is None:
+            return
+        for notifier in self.notifiers:
+            self._tg.start_soon(self._run_notifier, notifier, notice)
+
+    async def _run_notifier(self, notifier: Notifier, notice: Notice) -> None:
+        try:
+            with anyio.fail_after(self.notify_timeout):
+                await notifier(notice)
+        except Exception as exc:  # a broken notifier never breaks the connection
+            self.notifier_failures += 1
+            self._log.warning(
+                format_kv(
+                    event="notifier_failed",
+                    name=self.name,
+                    notifier=type(notifier).__name__,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        found = classify_exception(exc)
+        if self.machine.state not in ("connecting", "handshaking", "live"):
+            return
+        self._log.warning(
+            format_kv(
+                event="failure",
+                name=self.name,
+                kind=found.kind,
+                reason=redact(found.reason, self.url),
+                state=self.machine.state,
+                attempt=self.machine.attempt,
+            )
+        )
+        self._handle(
+            ConnectionFailed(
+                now=now,
+                kind=found.kind,
+                reason=redact(found.reason, self.url),
+                detail=redact(found.detail, self.url),
+                retry_after=found.retry_after,
+            )
+        )
+
+    def _anyio_deadline(self, deadline: float | None) -> float:
+        if deadline is None:
+            return math.inf
+        return anyio.current_time() + (deadline - self.clock.now())
+
+    # -- the supervisor --------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        self._handle(Start(now=self.clock.now()))
+        while True:
+            state = self.machine.state
+            if state == "closed":
+                break
+            if state in ("backing_off", "alarmed"):
+                deadline = self.machine.next_deadline
+                assert deadline is not None
+                await self.clock.sleep_until(deadline)
+                self._handle(Tick(now=max(self.clock.now(), deadline)))
+            elif state == "connecting":
+                await self._connect_once()
+            else:  # pragma: no cover - every other state is left inside _connect_once
+                raise AssertionError(f"supervisor in state {state}")
+        self._buffer.close()
+
+    async def _trace(self, name: str, info: dict[str, Any]) -> None:
+        if name == "connection.connect_tcp.complete" and self.machine.state == "connecting":
+            self._handle(TransportConnected(now=self.clock.now()))
+
+    async def _connect_once(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        deadline = self.machine.next_deadline
+        failure: BaseException | None = None
+        timeout = httpx.Timeout(self.config.handshake_timeout)
+        scope = anyio.CancelScope(deadline=self._anyio_deadline(deadline))
+        transport = TrackingTransport(self._tls)
+        try:
+            # One deadline around the whole of aconnect_ws bounds TCP + TLS + upgrade (R1.5);
+            # httpx-ws offers no other way that does not corrupt the cancel-scope stack.
+            with scope:
+                async with (
+                    httpx.AsyncClient(transport=transport, timeout=timeout) as client,
+                    aconnect_ws(
+                        self.url,
+                        client,
+                        keepalive_ping_interval_seconds=None,  # the machine pings
+                        session_class=self._session_class,
+                        headers=self.headers,
+                        extensions={"trace": self._trace},
+                    ) as session,
+                ):
+                    scope.deadline = math.inf
+                    await self._live(session, generation)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            failure = exc
+        finally:
+            self._session = None
+            self._gate_open = False
+            await transport.close_streams()
+        now = self.clock.now()
+        if self.machine.state == "live":  # the block ended without the reader saying why
+            self._failed(failure or ConnectionResetError("connection ended"), now)
+        elif self.machine.state in ("connecting", "handshaking"):
+            if failure is not None:
+                self._failed(failure, now)
+            else:  # the handshake deadline cancelled the attempt (R1.5)
+                due = self.machine.next_deadline
+                self._handle(Tick(now=max(now, due if due is not None else now)))
+
+    async def _live(self, session: RegulatorSession, generation: int) -> None:
+        now = self.clock.now()
+        if self.machine.state == "connecting":  # no trace event (e.g. a reused connection)
+            self._handle(TransportConnected(now=now))
+        self._session = session
+        actions = self._handle(HandshakeSucceeded(now=now))
+        self.connected_since = now
+        async with anyio.create_task_group() as tg:
+            await self._perform(actions, session, tg, generation)
+            while self.machine.state == "live":
+                item = None
+                assert self._inbox is not None
+                with anyio.CancelScope(deadline=self._anyio_deadline(self.machine.next_deadline)):
+                    item = await self._inbox.receive()
+                now = self.clock.now()
+                if item is None:
+                    actions = self._handle(Tick(now=now))
+                elif item[1] != generation:
+                    continue  # from an earlier connection
+                elif item[0] == "failed":
+                    self._failed(item[2], now)
+                    actions = []
+                elif item[0] == "pong":
+                    actions = self._handle(PongReceived(now=now))
+                await self._perform(actions, session, tg, generation)
+            tg.cancel_scope.cancel()
+        self.connected_since = None
+
+    async def _perform(
+        self,
+        actions: list[ConnectionAction],
+        session: RegulatorSession,
+        tg: TaskGroup,
+        generation: int,
+    ) -> None:
+        for action in actions:
+            if isinstance(action, RestoreSubscriptions):
+                if self.on_connect is not None:
+                    await self.on_connect(self)
+                self._gate_open = True
+                try:
+                    for message in self._held:
+                        await self._buffer.put(message)
+                except BufferFull as exc:
+                    self._failed(exc, self.clock.now())
+                self._held.clear()
+            elif isinstance(action, SendPing):
+                try:
+                    pong = await session.ping()
+                except Exception as exc:
+                    self._failed(exc, self.clock.now())
+                    return
+                tg.start_soon(self._await_pong, pong, generation)
+
+    async def _await_pong(self, pong: anyio.Event, generation: int) -> None:
+        await pong.wait()
+        if self._inbox_send is not None:
+            self._inbox_send.send_nowait(("pong", generation))
+
+    # -- statistics --------------------------------------------------------------------------------
+    def get_connection_stats(self) -> dict[str, Any]:
+        """Counters users of the old client read (R5.1): state, url, messages, reconnects."""
+        now = self.clock.now()
+        stats = self.machine.stats(now=now)
+        history = []
+        for record in stats["history"]:
+            record = dict(record)
+            record["reason"] = redact(record["reason"], self.url)
+            record["detail"] = redact(record["detail"], self.url)
+            history.append(record)
+        rtt = stats["last_rtt"]
+        return {
+            "name": self.name,
+            "state": stats["state"],
+            "url": self.safe_url,
+            "connected_since": self.connected_since,
+            "messages_received": self.messages_received,
+            "messages_dropped": self._buffer.dropped,
+            "messages_buffered": len(self._buffer),
+            "last_message_at": self.last_message_at,
+            "rtt_ms": None if rtt is None else rtt * 1000.0,
+            "unsolicited_pongs": self.unsolicited_pongs,
+            "notifier_failures": self.notifier_failures,
+            "reconnect_statistics": {
+                "total_attempts": stats["total_attempts"],
+                "successes": stats["successes"],
+                "failures": stats["failures"],
+                "success_rate": stats["success_rate"],
+                "failures_by_kind": stats["failures_by_kind"],
+                "consecutive_failures": stats["consecutive_failures"],
+                "alarm_count": stats["alarm_count"],
+                "alarms_resolved": stats["alarms_resolved"],
+                "last_delay": stats["last_delay"],
+            },
+            "time_in_state": stats["time_in_state"],
+            "failure_history": history,
+            "patterns": stats["patterns"],
+        }
