@@ -91,7 +91,7 @@ def _docs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(quick=args.quick)
+    return run_demo(quick=args.quick, metrics_port=args.metrics_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main job end to end")
     demo.add_argument("--quick", action="store_true", help="a short run (CI)")
+    demo.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
     demo.set_defaults(func=_demo)
     return parser
 

@@ -56,7 +56,13 @@ def _returns(steps: int, seed: int) -> Any:
 
 
 def _train(
-    name: str, config: ScalerConfig, *, init_scale: float | None, epochs: int, lr: float
+    name: str,
+    config: ScalerConfig,
+    *,
+    init_scale: float | None,
+    epochs: int,
+    lr: float,
+    exporter: Any = None,
 ) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -73,6 +79,8 @@ def _train(
     model = nn.Sequential(nn.Flatten(), nn.Linear(window, 64), nn.GELU(), nn.Linear(64, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     scaler = GuardedGradScaler(model, "cpu", config=config, init_scale=init_scale)
+    if exporter is not None:
+        exporter.register(scaler, name=name)
     print(
         format_kv(
             part="training",
@@ -100,7 +108,7 @@ def _train(
     }
 
 
-def run_demo(*, quick: bool = False) -> int:
+def run_demo(*, quick: bool = False, metrics_port: int | None = None) -> int:
     started = time.perf_counter()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("  %(levelname)s %(name)s %(message)s"))
@@ -132,8 +140,14 @@ def run_demo(*, quick: bool = False) -> int:
                 1e-3,
             ),
         ]
+        exporter = None
+        if metrics_port is not None:
+            from .prometheus import start_metrics_server
+
+            exporter, server = start_metrics_server(metrics_port)
+            print(format_kv(event="metrics", url=f"http://127.0.0.1:{server.server_port}/metrics"))
         for name, config, init, lr in runs:
-            summary = _train(name, config, init_scale=init, epochs=epochs, lr=lr)
+            summary = _train(name, config, init_scale=init, epochs=epochs, lr=lr, exporter=exporter)
             print("  " + format_kv(event="run_summary", run=name, **summary))
     finally:
         logger.removeHandler(handler)

@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -166,6 +167,7 @@ class ResilientWebSocket:
         # counters the stats expose (plain attributes: the per-message path stays cheap)
         self.messages_received = 0
         self.last_message_at: float | None = None
+        self.last_message_monotonic: float | None = None
         self.connected_since: float | None = None
         self.unsolicited_pongs = 0
         self.notifier_failures = 0
@@ -223,6 +225,10 @@ class ResilientWebSocket:
     def state(self) -> str:
         return self.machine.state
 
+    @property
+    def messages_dropped(self) -> int:
+        return self._buffer.dropped
+
     def diagram(self) -> str:
         """The connection machine as Mermaid text, the current state highlighted."""
         return format(self.machine, "mermaid")
@@ -231,6 +237,7 @@ class ResilientWebSocket:
     async def deliver(self, message: str | bytes) -> None:
         self.messages_received += 1
         self.last_message_at = self.clock.now()
+        self.last_message_monotonic = time.monotonic()  # readable from any thread (metrics)
         if not self._gate_open:
             self._held.append(message)  # on_connect has not finished yet
             return

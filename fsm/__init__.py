@@ -13,6 +13,7 @@ from ._config_loader import config_json_schema as config_json_schema
 from ._config_loader import config_to_toml as config_to_toml
 from ._config_loader import load_config as load_config
 from ._connection import CONNECTION_STATES as CONNECTION_STATES
+from ._connection import DELAY_BUCKETS as DELAY_BUCKETS
 from ._connection import ConnectionMachine as ConnectionMachine
 from ._connection import backoff_delay as backoff_delay
 from ._connection_events import Alarm as Alarm
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTIN_SCHEDULES",
     "CONNECTION_STATES",
+    "DELAY_BUCKETS",
     "Alarm",
     "AlarmResolved",
     "ConfigError",

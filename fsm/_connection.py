@@ -42,6 +42,7 @@ failure history; R3.5 recurring-pattern reports over the drops of live connectio
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections import deque
@@ -80,7 +81,10 @@ from ._connection_events import (
 from ._errors import IllegalEventError
 from ._patterns import PatternReport, detect_patterns
 
-__all__ = ["CONNECTION_STATES", "ConnectionMachine", "backoff_delay"]
+__all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
+
+#: Upper bounds (s) of the reconnect-delay histogram (a last, implicit bucket is +Inf).
+DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 #: Drops kept for the pattern detector (memory stays bounded over days).
 PATTERN_BUFFER = 256
@@ -232,6 +236,9 @@ class ConnectionMachine(StateMachine):
         self._drops: deque[tuple[float, str]] = deque(maxlen=PATTERN_BUFFER)
         self._reported: deque[PatternReport] = deque(maxlen=PATTERN_REPORTS_KEPT)
         self._last_failure_at: float | None = None
+        # reconnect delays chosen, per bucket of DELAY_BUCKETS (+Inf last): for metrics
+        self.delay_counts = [0] * (len(DELAY_BUCKETS) + 1)
+        self.delay_sum = 0.0
 
     # -- public read-only views ----------------------------------------------------
     @property
@@ -451,6 +458,8 @@ class ConnectionMachine(StateMachine):
         else:
             assert decision.delay is not None
             self.last_delay = decision.delay
+            self.delay_sum += decision.delay
+            self.delay_counts[bisect.bisect_left(DELAY_BUCKETS, decision.delay)] += 1
             self.retry_at = now + decision.delay
             actions.append(
                 Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1)
@@ -621,6 +630,8 @@ class ConnectionMachine(StateMachine):
         data["history"] = [r.as_dict() for r in self._history]
         data["drops"] = [list(d) for d in self._drops]
         data["reported"] = [attrs.asdict(r) for r in self._reported]
+        data["delay_counts"] = list(self.delay_counts)
+        data["delay_sum"] = self.delay_sum
         return data
 
     @classmethod
@@ -656,6 +667,8 @@ class ConnectionMachine(StateMachine):
         for record in snapshot["history"]:
             machine._history.append(FailureRecord(**{**record, "at": record["at"] + shift}))
         machine._drops.extend((t + shift, kind) for t, kind in snapshot["drops"])
+        machine.delay_counts = list(snapshot.get("delay_counts", machine.delay_counts))
+        machine.delay_sum = float(snapshot.get("delay_sum", 0.0))
         for report in snapshot["reported"]:
             machine._reported.append(
                 PatternReport(**{**report, "kinds": tuple(tuple(k) for k in report["kinds"])})

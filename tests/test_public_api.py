@@ -11,6 +11,7 @@ FSM_PUBLIC = sorted(
     [
         "BUILTIN_SCHEDULES",
         "CONNECTION_STATES",
+        "DELAY_BUCKETS",
         "Alarm",
         "AlarmResolved",
         "ConfigError",
@@ -120,6 +121,7 @@ TORCH_PUBLIC = sorted(
     [
         ("regulator.adapters.websocket", WEBSOCKET_PUBLIC),
         ("regulator.adapters.torch", TORCH_PUBLIC),
+        ("regulator.adapters.prometheus", ["MetricsExporter", "start_metrics_server"]),
     ],
 )
 def test_adapter_surfaces_are_pinned(module: str, names: list[str]) -> None:

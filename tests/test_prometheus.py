@@ -1,0 +1,135 @@
+"""The Prometheus exporter, scraped over HTTP while real things fail."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import torch
+from _amp import amp_step, batch, mlp
+from _faultbed import FaultBed
+from prometheus_client.parser import text_string_to_metric_families
+from regulator.adapters.prometheus import MetricsExporter, start_metrics_server
+from regulator.adapters.torch import GuardedGradScaler
+from regulator.adapters.websocket import ResilientWebSocket
+from regulator.fsm import ConnectionConfig
+
+pytestmark = pytest.mark.anyio
+FAST = ConnectionConfig(
+    initial_delay=0.05,
+    max_delay=0.2,
+    jitter=0.0,
+    ping_interval=0.2,
+    pong_timeout=0.2,
+    handshake_timeout=0.5,
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[MetricsExporter, str]]:
+    exporter, http = start_metrics_server(0)
+    yield exporter, f"http://127.0.0.1:{http.server_port}/metrics"
+    http.shutdown()
+    http.server_close()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(url, timeout=5).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], metric: str, /, **labels: str) -> float:
+    return samples[(metric, tuple(sorted(labels.items())))]
+
+
+async def test_connection_metrics_follow_real_faults(server: tuple[MetricsExporter, str]) -> None:
+    exporter, url = server
+    with FaultBed() as bed:
+        ws = ResilientWebSocket(
+            bed.url, config=FAST, ssl_context=bed.certs.client_context(), name="raw"
+        )
+        exporter.register(ws, name="eth")
+        async with ws:
+            with anyio.fail_after(5):
+                while ws.get_connection_stats()["messages_received"] < 5:
+                    await anyio.sleep(0.01)
+                bed.flip_byte()
+                while ws.get_connection_stats()["reconnect_statistics"]["successes"] < 2:
+                    await anyio.sleep(0.01)
+            samples = await anyio.to_thread.run_sync(scrape, url)
+            stats = ws.get_connection_stats()
+        after_close = await anyio.to_thread.run_sync(scrape, url)
+    assert (
+        value(samples, "regulator_connection_state", name="eth", regulator_connection_state="live")
+        == 1
+    )
+    assert (
+        value(
+            samples, "regulator_connection_state", name="eth", regulator_connection_state="alarmed"
+        )
+        == 0
+    )
+    assert value(samples, "regulator_connection_attempts_total", name="eth") == 2
+    assert value(samples, "regulator_connection_successes_total", name="eth") == 2
+    assert value(samples, "regulator_connection_failures_total", name="eth", kind="ssl") == 1
+    assert value(samples, "regulator_connection_alarms_raised_total", name="eth") == 0
+    received = value(samples, "regulator_connection_messages_received_total", name="eth")
+    assert 5 <= received <= stats["messages_received"]
+    assert 0 <= value(samples, "regulator_connection_seconds_since_last_message", name="eth") < 1
+    assert value(samples, "regulator_connection_reconnect_delay_seconds_count", name="eth") == 1
+    assert (
+        value(samples, "regulator_connection_reconnect_delay_seconds_bucket", name="eth", le="0.1")
+        == 1
+    )
+    assert value(samples, "regulator_connection_reconnect_delay_seconds_sum", name="eth") == 0.05
+    assert not any("raw" in str(key) or "127.0.0.1" in str(key) for key in samples)  # no URL
+    assert not any(key[0].startswith("regulator_connection") for key in after_close)  # closed: gone
+
+
+def test_scaler_metrics_follow_real_overflows(server: tuple[MetricsExporter, str]) -> None:
+    exporter, url = server
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = GuardedGradScaler(model, "cpu", init_scale=2.0**16)
+    exporter.register(scaler, name="informer")
+    amp_step(model, opt, scaler, batch(0))
+    for i in range(5):
+        amp_step(model, opt, scaler, batch(i), poison=True)
+    scaler.end_epoch()
+    samples = scrape(url)
+    assert value(samples, "regulator_scaler_steps_total", name="informer") == 6
+    assert value(samples, "regulator_scaler_overflows_total", name="informer") == 5
+    assert value(samples, "regulator_scaler_halvings_total", name="informer") == 1
+    assert value(samples, "regulator_scaler_resets_total", name="informer") == 0
+    assert value(samples, "regulator_scaler_scale", name="informer") == scaler.get_scale() == 1024.0
+    assert value(samples, "regulator_scaler_epoch", name="informer") == 1
+    assert (
+        value(
+            samples,
+            "regulator_scaler_state",
+            name="informer",
+            regulator_scaler_state="overflow_halved",
+        )
+        == 1
+    )
+    del scaler, opt, model
+    gc.collect()
+    assert not any(key[0].startswith("regulator_scaler") for key in scrape(url))  # weakly held
+
+
+def test_register_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match="must be a ResilientWebSocket or a GuardedGradScaler"):
+        MetricsExporter().register(object(), name="x")
