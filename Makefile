@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml Makefile fsm adapters specs
 
-.PHONY: install test lint typecheck pytest demo clean
+.PHONY: install test lint typecheck pytest demo docs clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(BIN)/regulator demo
+
+# The documentation site (mkdocs-material, --strict); pages drawn from the code are regenerated
+# first. `make test` fails when they are stale.
+docs: $(STAMP)
+	$(BIN)/regulator docs generate
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

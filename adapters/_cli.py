@@ -88,6 +88,32 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagram(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._diagram import DiagramError, render_diagram
+
+    try:
+        output = render_diagram(
+            args.machine, args.format, events=args.events or (), state=args.state
+        )
+    except DiagramError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        path = Path(args.output)
+        if isinstance(output, bytes):
+            path.write_bytes(output)
+        else:
+            path.write_text(output, encoding="utf-8")
+        print(f"wrote {path}")
+    elif isinstance(output, bytes):
+        sys.stdout.buffer.write(output)
+    else:
+        print(output, end="" if output.endswith("\n") else "\n")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -128,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary", action="store_true", help="print alarms, patterns and totals only"
     )
     sim.set_defaults(func=_simulate)
+
+    diagram = sub.add_parser("diagram", help="render a machine's state diagram")
+    diagram.add_argument("machine", choices=["connection", "scaler"])
+    diagram.add_argument(
+        "--format", default="mermaid", choices=["mermaid", "dot", "svg", "png", "md"]
+    )
+    diagram.add_argument("--output", default=None, help="write to FILE (default: stdout)")
+    diagram.add_argument(
+        "--events", nargs="+", default=None, help="replay these events; highlight the result"
+    )
+    diagram.add_argument("--state", default=None, help="highlight this state")
+    diagram.set_defaults(func=_diagram)
 
     docs_cmd = sub.add_parser("docs", help="generated documentation pages")
     docs_sub = docs_cmd.add_subparsers(dest="docs_command", required=True)

@@ -24,9 +24,15 @@ def _machine_page(title: str, machine: type, intro: str) -> str:
     )
 
 
-def generated_pages() -> dict[str, str]:
-    """Relative path under ``docs/`` -> the page's text."""
-    return {
+def _requirements_page(root: Path) -> str:
+    source = (root.parent / "specs" / "requirements.md").read_text(encoding="utf-8")
+    body = source.split("\n", 1)[1] if source.startswith("# ") else source
+    return f"{HEADER}# Requirements and their traces\n{body}"
+
+
+def generated_pages(root: Path | None = None) -> dict[str, str]:
+    """Relative path under ``docs/`` -> the page's text (``root``: the docs folder)."""
+    pages = {
         "reference/configuration.md": (
             f"{HEADER}# Configuration reference\n\n"
             "Every key of the TOML file, its default, unit, rule and environment names. Values\n"
@@ -46,12 +52,15 @@ def generated_pages() -> dict[str, str]:
             "Drawn from `regulator.fsm._scaler.ScalerMachine` (see `docs/scaler.md`).",
         ),
     }
+    if root is not None and (root.parent / "specs" / "requirements.md").exists():
+        pages["reference/requirements.md"] = _requirements_page(root)
+    return pages
 
 
 def write_pages(root: Path, *, check: bool = False) -> list[str]:
     """Write (or, with ``check``, compare) the pages; return the stale paths."""
     stale = []
-    for relative, text in generated_pages().items():
+    for relative, text in generated_pages(root).items():
         path = root / relative
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current != text:
