@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml Makefile fsm adapters specs
 
-.PHONY: install test lint typecheck pytest demo docs clean
+.PHONY: install test lint typecheck pytest demo docs bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(BIN)/regulator demo
+
+# Benchmarks (not tests): print tables and write docs/performance.md. BENCH_QUICK=1 shrinks them.
+bench: $(STAMP)
+	PYTHONPATH=tests $(BIN)/python tests/benchmarks/run.py
 
 # The documentation site (mkdocs-material, --strict); pages drawn from the code are regenerated
 # first. `make test` fails when they are stale.
