@@ -8,6 +8,10 @@ the server drops the connection), so what happens when the buffer is full is a p
 * ``fail``: the connection fails as ``protocol`` ("consumer too slow") and reconnects;
 * ``block``: the reader waits for room (back-pressure to the server through TCP; server pings
   wait too, so use it only with consumers that keep up).
+
+While ``paused`` (the adapter pauses from a new connection until its ``on_connect`` has run),
+the consumer gets nothing; what arrives meanwhile is buffered under the same bound and policy.
+With ``block``, an ``on_connect`` that awaits a reply therefore needs room in the buffer.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class MessageBuffer:
         self._writable = anyio.Event()
         self.dropped = 0
         self.closed = False
+        self.paused = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,9 +64,17 @@ class MessageBuffer:
         self._items.append(item)
         self._readable.set()
 
+    def pause(self) -> None:
+        """Hold messages back from the consumer (they are still buffered, under the bound)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._readable.set()
+
     async def get(self) -> Message:
         """The next message; raises ``anyio.EndOfStream`` once closed and drained."""
-        while not self._items:
+        while not self._items or (self.paused and not self.closed):
             if self.closed:
                 raise anyio.EndOfStream
             self._readable = anyio.Event()

@@ -47,7 +47,7 @@ from ..fsm import (
     Wait,
     format_kv,
 )
-from ._buffer import BufferFull, MessageBuffer, OverflowPolicy
+from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import classify_exception
 from ._notifiers import Notice, Notifier
 from ._redact import redact, redact_url
@@ -161,13 +161,10 @@ class ResilientWebSocket:
         self._generation = 0
         self._inbox_send: MemoryObjectSendStream[tuple[Any, ...]] | None = None
         self._inbox: MemoryObjectReceiveStream[tuple[Any, ...]] | None = None
-        self._gate_open = False
-        self._held: list[str | bytes] = []
         self._closed_error: ConnectionClosedError | None = None
         # counters the stats expose (plain attributes: the per-message path stays cheap)
         self.messages_received = 0
-        self.last_message_at: float | None = None
-        self.last_message_monotonic: float | None = None
+        self.last_message_monotonic: float | None = None  # time.monotonic(): any thread reads it
         self.connected_since: float | None = None
         self.unsolicited_pongs = 0
         self.notifier_failures = 0
@@ -235,12 +232,9 @@ class ResilientWebSocket:
 
     # -- SessionSink (called by the session's reader) ------------------------------------------
     async def deliver(self, message: str | bytes) -> None:
+        # The per-message path: two counters and one clock read, then the bounded buffer.
         self.messages_received += 1
-        self.last_message_at = self.clock.now()
-        self.last_message_monotonic = time.monotonic()  # readable from any thread (metrics)
-        if not self._gate_open:
-            self._held.append(message)  # on_connect has not finished yet
-            return
+        self.last_message_monotonic = time.monotonic()
         await self._buffer.put(message)
 
     def reader_failed(self, session: RegulatorSession, exc: BaseException) -> None:
@@ -274,7 +268,7 @@ class ResilientWebSocket:
                     name=self.name,
                     source=action.source,
                     target=action.target,
-                    reason=redact(action.reason, self.url),
+                    reason=action.reason,
                 )
             )
         elif isinstance(action, Wait):
@@ -296,7 +290,7 @@ class ResilientWebSocket:
                     window=a.window,
                     threshold=a.threshold,
                     last_kind=a.last_kind,
-                    last_reason=redact(a.last_reason, self.url),
+                    last_reason=a.last_reason,
                 )
             )
         elif isinstance(action, ResolveAlarm):
@@ -317,7 +311,7 @@ class ResilientWebSocket:
                     event="give_up",
                     name=self.name,
                     kind=action.kind,
-                    reason=redact(action.reason, self.url),
+                    reason=action.reason,
                 )
             )
 
@@ -343,15 +337,18 @@ class ResilientWebSocket:
             )
 
     def _failed(self, exc: BaseException, now: float) -> None:
-        found = classify_exception(exc)
         if self.machine.state not in ("connecting", "handshaking", "live"):
             return
+        found = classify_exception(exc)
+        # The one place a URL's secrets can enter: everything downstream (the machine's
+        # records and reasons, logs, stats, alarms) is built from these redacted strings.
+        reason = redact(found.reason, self.url)
         self._log.warning(
             format_kv(
                 event="failure",
                 name=self.name,
                 kind=found.kind,
-                reason=redact(found.reason, self.url),
+                reason=reason,
                 state=self.machine.state,
                 attempt=self.machine.attempt,
             )
@@ -360,7 +357,7 @@ class ResilientWebSocket:
             ConnectionFailed(
                 now=now,
                 kind=found.kind,
-                reason=redact(found.reason, self.url),
+                reason=reason,
                 detail=redact(found.detail, self.url),
                 retry_after=found.retry_after,
             )
@@ -424,7 +421,7 @@ class ResilientWebSocket:
             failure = exc
         finally:
             self._session = None
-            self._gate_open = False
+            self._buffer.resume()  # never leave the consumer paused after a connection
             await transport.close_streams()
         now = self.clock.now()
         if self.machine.state == "live":  # the block ended without the reader saying why
@@ -441,6 +438,7 @@ class ResilientWebSocket:
         if self.machine.state == "connecting":  # no trace event (e.g. a reused connection)
             self._handle(TransportConnected(now=now))
         self._session = session
+        self._buffer.pause()  # nothing reaches the consumer before on_connect has run (R1.4)
         actions = self._handle(HandshakeSucceeded(now=now))
         self.connected_since = now
         async with anyio.create_task_group() as tg:
@@ -475,13 +473,7 @@ class ResilientWebSocket:
             if isinstance(action, RestoreSubscriptions):
                 if self.on_connect is not None:
                     await self.on_connect(self)
-                self._gate_open = True
-                try:
-                    for message in self._held:
-                        await self._buffer.put(message)
-                except BufferFull as exc:
-                    self._failed(exc, self.clock.now())
-                self._held.clear()
+                self._buffer.resume()
             elif isinstance(action, SendPing):
                 try:
                     pong = await session.ping()
@@ -500,13 +492,8 @@ class ResilientWebSocket:
         """Counters users of the old client read (R5.1): state, url, messages, reconnects."""
         now = self.clock.now()
         stats = self.machine.stats(now=now)
-        history = []
-        for record in stats["history"]:
-            record = dict(record)
-            record["reason"] = redact(record["reason"], self.url)
-            record["detail"] = redact(record["detail"], self.url)
-            history.append(record)
         rtt = stats["last_rtt"]
+        last = self.last_message_monotonic
         return {
             "name": self.name,
             "state": stats["state"],
@@ -515,7 +502,8 @@ class ResilientWebSocket:
             "messages_received": self.messages_received,
             "messages_dropped": self._buffer.dropped,
             "messages_buffered": len(self._buffer),
-            "last_message_at": self.last_message_at,
+            # in the adapter clock's time base, like connected_since
+            "last_message_at": None if last is None else now - (time.monotonic() - last),
             "rtt_ms": None if rtt is None else rtt * 1000.0,
             "unsolicited_pongs": self.unsolicited_pongs,
             "notifier_failures": self.notifier_failures,
@@ -531,6 +519,6 @@ class ResilientWebSocket:
                 "last_delay": stats["last_delay"],
             },
             "time_in_state": stats["time_in_state"],
-            "failure_history": history,
+            "failure_history": stats["history"],
             "patterns": stats["patterns"],
         }

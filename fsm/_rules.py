@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from ._errors import ConfigError
+
 __all__ = ["Boolean", "Choice", "Integer", "Number", "Optional", "Rule"]
 
 
@@ -25,8 +27,6 @@ def _is_number(value: object) -> bool:
 
 class Rule:
     """Base rule: subclasses implement ``check``, ``coerce``, ``describe`` and ``schema``."""
-
-    type_name = "value"
 
     def check(self, value: object) -> str | None:
         raise NotImplementedError
@@ -51,16 +51,12 @@ class Rule:
     def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         message = self.check(value)
         if message is not None:
-            from ._errors import ConfigError
-
             section = getattr(type(instance), "_section", type(instance).__name__)
             raise ConfigError([f"{section}.{attribute.name}: {message}"])
 
 
 class Number(Rule):
     """A finite real number with optional bounds."""
-
-    type_name = "number"
 
     def __init__(
         self,
@@ -119,8 +115,6 @@ class Number(Rule):
 class Integer(Rule):
     """A whole number (not a float, not a bool) with an optional lower bound."""
 
-    type_name = "integer"
-
     def __init__(self, *, ge: int | None = None) -> None:
         self.ge = ge
 
@@ -148,7 +142,6 @@ class Integer(Rule):
 
 
 class Boolean(Rule):
-    type_name = "boolean"
     _TRUE = frozenset({"1", "true", "yes", "on"})
     _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -173,8 +166,6 @@ class Boolean(Rule):
 
 
 class Choice(Rule):
-    type_name = "string"
-
     def __init__(self, choices: Sequence[str]) -> None:
         self.choices = tuple(choices)
 
@@ -199,7 +190,6 @@ class Optional(Rule):
 
     def __init__(self, inner: Rule) -> None:
         self.inner = inner
-        self.type_name = inner.type_name
 
     def check(self, value: object) -> str | None:
         return None if value is None else self.inner.check(value)

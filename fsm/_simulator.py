@@ -260,13 +260,13 @@ def _clock(t: float) -> str:
 class _World:
     def __init__(self, schedule: Schedule, end: float) -> None:
         self.windows: dict[str, list[tuple[float, float, Fault]]] = {k: [] for k in _WINDOW_TYPES}
-        self.strikes: list[tuple[float, Fault]] = []
-        for fault in schedule.faults:
+        self.strikes: list[tuple[float, int]] = []  # (time, index into schedule.faults)
+        for index, fault in enumerate(schedule.faults):
             for t in fault.times(end):
                 if fault.type in _WINDOW_TYPES:
                     self.windows[fault.type].append((t, t + fault.duration, fault))
                 if fault.type in ("drop", "outage", "half_open", "server_shutdown"):
-                    self.strikes.append((t, fault))
+                    self.strikes.append((t, index))
 
     def active(self, kind: str, t: float) -> Fault | None:
         for start, end, fault in self.windows[kind]:
@@ -308,8 +308,8 @@ def simulate(
         seq += 1
         heapq.heappush(queue, (t, seq, what, tag))
 
-    for t, fault in world.strikes:
-        later(t, f"strike:{schedule.faults.index(fault)}")
+    for t, index in world.strikes:
+        later(t, f"strike:{index}")
 
     def feed(event: ConnectionEvent) -> None:
         for action in machine.handle(event):

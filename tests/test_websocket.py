@@ -456,3 +456,23 @@ async def test_server_restart_on_the_same_port_is_survived(bed: FaultBed) -> Non
     # also report the teardown first (the reason is then kept, e.g. an SSL alert)
     assert history[0]["kind"] == "server_closed" and history[0]["delay"] == 0.0
     assert all(r["kind"] in {"network", "ssl"} for r in history[1:]), history
+
+
+@pytest.mark.spec("R1.4")
+async def test_consumer_waits_for_on_connect_and_the_buffer_bound_holds_meanwhile(
+    bed: FaultBed,
+) -> None:
+    finished: list[float] = []
+
+    async def slow_resubscribe(ws: ResilientWebSocket) -> None:
+        await anyio.sleep(0.3)  # the 5 ms feed keeps arriving meanwhile
+        finished.append(anyio.current_time())
+
+    async with client(bed, on_connect=slow_resubscribe, buffer_size=10) as ws:
+        with anyio.fail_after(5):
+            await ws.receive()
+        received_at = anyio.current_time()
+        stats = ws.get_connection_stats()
+    assert finished and received_at >= finished[0]
+    assert stats["messages_buffered"] <= 10
+    assert stats["messages_dropped"] >= stats["messages_received"] - 11 > 0
