@@ -17,21 +17,21 @@ With ``block``, an ``on_connect`` that awaits a reply therefore needs room in th
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import anyio
 
 __all__ = ["BufferFull", "MessageBuffer", "OverflowPolicy"]
 
 OverflowPolicy = Literal["drop_oldest", "fail", "block"]
-Message = str | bytes
+Message = TypeVar("Message")
 
 
 class BufferFull(Exception):
     """The buffer is full and the policy is ``fail``."""
 
 
-class MessageBuffer:
+class MessageBuffer(Generic[Message]):
     def __init__(self, size: int, policy: OverflowPolicy) -> None:
         if size < 1:
             raise ValueError(f"buffer_size: must be >= 1 (got {size!r})")

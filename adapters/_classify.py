@@ -52,11 +52,17 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes; a group in the chain (anyio's "All connection attempts
+    failed" is caused by one per address tried) contributes its leaves' chains."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        yield current
+        if isinstance(current, BaseExceptionGroup):
+            for leaf in _leaves(current):
+                yield from _chain(leaf)
+        else:
+            yield current
         current = current.__cause__ or current.__context__
 
 
@@ -81,8 +87,10 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
     for link in _chain(exc):
         if isinstance(link, WebSocketUpgradeError):
             status = link.response.status_code
-            if status in (429, 418):
-                return (80, "rate_limited", f"HTTP {status}", _retry_after(link.response))
+            if status == 429:
+                return (80, "rate_limited", "HTTP 429", _retry_after(link.response))
+            if status == 418:
+                return (80, "banned", "HTTP 418: IP banned", _retry_after(link.response))
             if status in (400, 401, 403, 404, 410):
                 return (80, "fatal", f"HTTP {status}: the upgrade was refused", None)
             return (70, "network" if status >= 500 else "protocol", f"HTTP {status}", None)
@@ -104,6 +112,7 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
             return (40, "network", "connection refused", None)
         if isinstance(link, ConnectionResetError):
             return (40, "network", "connection reset by peer", None)
+    for link in _chain(exc):
         if isinstance(
             link,
             WebSocketNetworkError

@@ -120,6 +120,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(quick=args.quick, metrics_port=args.metrics_port)
 
 
+def _stream(args: argparse.Namespace) -> int:
+    from ._stream_cli import run_stream
+
+    return run_stream(
+        args.streams,
+        url=args.url,
+        config_file=args.config,
+        ca=args.ca,
+        count=args.count,
+        duration=args.duration,
+        metrics_port=args.metrics_port,
+        max_retries=args.max_retries,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regulator",
@@ -173,6 +188,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default="docs", help="the docs folder (default: docs)")
     generate.add_argument("--check", action="store_true", help="only report stale pages")
     generate.set_defaults(func=_docs)
+
+    stream = sub.add_parser(
+        "stream",
+        help="print a Binance market stream's events (stdout) and lifecycle (stderr)",
+    )
+    stream.add_argument("streams", nargs="+", help="stream names, e.g. ethusdt@kline_1m")
+    stream.add_argument(
+        "--url", default=None, help="the exchange's base URL (default: the real exchange)"
+    )
+    stream.add_argument("--config", default=None, help="a TOML config file")
+    stream.add_argument("--ca", default=None, help="a PEM file of CAs to trust instead")
+    stream.add_argument("--count", type=int, default=None, help="stop after N events")
+    stream.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    stream.add_argument(
+        "--max-retries", type=int, default=None, help="give up after N retries (exit 1)"
+    )
+    stream.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    stream.set_defaults(func=_stream)
 
     demo = sub.add_parser("demo", help="run the main job end to end")
     demo.add_argument("--quick", action="store_true", help="a short run (CI)")

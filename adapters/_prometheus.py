@@ -26,6 +26,7 @@ from prometheus_client.core import (
 
 from ..fsm import CONNECTION_STATES, DELAY_BUCKETS
 from ..fsm._scaler import SCALER_STATES
+from ._websocket import copy_counts
 
 __all__ = ["MetricsExporter", "start_metrics_server"]
 
@@ -47,11 +48,12 @@ class MetricsExporter:
         self.registry.register(self)
 
     def register(self, obj: Any, *, name: str) -> None:
-        """Export ``obj`` (a ResilientWebSocket or a GuardedGradScaler) under ``name``."""
-        if not (hasattr(obj, "get_connection_stats") or hasattr(obj, "get_statistics")):
+        """Export ``obj`` (a ResilientWebSocket, BinanceStream or GuardedGradScaler) as ``name``."""
+        if not (hasattr(obj, "counter_totals") or hasattr(obj, "get_statistics")):
             kind = type(obj).__name__
             raise TypeError(
-                f"obj: must be a ResilientWebSocket or a GuardedGradScaler (got {kind})"
+                "obj: must be a ResilientWebSocket, a BinanceStream or a GuardedGradScaler"
+                f" (got {kind})"
             )
         with self._lock:
             self._objects[name] = weakref.ref(obj)
@@ -72,14 +74,16 @@ class MetricsExporter:
             return alive
 
     def collect(self) -> Iterator[Metric]:
-        connections, scalers = [], []
+        connections, streams, scalers = [], [], []
         for name, obj in self._live():
-            if hasattr(obj, "get_connection_stats"):
-                if obj.state != "closed":
-                    connections.append((name, obj))
-            else:
+            if not hasattr(obj, "counter_totals"):
                 scalers.append((name, obj))
+            elif obj.state not in ("closed", "idle"):  # closed or not started: not exported
+                connections.append((name, obj))
+                if hasattr(obj, "gaps_detected"):
+                    streams.append((name, obj))
         yield from self._connection_metrics(connections)
+        yield from self._binance_metrics(streams)
         yield from self._scaler_metrics(scalers)
 
     # -- connections ---------------------------------------------------------------------
@@ -89,7 +93,7 @@ class MetricsExporter:
         counters = {
             key: CounterMetricFamily(p + key, help_, labels=["name"])
             for key, help_ in (
-                ("attempts", "Connection attempts."),
+                ("attempts", "Connection attempts (over every rotation, for a BinanceStream)."),
                 ("successes", "Attempts that reached live."),
                 ("alarms_raised", "Alarms raised (too many failures in the window)."),
                 ("alarms_resolved", "Alarms resolved by a live connection."),
@@ -112,20 +116,15 @@ class MetricsExporter:
         )
         # This runs in the HTTP server's thread: read plain attributes only (no event-loop
         # clock, no awaiting); copy the one dict that the loop may grow, retrying on a race.
-        for name, ws in connections:
+        for name, obj in connections:
+            # a BinanceStream: the primary connection's live state, counters over all of them
+            ws = getattr(obj, "connection", None) or obj
             machine = ws.machine
+            totals = obj.counter_totals()
             state.add_metric([name], {s: s == machine.state for s in CONNECTION_STATES})
-            values = {
-                "attempts": machine.attempts,
-                "successes": machine.successes,
-                "alarms_raised": machine.alarms_raised,
-                "alarms_resolved": machine.alarms_resolved,
-                "messages_received": ws.messages_received,
-                "messages_dropped": ws.messages_dropped,
-            }
-            for key, value in values.items():
-                counters[key].add_metric([name], value)
-            for kind, count in _copy(machine.failures_by_kind).items():
+            for key in counters:
+                counters[key].add_metric([name], totals[key])
+            for kind, count in totals["failures_by_kind"].items():
                 failures.add_metric([name, kind], count)
             alarm.add_metric([name], 1.0 if machine.alarm_active else 0.0)
             last = ws.last_message_monotonic
@@ -134,13 +133,57 @@ class MetricsExporter:
             )
             rtt.add_metric([name], math.nan if machine.last_rtt is None else machine.last_rtt)
             running, buckets = 0, []
-            for bound, count in zip((*DELAY_BUCKETS, math.inf), machine.delay_counts, strict=True):
+            for bound, count in zip(
+                (*DELAY_BUCKETS, math.inf), totals["delay_counts"], strict=True
+            ):
                 running += count
                 buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
-            delay.add_metric([name], buckets=buckets, sum_value=machine.delay_sum)
+            delay.add_metric([name], buckets=buckets, sum_value=totals["delay_sum"])
         yield state
         yield from counters.values()
         yield from (failures, alarm, since, rtt, delay)
+
+    # -- Binance streams -----------------------------------------------------------------
+    def _binance_metrics(self, streams: list[tuple[str, Any]]) -> Iterator[Metric]:
+        p = "regulator_binance_"
+        counters = {
+            key: CounterMetricFamily(p + key, help_, labels=["name"])
+            for key, help_ in (
+                ("gaps", "Gaps detected in sequenced streams (ids or candles never received)."),
+                ("gap_events_missing", "Trades, aggregates, updates or candles in those gaps."),
+                ("duplicates_dropped", "Events dropped as already delivered (rotations)."),
+                ("malformed", "Messages that were not JSON or not of a known shape."),
+                ("request_errors", "Requests the exchange answered with an error."),
+                ("request_timeouts", "Requests without a reply in time."),
+                ("rate_limited", "Handshakes refused with 429 or 418."),
+            )
+        }
+        rotations = CounterMetricFamily(
+            p + "rotations", "Planned make-before-break rotations.", labels=["name", "reason"]
+        )
+        confirmed = GaugeMetricFamily(
+            p + "streams_confirmed", "Streams the exchange confirmed.", labels=["name"]
+        )
+        wanted = GaugeMetricFamily(p + "streams", "Streams wanted.", labels=["name"])
+        for name, stream in streams:
+            values = {
+                "gaps": stream.gaps_detected,
+                "gap_events_missing": stream.gap_events_missing,
+                "duplicates_dropped": stream.duplicates_dropped,
+                "malformed": stream.malformed,
+                "request_errors": stream.request_errors,
+                "request_timeouts": stream.request_timeouts,
+                "rate_limited": stream.rate_limited_total,
+            }
+            for key, value in values.items():
+                counters[key].add_metric([name], value)
+            for reason, count in copy_counts(stream.rotations).items():
+                rotations.add_metric([name, reason], count)
+            counts = stream.stream_counts()
+            confirmed.add_metric([name], counts[1])
+            wanted.add_metric([name], counts[0])
+        yield from counters.values()
+        yield from (rotations, confirmed, wanted)
 
     # -- scalers -------------------------------------------------------------------------
     def _scaler_metrics(self, scalers: list[tuple[str, Any]]) -> Iterator[Metric]:
@@ -173,15 +216,6 @@ class MetricsExporter:
             counters["collapses"].add_metric([name], c.collapses)
         yield from (state, scale, epoch)
         yield from counters.values()
-
-
-def _copy(mapping: dict[str, int]) -> dict[str, int]:
-    for _ in range(5):
-        try:
-            return dict(mapping)
-        except RuntimeError:  # changed size during the copy: the loop added a kind
-            continue
-    return {}
 
 
 def start_metrics_server(

@@ -54,7 +54,16 @@ from ._redact import redact, redact_url
 from ._transport import TrackingTransport
 from ._ws_session import RegulatorSession
 
-__all__ = ["AnyioClock", "Clock", "ConnectionClosedError", "NotLiveError", "ResilientWebSocket"]
+__all__ = [
+    "AnyioClock",
+    "Clock",
+    "ConnectionClosedError",
+    "NotLiveError",
+    "ResilientWebSocket",
+    "copy_counts",
+    "exit_task_group",
+    "tls_context",
+]
 
 LOGGER_NAME = "regulator.connection"
 
@@ -90,6 +99,32 @@ class NotLiveError(RegulatorError):
     """``send()`` was called while the connection is not live."""
 
 
+async def exit_task_group(tg: TaskGroup, exc_info: tuple[Any, ...]) -> bool | None:
+    """Leave ``tg``; an exception of the ``async with`` body comes out as itself, not wrapped
+    in an ExceptionGroup with nothing else in it (so ``except ConnectionClosedError`` works)."""
+    exc = exc_info[1]
+    try:
+        return await tg.__aexit__(*exc_info)
+    except BaseExceptionGroup as group:
+        cancelled = anyio.get_cancelled_exc_class()
+        rest = group.subgroup(
+            lambda e: not isinstance(e, BaseExceptionGroup | cancelled) and e is not exc
+        )
+        if exc is not None and rest is None:
+            return False  # only the body's own exception: it propagates unwrapped
+        raise
+
+
+def copy_counts(mapping: dict[str, int]) -> dict[str, int]:
+    """A copy of a dict another thread's event loop may be growing."""
+    for _ in range(5):
+        try:
+            return dict(mapping)
+        except RuntimeError:  # changed size during the copy: the loop added a kind
+            continue
+    return {}
+
+
 def tls_context(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
     """certifi's trust store by default; verification cannot be turned off; TLS >= 1.2."""
     context = ssl_context or ssl.create_default_context(cafile=certifi.where())
@@ -120,6 +155,11 @@ class ResilientWebSocket:
         clock: time source (default: the event loop's).
         rng: jitter source.
         name: a label for logs (default: the redacted URL).
+        before_attempt: awaited before every connection attempt, after any backoff: a host
+            paces attempts across connections here (``BinanceStream`` keeps the exchange's
+            per-IP budget this way).
+        on_action: called (synchronously, inline) with every action the machine returns:
+            state changes with their reasons, waits, alarms. Keep it cheap.
     """
 
     def __init__(
@@ -139,6 +179,8 @@ class ResilientWebSocket:
         name: str | None = None,
         notify_timeout: float = 10.0,
         logger: logging.Logger | None = None,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
+        on_action: Callable[[ResilientWebSocket, ConnectionAction], None] | None = None,
     ) -> None:
         if max_message_bytes < 1:
             raise ValueError(f"max_message_bytes: must be >= 1 (got {max_message_bytes!r})")
@@ -154,8 +196,10 @@ class ResilientWebSocket:
         self.clock: Clock = clock or AnyioClock()
         self.machine = ConnectionMachine(self.config, rng=rng)
         self.notify_timeout = notify_timeout
+        self.before_attempt = before_attempt
+        self.on_action = on_action
         self._log = logger or logging.getLogger(LOGGER_NAME)
-        self._buffer = MessageBuffer(buffer_size, overflow_policy)
+        self._buffer: MessageBuffer[str | bytes] = MessageBuffer(buffer_size, overflow_policy)
         self._tg: TaskGroup | None = None
         self._session: RegulatorSession | None = None
         self._generation = 0
@@ -167,6 +211,7 @@ class ResilientWebSocket:
         self.last_message_monotonic: float | None = None  # time.monotonic(): any thread reads it
         self.connected_since: float | None = None
         self.unsolicited_pongs = 0
+        self.pings_answered = 0  # the server's pings, answered by the reader
         self.notifier_failures = 0
         session_class = type("BoundSession", (RegulatorSession,), {"sink": self})
         self._session_class: type[RegulatorSession] = session_class
@@ -183,7 +228,7 @@ class ResilientWebSocket:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(*exc_info)
+            return await exit_task_group(self._tg, exc_info)
         finally:
             self._tg = None
             if self.machine.state != "closed":
@@ -213,10 +258,17 @@ class ResilientWebSocket:
         session = self._session
         if session is None or self.machine.state != "live":
             raise NotLiveError(f"send: the connection is {self.machine.state}, not live")
-        if isinstance(data, str):
-            await session.send_text(data)
-        else:
-            await session.send_bytes(data)
+        try:
+            if isinstance(data, str):
+                await session.send_text(data)
+            else:
+                await session.send_bytes(data)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # closing under us: the reader reports the failure itself
+            raise NotLiveError(
+                f"send: the connection was lost ({type(exc).__name__}: {exc})"
+            ) from exc
 
     @property
     def state(self) -> str:
@@ -244,11 +296,16 @@ class ResilientWebSocket:
     def unsolicited_pong(self) -> None:
         self.unsolicited_pongs += 1
 
+    def ping_answered(self) -> None:
+        self.pings_answered += 1
+
     # -- the machine ----------------------------------------------------------------------
     def _handle(self, event: ConnectionEvent) -> list[ConnectionAction]:
         actions = self.machine.handle(event)
         for action in actions:
             self._log_action(action)
+            if self.on_action is not None:
+                self.on_action(self, action)
             if isinstance(action, RaiseAlarm):
                 self._notify(action.alarm)
             elif isinstance(action, ResolveAlarm):
@@ -370,6 +427,8 @@ class ResilientWebSocket:
 
     # -- the supervisor --------------------------------------------------------------------------
     async def _supervise(self) -> None:
+        if self.before_attempt is not None:
+            await self.before_attempt()
         self._handle(Start(now=self.clock.now()))
         while True:
             state = self.machine.state
@@ -379,6 +438,8 @@ class ResilientWebSocket:
                 deadline = self.machine.next_deadline
                 assert deadline is not None
                 await self.clock.sleep_until(deadline)
+                if self.before_attempt is not None:
+                    await self.before_attempt()
                 self._handle(Tick(now=max(self.clock.now(), deadline)))
             elif state == "connecting":
                 await self._connect_once()
@@ -488,6 +549,24 @@ class ResilientWebSocket:
             self._inbox_send.send_nowait(("pong", generation))
 
     # -- statistics --------------------------------------------------------------------------------
+    def counter_totals(self) -> dict[str, Any]:
+        """The monotonic counters (attempts, successes, failures, alarms, failures by kind,
+        backoff histogram, messages): plain attribute reads, safe from another thread (the
+        metrics exporter's)."""
+        m = self.machine
+        return {
+            "attempts": m.attempts,
+            "successes": m.successes,
+            "failures": m.failures,
+            "alarms_raised": m.alarms_raised,
+            "alarms_resolved": m.alarms_resolved,
+            "failures_by_kind": copy_counts(m.failures_by_kind),
+            "delay_counts": list(m.delay_counts),
+            "delay_sum": m.delay_sum,
+            "messages_received": self.messages_received,
+            "messages_dropped": self._buffer.dropped,
+        }
+
     def get_connection_stats(self) -> dict[str, Any]:
         """Counters users of the old client read (R5.1): state, url, messages, reconnects."""
         now = self.clock.now()

@@ -37,6 +37,8 @@ class SessionSink(Protocol):
 
     def unsolicited_pong(self) -> None: ...
 
+    def ping_answered(self) -> None: ...
+
 
 class TolerantPingManager(AsyncPingManager):
     def __init__(self, on_unsolicited: Any) -> None:
@@ -77,6 +79,7 @@ class RegulatorSession(AsyncWebSocketSession):
                 for event in self.connection.events():
                     if isinstance(event, wsproto.events.Ping):
                         await self._write(event.response())  # at once, whatever the consumer
+                        sink.ping_answered()
                     elif isinstance(event, wsproto.events.Pong):
                         self._ping_manager.ack(event.payload)
                     elif isinstance(event, wsproto.events.CloseConnection):

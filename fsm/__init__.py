@@ -3,6 +3,7 @@
 Nothing here does I/O, reads a clock, or imports anyio or torch; adapters do that.
 """
 
+from ._config import BinanceConfig as BinanceConfig
 from ._config import ConnectionConfig as ConnectionConfig
 from ._config import RegulatorConfig as RegulatorConfig
 from ._config import ScalerConfig as ScalerConfig
@@ -62,6 +63,7 @@ __all__ = [
     "DELAY_BUCKETS",
     "Alarm",
     "AlarmResolved",
+    "BinanceConfig",
     "ConfigError",
     "Connect",
     "ConnectionAction",

@@ -16,6 +16,7 @@ from ._errors import ConfigError
 from ._rules import Boolean, Choice, Integer, Number, Optional, Rule
 
 __all__ = [
+    "BinanceConfig",
     "ConnectionConfig",
     "RegulatorConfig",
     "ScalerConfig",
@@ -282,16 +283,100 @@ class ScalerConfig:
 
 
 @attrs.frozen(kw_only=True)
+class BinanceConfig:
+    """The exchange's published rules for spot market streams, and how close to run to them.
+
+    The defaults are Binance's values (spot, November 2026); another venue with the same
+    protocol and other limits sets its own.
+    """
+
+    _section: ClassVar[str] = "binance"
+
+    messages_per_second: int = _setting(
+        5,
+        Integer(ge=1),
+        "The exchange's limit of incoming messages per second per connection (requests,"
+        " pings and pongs all count); exceeding it gets the connection dropped.",
+        unit="count",
+    )
+    control_reserve: int = _setting(
+        2,
+        Integer(ge=0),
+        "Of those, slots kept free for pings and pongs (which cannot wait): a request is sent"
+        " only while fewer than messages_per_second - control_reserve frames went out in the"
+        " last 1.1 s.",
+        unit="count",
+    )
+    max_streams: int = _setting(
+        1024, Integer(ge=1), "Streams one connection may carry.", unit="count"
+    )
+    streams_per_request: int = _setting(
+        200,
+        Integer(ge=1),
+        "Streams named in one SUBSCRIBE or UNSUBSCRIBE request (a resubscription is batched).",
+        unit="count",
+    )
+    request_timeout: float = _setting(
+        10.0,
+        Number(gt=0),
+        "A request whose reply has not come this long after it was sent fails.",
+        unit="s",
+    )
+    rotation_age: float = _setting(
+        84_600.0,
+        Number(gt=0),
+        "A connection this old is replaced make-before-break (the exchange drops it at 24 h);"
+        " default 23 h 30 min.",
+        unit="s",
+    )
+    rotation_overlap_timeout: float = _setting(
+        30.0,
+        Number(gt=0),
+        "During a rotation, the longest wait for both connections to deliver the same events"
+        " before switching over anyway (a quiet stream cannot prove the overlap).",
+        unit="s",
+    )
+    connect_attempts: int = _setting(
+        300,
+        Integer(ge=1),
+        "Connection attempts allowed per connect_window, across every stream of the process.",
+        unit="count",
+    )
+    connect_window: float = _setting(
+        300.0, Number(gt=0), "The sliding window of connect_attempts.", unit="s"
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _cross_problems(
+            self._section,
+            [
+                (
+                    self.control_reserve >= self.messages_per_second,
+                    "control_reserve: must be < messages_per_second (got control_reserve="
+                    f"{self.control_reserve!r}, messages_per_second={self.messages_per_second!r})",
+                ),
+                (
+                    self.streams_per_request > self.max_streams,
+                    "streams_per_request: must be <= max_streams (got streams_per_request="
+                    f"{self.streams_per_request!r}, max_streams={self.max_streams!r})",
+                ),
+            ],
+        )
+
+
+@attrs.frozen(kw_only=True)
 class RegulatorConfig:
     """The root configuration: one section per machine."""
 
     connection: ConnectionConfig = attrs.field(factory=ConnectionConfig)
     scaler: ScalerConfig = attrs.field(factory=ScalerConfig)
+    binance: BinanceConfig = attrs.field(factory=BinanceConfig)
 
 
-SECTIONS: dict[str, type[ConnectionConfig] | type[ScalerConfig]] = {
+SECTIONS: dict[str, type[ConnectionConfig] | type[ScalerConfig] | type[BinanceConfig]] = {
     "connection": ConnectionConfig,
     "scaler": ScalerConfig,
+    "binance": BinanceConfig,
 }
 
 
@@ -325,6 +410,10 @@ CROSS_FIELD_RULES: dict[str, tuple[str, ...]] = {
         "large_model_params >= small_model_params",
         "init_scale, small_model_scale, medium_model_scale, large_model_scale >= min_scale",
         "max_scale_threshold >= min_scale",
+    ),
+    "binance": (
+        "control_reserve < messages_per_second",
+        "streams_per_request <= max_streams",
     ),
 }
 

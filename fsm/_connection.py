@@ -400,7 +400,8 @@ class ConnectionMachine(StateMachine):
         exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
         if kind is FailureKind.FATAL or exhausted:
             return _FailureDecision("closed", counted, consecutive, None, False, window_count)
-        alarm_due = counted and window_count > cfg.alarm_failures
+        # A ban is an operator's problem at the first sighting, whatever the window says.
+        alarm_due = counted and (window_count > cfg.alarm_failures or kind is FailureKind.BANNED)
         new_alarm = alarm_due and not self.alarm_active
         target = "alarmed" if (self.alarm_active or alarm_due) else "backing_off"
         if kind is FailureKind.SERVER_CLOSED:
@@ -446,6 +447,7 @@ class ConnectionMachine(StateMachine):
                 consecutive=decision.consecutive,
                 since_previous=since,
                 delay=decision.delay,
+                retry_after=event.retry_after,
             )
         )
         self._clear_deadlines()

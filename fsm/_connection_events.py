@@ -54,6 +54,8 @@ class FailureKind(enum.StrEnum):
     PROTOCOL = "protocol"
     #: HTTP 429/418 with Retry-After: the next delay is at least ``retry_after``.
     RATE_LIMITED = "rate_limited"
+    #: HTTP 418, the IP is banned: backs off at least ``retry_after`` and alarms at once.
+    BANNED = "banned"
     #: A planned close (1001/1012, a server shutdown notice): reconnect at once, not counted.
     SERVER_CLOSED = "server_closed"
     #: Certificate verification, 401/403, a bad URL: retrying cannot help; closed at once.
@@ -290,6 +292,8 @@ class FailureRecord:
     since_previous: float | None
     #: The delay chosen before the next attempt (None when the machine closed).
     delay: float | None
+    #: The server's Retry-After, when it sent one (429/418).
+    retry_after: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

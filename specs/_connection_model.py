@@ -118,7 +118,9 @@ class ConnectionModel:
             counted and self.cfg.max_retries is not None and self.consecutive > self.cfg.max_retries
         ):
             self.state = "closed"
-        elif self.alarm_active or (counted and in_window > self.cfg.alarm_failures):
+        elif self.alarm_active or (
+            counted and (in_window > self.cfg.alarm_failures or kind == "banned")
+        ):
             new_alarm = not self.alarm_active
             self.alarm_active = True
             self.alarms += int(new_alarm)

@@ -116,8 +116,20 @@ def test_backoff_never_overflows() -> None:
 def test_retry_after_sets_a_floor_above_max_delay() -> None:
     h = Harness(jitter=0.0)
     h.send(Start)
-    actions = h.send(ConnectionFailed, kind="rate_limited", reason="HTTP 418", retry_after=120.0)
+    actions = h.send(ConnectionFailed, kind="rate_limited", reason="HTTP 429", retry_after=120.0)
     assert of(actions, Wait)[0].delay == 120.0
+
+
+@pytest.mark.spec("R1.3")
+def test_a_ban_alarms_at_the_first_sighting() -> None:
+    h = Harness(jitter=0.0, alarm_failures=3)
+    h.send(Start)
+    actions = h.send(ConnectionFailed, kind="banned", reason="HTTP 418", retry_after=300.0)
+    assert h.machine.state == "alarmed"
+    assert of(actions, Wait)[0].delay == 300.0
+    assert of(actions, RaiseAlarm)[0].alarm.last_kind == "banned"
+    assert of(h.connect(), ResolveAlarm)
+    assert h.machine.state == "live"
 
 
 @pytest.mark.spec("R1.2")

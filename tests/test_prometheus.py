@@ -131,5 +131,60 @@ def test_scaler_metrics_follow_real_overflows(server: tuple[MetricsExporter, str
 
 
 def test_register_rejects_other_objects() -> None:
-    with pytest.raises(TypeError, match="must be a ResilientWebSocket or a GuardedGradScaler"):
+    with pytest.raises(
+        TypeError, match="must be a ResilientWebSocket, a BinanceStream or a GuardedGradScaler"
+    ):
         MetricsExporter().register(object(), name="x")
+
+
+async def test_binance_metrics_gaps_rotations_and_monotonic_counters(
+    server: tuple[MetricsExporter, str],
+) -> None:
+    from _exchangebed import ExchangeBed
+    from _faultbed import Certs
+    from regulator.adapters.binance import AttemptBudget, BinanceStream
+    from regulator.fsm import BinanceConfig
+
+    exporter, url = server
+    config = ConnectionConfig(initial_delay=0.3, max_delay=0.3, jitter=0.0, ping_interval=5.0)
+    with ExchangeBed(Certs()) as bed:
+        stream = BinanceStream(
+            ["ethusdt@trade"],
+            base_url=bed.url,
+            ssl_context=bed.certs.client_context(),
+            config=config,
+            binance=BinanceConfig(rotation_age=1.0),
+            attempt_budget=AttemptBudget(300, 300.0),
+        )
+        exporter.register(stream, name="eth")
+        async with stream:
+            events: list[Any] = []
+            with anyio.move_on_after(1.5):
+                async for event in stream:
+                    events.append(event)
+            before = scrape(url)
+            bed.reset()
+            with anyio.move_on_after(2.5):
+                async for event in stream:
+                    events.append(event)
+            after = scrape(url)
+            truth = stream.get_connection_stats()
+    binance = truth["binance"]
+    assert value(after, "regulator_binance_gaps_total", name="eth") == binance["gaps_detected"] == 1
+    assert (
+        value(after, "regulator_binance_gap_events_missing_total", name="eth")
+        == (binance["recent_gaps"][0]["count"])
+    )
+    rotated = value(after, "regulator_binance_rotations_total", name="eth", reason="age")
+    assert rotated == binance["rotations"]["age"] >= 2
+    assert value(after, "regulator_binance_streams_confirmed", name="eth") == 1.0
+    rs = truth["reconnect_statistics"]
+    assert value(after, "regulator_connection_attempts_total", name="eth") == rs["total_attempts"]
+    assert value(after, "regulator_connection_failures_total", name="eth", kind="network") == 1
+    # counters never go down across rotations (each rotation is a fresh connection machine)
+    for key in ("regulator_connection_attempts_total", "regulator_connection_successes_total"):
+        assert value(after, key, name="eth") >= value(before, key, name="eth") > 0
+    assert value(after, "regulator_connection_state", name="eth", regulator_connection_state="live")
+    del stream
+    gc.collect()
+    assert not any(key[0].startswith("regulator_binance") for key in scrape(url))

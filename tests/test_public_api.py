@@ -14,6 +14,7 @@ FSM_PUBLIC = sorted(
         "DELAY_BUCKETS",
         "Alarm",
         "AlarmResolved",
+        "BinanceConfig",
         "ConfigError",
         "Connect",
         "ConnectionAction",
@@ -122,6 +123,25 @@ TORCH_PUBLIC = sorted(
         ("regulator.adapters.websocket", WEBSOCKET_PUBLIC),
         ("regulator.adapters.torch", TORCH_PUBLIC),
         ("regulator.adapters.prometheus", ["MetricsExporter", "start_metrics_server"]),
+        (
+            "regulator.adapters.binance",
+            sorted(
+                [
+                    "DEFAULT_BASE_URL",
+                    "AttemptBudget",
+                    "BinanceRequestError",
+                    "BinanceStream",
+                    "Gap",
+                    "RequestPacer",
+                    "RequestTimeout",
+                    "StreamTracker",
+                    "event_identity",
+                    "shared_attempt_budget",
+                    "validate_streams",
+                ]
+            ),
+        ),
+        ("regulator.specs.exchange", ["ConnectionRecord", "Exchange", "MarketConfig"]),
     ],
 )
 def test_adapter_surfaces_are_pinned(module: str, names: list[str]) -> None:

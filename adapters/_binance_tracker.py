@@ -1,0 +1,174 @@
+"""Event identity, de-duplication and gap detection for Binance market streams (pure).
+
+Every market event the exchange sends carries something that orders it within its stream:
+
+========================  ==========================  =====================================
+payload                   identity (compared as a     sequence (gaps are detectable)
+                          tuple, larger = newer)
+========================  ==========================  =====================================
+trade (``e=trade``)       ``t`` trade id              ``t``, +1 per trade
+aggTrade                  ``a`` aggregate id          ``a``, +1 per aggregate
+depthUpdate (diff depth)  ``u`` final update id       ``U`` = previous ``u`` + 1
+kline                     ``k.t`` open time, ``E``    ``k.t``, +1 interval; a candle whose
+                                                      closing update (``k.x``) never came
+bookTicker (no ``e``)     ``u`` update id             none (ids shared across the book)
+partial depth             ``lastUpdateId``            none
+anything else with ``E``  ``E`` event time            none
+========================  ==========================  =====================================
+
+``StreamTracker.accept`` is given each event that is about to reach the consumer, in order:
+it says whether the event is new (identity above the last one delivered on its stream) and,
+when a sequence jumped, the exact missing range as a :class:`Gap`. Two connections that carry
+the same stream (a rotation's overlap) are merged through it without duplicates.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+__all__ = ["Gap", "StreamTracker", "event_identity", "kline_interval_ms"]
+
+Key = tuple[int, ...]
+
+_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_INTERVAL = re.compile(r"^(\d+)([smhdwM])$")
+
+
+def kline_interval_ms(interval: str) -> int | None:
+    """``"1m"`` -> 60000; months (``"1M"``) have no fixed length: None."""
+    match = _INTERVAL.match(interval)
+    if match is None or match.group(2) == "M":
+        return None
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+@attrs.frozen
+class Gap:
+    """Events of ``stream`` that never arrived: ids ``first`` to ``last`` inclusive.
+
+    ``field`` names the id: ``t`` (trade ids), ``a`` (aggregate ids), ``u`` (depth update ids)
+    or ``k.t`` (kline open times in ms, one per missing candle; ``interval_ms`` apart).
+    ``count`` is the number of missing trades, aggregates, updates or candles.
+    """
+
+    stream: str
+    field: str
+    first: int
+    last: int
+    count: int
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def event_identity(data: Any) -> Key | None:
+    """The identity of one payload (the ``data`` of a combined event), or None."""
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("e")
+    if kind == "trade":
+        t = _int(data.get("t"))
+        return None if t is None else (t,)
+    if kind == "aggTrade":
+        a = _int(data.get("a"))
+        return None if a is None else (a,)
+    if kind == "depthUpdate":
+        u = _int(data.get("u"))
+        return None if u is None else (u,)
+    if kind == "kline":
+        k = data.get("k")
+        start = _int(k.get("t")) if isinstance(k, dict) else None
+        at = _int(data.get("E"))
+        return None if start is None or at is None else (start, at)
+    if kind is None:
+        u = _int(data.get("u"))
+        if u is not None:  # bookTicker
+            return (u,)
+        last_update = _int(data.get("lastUpdateId"))
+        if last_update is not None:  # partial book depth
+            return (last_update,)
+    at = _int(data.get("E"))
+    return None if at is None else (at,)
+
+
+@attrs.define
+class _Seq:
+    field: str
+    last: int
+    closed: bool = True  # klines: whether the last candle's closing update was seen
+
+
+class StreamTracker:
+    """Per stream: the last identity delivered and the last sequence id (see module doc)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Key] = {}
+        self._seq: dict[str, _Seq] = {}
+
+    def last_identity(self, stream: str) -> Key | None:
+        return self._last.get(stream)
+
+    def is_new(self, stream: str, key: Key | None) -> bool:
+        """True when an event with identity ``key`` has not been delivered on ``stream``."""
+        if key is None:
+            return True
+        last = self._last.get(stream)
+        return last is None or key > last
+
+    def accept(self, stream: str, data: Any, key: Key | None, now: float) -> Gap | None:
+        """Record a delivered event (call only when :meth:`is_new`); the gap it reveals."""
+        if key is not None:
+            self._last[stream] = key
+        if not isinstance(data, dict):
+            return None
+        kind = data.get("e")
+        if kind == "trade":
+            return self._step(stream, "t", _int(data.get("t")), None, now)
+        if kind == "aggTrade":
+            return self._step(stream, "a", _int(data.get("a")), None, now)
+        if kind == "depthUpdate":
+            return self._step(stream, "u", _int(data.get("U")), _int(data.get("u")), now)
+        if kind == "kline":
+            return self._kline(stream, data, now)
+        return None
+
+    def _step(
+        self, stream: str, field: str, first: int | None, last: int | None, now: float
+    ) -> Gap | None:
+        if first is None:
+            return None
+        last = first if last is None else last
+        seq = self._seq.get(stream)
+        self._seq[stream] = _Seq(field, last)
+        if seq is None or first <= seq.last + 1:
+            return None
+        return Gap(stream, field, seq.last + 1, first - 1, first - 1 - seq.last, now)
+
+    def _kline(self, stream: str, data: dict[str, Any], now: float) -> Gap | None:
+        k = data.get("k")
+        if not isinstance(k, dict):
+            return None
+        start = _int(k.get("t"))
+        interval = kline_interval_ms(str(k.get("i", "")))
+        if start is None or interval is None:
+            return None
+        closed = k.get("x") is True
+        seq = self._seq.get(stream)
+        self._seq[stream] = _Seq("k.t", start, closed)
+        if seq is None or start <= seq.last:
+            if seq is not None and start == seq.last:
+                self._seq[stream].closed = closed or seq.closed
+            return None
+        first = seq.last if not seq.closed else seq.last + interval
+        last = start - interval
+        if first > last:
+            return None
+        return Gap(stream, "k.t", first, last, (last - first) // interval + 1, now)

@@ -1,0 +1,173 @@
+"""``regulator stream``: print a Binance stream's events and its lifecycle until Ctrl-C.
+
+Events go to stdout, one JSON object per line (pipe them anywhere); state changes, failures,
+alarms, rotations and gaps go to stderr as the library's ``key=value`` log lines. When the
+exchange cannot be reached before the first connection, stderr says so in plain words.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import sys
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import anyio
+
+from ..fsm import ConnectionAction, RegulatorConfig, StateChanged, load_config
+from ._binance import DEFAULT_BASE_URL, BinanceStream, validate_streams
+from ._websocket import ConnectionClosedError
+
+__all__ = ["run_stream"]
+
+_UNREACHABLE = ("network", "timeout", "ssl")
+
+
+class _Watcher:
+    """Turns the first failures before any connection into one clear sentence."""
+
+    def __init__(self, url: str, err: TextIO) -> None:
+        self.url = url
+        self.err = err
+        self.ever_live = False
+        self.told = False
+
+    def __call__(self, leg: str, action: ConnectionAction) -> None:
+        if not isinstance(action, StateChanged):
+            return
+        if action.target == "live":
+            self.ever_live = True
+        elif action.source in ("connecting", "handshaking") and not self.ever_live:
+            kind = action.reason.split(":", 1)[0]
+            if kind in _UNREACHABLE and not self.told:
+                self.told = True
+                host = urlsplit(self.url).netloc or self.url
+                then = (
+                    "Giving up."
+                    if action.target == "closed"
+                    else "Retrying with backoff; Ctrl-C stops."
+                )
+                print(
+                    f"regulator stream: cannot reach {host} ({action.reason})."
+                    f" Is this machine online, and is the exchange reachable from it? {then}"
+                    " --url picks another endpoint.",
+                    file=self.err,
+                    flush=True,
+                )
+
+
+def _client_context(ca: str | None) -> ssl.SSLContext | None:
+    if ca is None:
+        return None
+    context = ssl.create_default_context(cafile=ca)
+    return context
+
+
+async def _run(
+    streams: list[str],
+    url: str,
+    config: RegulatorConfig,
+    ca: str | None,
+    count: int | None,
+    duration: float | None,
+    metrics_port: int | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    watcher = _Watcher(url, err)
+    stream = BinanceStream(
+        streams,
+        base_url=url,
+        config=config.connection,
+        binance=config.binance,
+        ssl_context=_client_context(ca),
+        on_action=watcher,
+        name="stream",
+    )
+    server: Any = None
+    if metrics_port is not None:
+        from ._prometheus import start_metrics_server
+
+        exporter, server = start_metrics_server(metrics_port)
+        exporter.register(stream, name="stream")
+        print(f"metrics on http://127.0.0.1:{server.server_port}/metrics", file=err, flush=True)
+    printed = 0
+    try:
+        with anyio.move_on_after(duration if duration is not None else float("inf")):
+            async with stream:
+                async for event in stream:
+                    out.write(json.dumps(event, separators=(",", ":")) + "\n")
+                    out.flush()
+                    printed += 1
+                    if count is not None and printed >= count:
+                        break
+    except ConnectionClosedError as exc:
+        print(f"regulator stream: gave up: {exc}", file=err, flush=True)
+        if not watcher.ever_live and not watcher.told:
+            print(
+                f"regulator stream: never connected to {url}; is it reachable?",
+                file=err,
+                flush=True,
+            )
+        return 1
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    print(f"regulator stream: stopped after {printed} events", file=err, flush=True)
+    return 0
+
+
+def run_stream(
+    streams: list[str],
+    *,
+    url: str | None,
+    config_file: str | None,
+    ca: str | None,
+    count: int | None,
+    duration: float | None,
+    metrics_port: int | None,
+    max_retries: int | None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    try:
+        names = validate_streams(streams)
+    except ValueError as exc:
+        for problem in str(exc).split("; "):
+            print(f"error: {problem}", file=err)
+        return 2
+    config = load_config(config_file)
+    if max_retries is not None:
+        import attrs
+
+        config = attrs.evolve(
+            config, connection=attrs.evolve(config.connection, max_retries=max_retries)
+        )
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("regulator.connection", "regulator.binance")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        return anyio.run(
+            _run,
+            names,
+            (url or DEFAULT_BASE_URL),
+            config,
+            ca,
+            count,
+            duration,
+            metrics_port,
+            out,
+            err,
+        )
+    except KeyboardInterrupt:
+        print("regulator stream: interrupted", file=err)
+        return 130
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)

@@ -1,0 +1,616 @@
+"""A Binance-compatible market-data exchange on 127.0.0.1, for tests and demos (offline).
+
+It speaks the spot stream protocol by the exchange's published rules, so a client that is
+correct against it obeys them:
+
+* endpoints ``/stream`` (combined: ``{"stream", "data"}``), ``/stream?streams=a/b`` and
+  ``/ws/<stream>`` (raw payloads); lower-case symbols;
+* ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` / ``SET_PROPERTY`` /
+  ``GET_PROPERTY`` requests with an ``id``; replies ``{"result", "id"}`` or errors
+  ``{"code", "msg", "id"}``; at most ``max_streams`` streams per connection;
+* at most ``max_incoming_per_second`` incoming frames per second per connection (text, ping
+  and pong frames all count): one more and the connection is closed (1008), as the exchange
+  drops it;
+* a ping every ``ping_interval``; no matching pong within ``pong_timeout`` closes the
+  connection; a connection lives at most ``max_connection_age``;
+* on command: a ``serverShutdown`` event then a close after a grace period, upgrades refused
+  with 429 / 418 and ``Retry-After``, closes with any code, raw text (malformed messages).
+
+The market is generated, not real: per symbol a seeded random walk whose volatility clusters
+(GARCH(1,1) on per-trade log returns), emitting ``trade``, ``aggTrade``, ``bookTicker``,
+``depth`` (diff, ``U``/``u``) and ``kline_<interval>`` events. Market time runs ``speed`` times
+faster than the wall clock (``speed=60``: a 1-minute kline closes every second). Every
+connection sees the same events with the same ids, as on the exchange.
+
+It runs on its own asyncio loop in a thread, so clients on asyncio or trio (or in another
+process) can use it; everything it records (attempts, connections, incoming frame times, rule
+violations) is readable from the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+__all__ = ["ConnectionRecord", "Exchange", "MarketConfig"]
+
+_STREAM = re.compile(r"^([a-z0-9]+)@(trade|aggTrade|bookTicker|depth|depth@100ms|kline_(\w+))$")
+_INTERVALS_MS = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+_KLINE_UPDATE_MS = 2_000  # the exchange pushes a kline's state about every 2 s
+
+
+@attrs.frozen(kw_only=True)
+class MarketConfig:
+    """The generated market: per symbol a start price; one trade per symbol per tick."""
+
+    symbols: dict[str, float] = attrs.field(factory=lambda: {"ethusdt": 3000.0})
+    trades_per_second: float = 20.0
+    speed: float = 1.0
+    seed: int = 7
+    #: market time of the first trade, ms since the epoch (2026-01-05 00:00 UTC)
+    start_ms: int = 1_767_571_200_000
+    #: per-trade volatility and the GARCH(1,1) persistence that clusters it
+    volatility: float = 4e-4
+    garch_alpha: float = 0.08
+    garch_beta: float = 0.90
+
+
+@attrs.define(eq=False)
+class ConnectionRecord:
+    """What the exchange saw of one connection (read it from tests)."""
+
+    number: int
+    path: str
+    opened: float  # time.monotonic()
+    closed: float | None = None
+    close_reason: str = ""
+    incoming: list[float] = attrs.field(factory=list)  # every frame's arrival time
+    requests: list[dict[str, Any]] = attrs.field(factory=list)
+    streams: set[str] = attrs.field(factory=set)
+    violations: int = 0
+
+    def max_incoming_per_second(self) -> int:
+        """The most incoming frames seen in any one-second window."""
+        times = self.incoming
+        best = start = 0
+        for end in range(len(times)):
+            while times[end] - times[start] >= 1.0:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+
+class _Symbol:
+    def __init__(self, name: str, price: float, cfg: MarketConfig, rng: random.Random) -> None:
+        self.name = name
+        self.upper = name.upper()
+        self.price = price
+        self.cfg = cfg
+        self.rng = rng
+        self.var = cfg.volatility**2
+        self.last_return = 0.0
+        self.trade_id = 1_000_000
+        self.agg_id = 500_000
+        self.update_id = 9_000_000
+        # interval -> the open candle: [start, o, h, l, c, volume, quote, trades, first, last]
+        self.candles: dict[str, list[Any]] = {}
+        self.kline_sent: dict[str, int] = {}
+
+    def step(self) -> tuple[float, float, bool]:
+        cfg = self.cfg
+        omega = cfg.volatility**2 * (1 - cfg.garch_alpha - cfg.garch_beta)
+        self.var = omega + cfg.garch_alpha * self.last_return**2 + cfg.garch_beta * self.var
+        r = math.sqrt(self.var) * self.rng.gauss(0.0, 1.0)
+        self.last_return = r
+        self.price = max(0.01, self.price * math.exp(r))
+        qty = round(self.rng.lognormvariate(-1.5, 1.0), 4) + 0.0001
+        self.trade_id += 1
+        self.agg_id += 1
+        self.update_id += 1
+        return self.price, qty, self.rng.random() < 0.5
+
+
+class _Conn:
+    def __init__(self, record: ConnectionRecord, writer: asyncio.StreamWriter) -> None:
+        self.record = record
+        self.writer = writer
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.streams = record.streams
+        self.combined = True
+        self.window: deque[float] = deque()
+        self.ping_payload: bytes | None = None
+        self.ping_sent: float = 0.0
+        self.closing = False
+        self.text: list[str] = []
+
+    def send(self, event: Any) -> None:
+        if self.closing or self.ws.state is not ConnectionState.OPEN:
+            return
+        self.writer.write(self.ws.send(event))
+
+
+class Exchange:
+    """The simulator. Use as a context manager, or ``start()`` / ``stop()``.
+
+    Args:
+        ssl_context: a server context for ``wss://`` (None: plain ``ws://``).
+        market: the generated market.
+        max_incoming_per_second, max_streams, ping_interval, pong_timeout,
+        max_connection_age: the exchange's rules (Binance: 5, 1024, 20 s, 60 s, 24 h).
+        port: 0 picks a free one.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        market: MarketConfig | None = None,
+        max_incoming_per_second: int = 5,
+        max_streams: int = 1024,
+        ping_interval: float = 20.0,
+        pong_timeout: float = 60.0,
+        max_connection_age: float = 86_400.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.market = market or MarketConfig()
+        self.max_incoming_per_second = max_incoming_per_second
+        self.max_streams = max_streams
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.max_connection_age = max_connection_age
+        self.host = host
+        self.port = port
+        rng = random.Random(self.market.seed)
+        self.symbols = {
+            name: _Symbol(name, price, self.market, rng)
+            for name, price in self.market.symbols.items()
+        }
+        self.attempts: list[tuple[float, str, int]] = []  # (monotonic, path, status)
+        self.connections: list[ConnectionRecord] = []
+        self.refusals: deque[tuple[int, float | None]] = deque()
+        self.trades_published = 0
+        self._conns: set[_Conn] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._t0 = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> Exchange:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+        self.call(self._start)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self.call(self._stop)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, ssl=self.ssl_context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._t0 = self._loop.time()
+        self._tasks = [self._loop.create_task(self._run_market())]
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            conn.writer.transport.abort()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]] | Callable[[], Any]) -> Any:
+        """Run ``fn`` (sync or async) on the exchange's loop; return its result."""
+
+        async def run() -> Any:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+    @property
+    def url(self) -> str:
+        """The base URL (``wss://127.0.0.1:<port>``); clients add ``/stream``."""
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
+
+    def market_time_ms(self) -> int:
+        elapsed = self._loop.time() - self._t0
+        return self.market.start_ms + int(elapsed * self.market.speed * 1000)
+
+    # -- commands (any thread) ---------------------------------------------------------------
+    def refuse_upgrades(self, status: int, retry_after: float | None, count: int = 1) -> None:
+        """Answer the next ``count`` upgrades with ``status`` (429, 418, ...) + Retry-After."""
+        self.call(lambda: self.refusals.extend([(status, retry_after)] * count))
+
+    def server_shutdown(self, grace: float = 5.0) -> None:
+        """Send ``serverShutdown`` to every open connection; close them after ``grace`` s."""
+
+        def notify() -> None:
+            event = json.dumps({"e": "serverShutdown", "E": self.market_time_ms()})
+            doomed = list(self._conns)
+            for conn in doomed:
+                conn.send(TextMessage(data=event))
+            self._loop.call_later(grace, self._close_many, doomed, 1001, "server shutdown")
+
+        self.call(notify)
+
+    def close_all(self, code: int = 1000, reason: str = "") -> None:
+        self.call(lambda: self._close_many(list(self._conns), code, reason))
+
+    def send_raw(self, text: str) -> None:
+        """Send ``text`` as is to every connection (malformed input for clients)."""
+
+        def send() -> None:
+            for conn in list(self._conns):
+                conn.send(TextMessage(data=text))
+
+        self.call(send)
+
+    def open_connections(self) -> int:
+        return int(self.call(lambda: len(self._conns)))
+
+    def _close_many(self, conns: list[_Conn], code: int, reason: str) -> None:
+        for conn in conns:
+            self._close(conn, code, reason)
+
+    def _close(self, conn: _Conn, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.send(CloseConnection(code=code, reason=reason))
+        conn.closing = True
+        conn.record.close_reason = conn.record.close_reason or f"{code} {reason}".strip()
+        self._loop.call_later(0.2, conn.writer.transport.abort)
+
+    # -- connections -----------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        record = ConnectionRecord(
+            number=len(self.connections) + 1, path="", opened=time.monotonic()
+        )
+        conn = _Conn(record, writer)
+        pinger: asyncio.Task[None] | None = None
+        try:
+            while True:
+                data = await reader.read(65536)
+                conn.ws.receive_data(data or None)
+                for event in conn.ws.events():
+                    if isinstance(event, Request):
+                        if not self._upgrade(conn, event):
+                            await writer.drain()
+                            return
+                        self._conns.add(conn)
+                        self.connections.append(record)
+                        pinger = self._loop.create_task(self._keepalive(conn))
+                    else:
+                        self._on_frame(conn, event)
+                if not data:
+                    return
+                await writer.drain()
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # cancelled only by stop(): end quietly (asyncio logs a cancelled handler)
+        except Exception as exc:  # a protocol error from wsproto: drop like a server does
+            record.close_reason = record.close_reason or f"error {type(exc).__name__}"
+        finally:
+            self._conns.discard(conn)
+            if pinger is not None:
+                pinger.cancel()
+            record.closed = time.monotonic()
+            record.close_reason = record.close_reason or "client went away"
+            writer.transport.abort()
+
+    def _upgrade(self, conn: _Conn, request: Request) -> bool:
+        target = request.target
+        conn.record.path = target
+        if self.refusals:
+            status, retry_after = self.refusals.popleft()
+            self.attempts.append((time.monotonic(), target, status))
+            body = b'{"code":-1003,"msg":"Too many requests."}'
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            if retry_after is not None:
+                headers.append((b"retry-after", str(int(retry_after)).encode()))
+            conn.writer.write(
+                conn.ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+            )
+            conn.writer.write(conn.ws.send(RejectData(data=body, body_finished=True)))
+            return False
+        parts = urlsplit(target)
+        if parts.path.rstrip("/") == "/stream":
+            conn.combined = True
+            names = parse_qs(parts.query).get("streams", [""])[0]
+            initial = [n for n in names.split("/") if n]
+        elif parts.path.startswith("/ws"):
+            conn.combined = False
+            rest = parts.path[len("/ws") :].strip("/")
+            initial = [n for n in rest.split("/") if n]
+        else:
+            self.attempts.append((time.monotonic(), target, 404))
+            conn.writer.write(conn.ws.send(RejectConnection(status_code=404)))
+            return False
+        self.attempts.append((time.monotonic(), target, 101))
+        conn.writer.write(conn.ws.send(AcceptConnection()))
+        for name in initial[: self.max_streams]:
+            if _STREAM.match(name):
+                conn.streams.add(name)
+        return True
+
+    async def _keepalive(self, conn: _Conn) -> None:
+        opened = self._loop.time()
+        while not conn.closing:
+            await asyncio.sleep(min(self.ping_interval, 1.0))
+            now = self._loop.time()
+            if now - opened >= self.max_connection_age:
+                self._close(conn, 1001, "connection lifetime expired")
+                return
+            if conn.ping_payload is not None and now - conn.ping_sent > self.pong_timeout:
+                conn.record.close_reason = "pong timeout"
+                self._close(conn, 1008, "pong timeout")
+                return
+            if conn.ping_payload is None and now - conn.ping_sent >= self.ping_interval:
+                conn.ping_payload = random.randbytes(8)
+                conn.ping_sent = now
+                conn.send(Ping(payload=conn.ping_payload))
+
+    def _count_incoming(self, conn: _Conn) -> bool:
+        now = time.monotonic()
+        conn.record.incoming.append(now)
+        window = conn.window
+        window.append(now)
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) > self.max_incoming_per_second:
+            conn.record.violations += 1
+            conn.record.close_reason = "too many incoming messages"
+            self._close(conn, 1008, "Too many requests")
+            return False
+        return True
+
+    def _on_frame(self, conn: _Conn, event: Any) -> None:
+        if isinstance(event, CloseConnection):
+            conn.record.close_reason = conn.record.close_reason or f"client closed {event.code}"
+            conn.send(event.response())
+            conn.closing = True
+            return
+        if isinstance(event, Ping | Pong | TextMessage | BytesMessage) and not getattr(
+            event, "frame_finished", True
+        ):
+            if isinstance(event, TextMessage):
+                conn.text.append(event.data)
+            return
+        if not self._count_incoming(conn):
+            return
+        if isinstance(event, Ping):
+            conn.send(event.response())
+        elif isinstance(event, Pong):
+            if conn.ping_payload is not None and bytes(event.payload) == conn.ping_payload:
+                conn.ping_payload = None
+        elif isinstance(event, TextMessage):
+            conn.text.append(event.data)
+            if event.message_finished:
+                text, conn.text = "".join(conn.text), []
+                self._on_request(conn, text)
+
+    # -- requests ------------------------------------------------------------------------
+    def _reply(self, conn: _Conn, body: dict[str, Any]) -> None:
+        conn.send(TextMessage(data=json.dumps(body)))
+
+    def _on_request(self, conn: _Conn, text: str) -> None:
+        try:
+            request = json.loads(text)
+        except ValueError:
+            self._reply(conn, {"code": 3, "msg": "Invalid JSON: could not parse the request"})
+            return
+        conn.record.requests.append(request if isinstance(request, dict) else {"raw": request})
+        if not isinstance(request, dict):
+            self._reply(conn, {"code": 2, "msg": "Invalid request: not a JSON object"})
+            return
+        rid = request.get("id")
+        if not (
+            rid is None
+            or (isinstance(rid, int) and not isinstance(rid, bool))
+            or (isinstance(rid, str) and len(rid) <= 36 and rid.isalnum())
+        ):
+            self._reply(conn, {"code": 2, "msg": "Invalid request: invalid request id", "id": None})
+            return
+        method = request.get("method")
+        params = request.get("params", [])
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                self._reply(
+                    conn, {"code": 1, "msg": "Invalid value type: expected a list", "id": rid}
+                )
+                return
+            bad = [p for p in params if not _STREAM.match(p)]
+            if bad:
+                self._reply(
+                    conn,
+                    {"code": 2, "msg": f"Invalid request: unknown stream {bad[0]!r}", "id": rid},
+                )
+                return
+            if method == "SUBSCRIBE":
+                if len(conn.streams | set(params)) > self.max_streams:
+                    self._reply(
+                        conn,
+                        {
+                            "code": 2,
+                            "msg": f"Invalid request: more than {self.max_streams} streams",
+                            "id": rid,
+                        },
+                    )
+                    return
+                conn.streams.update(params)
+            else:
+                conn.streams.difference_update(params)
+            self._reply(conn, {"result": None, "id": rid})
+        elif method == "LIST_SUBSCRIPTIONS":
+            self._reply(conn, {"result": sorted(conn.streams), "id": rid})
+        elif method == "SET_PROPERTY" and isinstance(params, list) and params[:1] == ["combined"]:
+            conn.combined = bool(params[1]) if len(params) > 1 else conn.combined
+            self._reply(conn, {"result": None, "id": rid})
+        elif method == "GET_PROPERTY" and params == ["combined"]:
+            self._reply(conn, {"result": conn.combined, "id": rid})
+        else:
+            self._reply(
+                conn, {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": rid}
+            )
+
+    # -- the market ------------------------------------------------------------------------
+    async def _run_market(self) -> None:
+        period = 1.0 / self.market.trades_per_second
+        next_at = self._loop.time()
+        while True:
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            now_ms = self.market_time_ms()
+            wanted = self._wanted_streams()
+            for symbol in self.symbols.values():
+                self._trade(symbol, now_ms, wanted)
+            for conn in list(self._conns):  # a client that stopped reading is dropped
+                if conn.writer.transport.get_write_buffer_size() > 8 << 20:
+                    conn.record.close_reason = "client too slow"
+                    conn.writer.transport.abort()
+
+    def _wanted_streams(self) -> set[str]:
+        wanted: set[str] = set()
+        for conn in self._conns:
+            wanted |= conn.streams
+        return wanted
+
+    def _publish(self, stream: str, payload: dict[str, Any]) -> None:
+        raw = json.dumps(payload, separators=(",", ":"))
+        combined = f'{{"stream":"{stream}","data":{raw}}}'
+        for conn in list(self._conns):
+            if stream in conn.streams:
+                conn.send(TextMessage(data=combined if conn.combined else raw))
+
+    def _trade(self, sym: _Symbol, now_ms: int, wanted: set[str]) -> None:
+        price, qty, maker = sym.step()
+        self.trades_published += 1
+        p, q, name, upper = f"{price:.2f}", f"{qty:.4f}", sym.name, sym.upper
+        if f"{name}@trade" in wanted:
+            self._publish(
+                f"{name}@trade",
+                {"e": "trade", "E": now_ms, "s": upper, "t": sym.trade_id, "p": p, "q": q,
+                 "T": now_ms, "m": maker, "M": True},
+            )  # fmt: skip
+        if f"{name}@aggTrade" in wanted:
+            self._publish(
+                f"{name}@aggTrade",
+                {"e": "aggTrade", "E": now_ms, "s": upper, "a": sym.agg_id, "p": p, "q": q,
+                 "f": sym.trade_id, "l": sym.trade_id, "T": now_ms, "m": maker, "M": True},
+            )  # fmt: skip
+        spread = max(0.01, round(price * 1e-5, 2))
+        bid, ask = f"{price - spread:.2f}", f"{price + spread:.2f}"
+        if f"{name}@bookTicker" in wanted:
+            self._publish(
+                f"{name}@bookTicker",
+                {"u": sym.update_id, "s": upper, "b": bid, "B": q, "a": ask, "A": q},
+            )
+        for depth in (f"{name}@depth", f"{name}@depth@100ms"):
+            if depth in wanted:
+                self._publish(
+                    depth,
+                    {"e": "depthUpdate", "E": now_ms, "s": upper, "U": sym.update_id,
+                     "u": sym.update_id, "b": [[bid, q]], "a": [[ask, q]]},
+                )  # fmt: skip
+        for interval, ms in _INTERVALS_MS.items():
+            stream = f"{name}@kline_{interval}"
+            if stream in wanted or interval in sym.candles:
+                self._kline(sym, stream, interval, ms, now_ms, price, qty)
+
+    def _kline(
+        self, sym: _Symbol, stream: str, interval: str, ms: int, now_ms: int, price: float,
+        qty: float,
+    ) -> None:  # fmt: skip
+        start = now_ms - now_ms % ms
+        candle = sym.candles.get(interval)
+        if candle is not None and start > candle[0]:
+            self._publish(stream, self._kline_payload(sym, interval, ms, candle, now_ms, True))
+            candle = None
+        if candle is None:
+            candle = [start, price, price, price, price, 0.0, 0.0, 0, sym.trade_id, sym.trade_id]
+            sym.candles[interval] = candle
+            sym.kline_sent[interval] = now_ms
+        candle[2] = max(candle[2], price)
+        candle[3] = min(candle[3], price)
+        candle[4] = price
+        candle[5] += qty
+        candle[6] += qty * price
+        candle[7] += 1
+        candle[9] = sym.trade_id
+        if now_ms - sym.kline_sent[interval] >= _KLINE_UPDATE_MS:
+            sym.kline_sent[interval] = now_ms
+            self._publish(stream, self._kline_payload(sym, interval, ms, candle, now_ms, False))
+
+    @staticmethod
+    def _kline_payload(
+        sym: _Symbol, interval: str, ms: int, c: list[Any], now_ms: int, closed: bool
+    ) -> dict[str, Any]:
+        return {
+            "e": "kline",
+            "E": now_ms,
+            "s": sym.upper,
+            "k": {
+                "t": c[0], "T": c[0] + ms - 1, "s": sym.upper, "i": interval, "f": c[8],
+                "L": c[9], "o": f"{c[1]:.2f}", "c": f"{c[4]:.2f}", "h": f"{c[2]:.2f}",
+                "l": f"{c[3]:.2f}", "v": f"{c[5]:.4f}", "n": c[7], "x": closed,
+                "q": f"{c[6]:.4f}", "V": "0", "Q": "0", "B": "0",
+            },
+        }  # fmt: skip
