@@ -23,6 +23,9 @@ from httpx_ws import (
     WebSocketUpgradeError,
 )
 
+# httpx-ws 0.9 raises its own EndOfStream when the peer closes TCP without a close frame
+from httpx_ws._api import EndOfStream as HttpxWsEndOfStream
+
 from ._buffer import BufferFull
 
 __all__ = ["Classified", "MessageTooBig", "classify_exception"]
@@ -113,9 +116,12 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
         if isinstance(link, ConnectionResetError):
             return (40, "network", "connection reset by peer", None)
     for link in _chain(exc):
+        if isinstance(link, HttpxWsEndOfStream) and not str(link):
+            return (30, "network", "connection closed without a close frame", None)
         if isinstance(
             link,
             WebSocketNetworkError
+            | HttpxWsEndOfStream
             | anyio.EndOfStream
             | anyio.BrokenResourceError
             | anyio.ClosedResourceError

@@ -117,7 +117,13 @@ def _diagram(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(quick=args.quick, metrics_port=args.metrics_port)
+    return run_demo(
+        quick=args.quick,
+        metrics_port=args.metrics_port,
+        url=args.url,
+        storage=args.storage,
+        report=args.report,
+    )
 
 
 def _stream(args: argparse.Namespace) -> int:
@@ -210,7 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     stream.set_defaults(func=_stream)
 
     demo = sub.add_parser("demo", help="run the main job end to end")
-    demo.add_argument("--quick", action="store_true", help="a short run (CI)")
+    demo.add_argument("--quick", action="store_true", help="a short run (CI, under a minute)")
+    demo.add_argument(
+        "--url", default=None, help="stream this exchange instead of the simulator (no faults)"
+    )
+    demo.add_argument(
+        "--storage", default=None, help="an Optuna storage URL (default: SQLite in the report)"
+    )
+    demo.add_argument(
+        "--report", default="regulator-report", help="the report folder (default: %(default)s)"
+    )
     demo.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
     )

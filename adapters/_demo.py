@@ -1,155 +1,104 @@
-"""``regulator demo``: both machines end to end, offline.
+"""``regulator demo``: the host system in miniature, offline, in a few minutes on 2 cores.
 
-1. The connection machine against scripted faults on a virtual clock (the simulator): a
-   10-minute outage (alarm, then resolution) and a day of drops at minute 17 (pattern report).
-2. Real float16 AMP training on the CPU under ``GuardedGradScaler``: a small regression model
-   on a generated, seeded random walk of returns (not market data), three runs that show
-   warmup, overflow_halved, over_threshold and reset happening.
+1. **Market data under fire.** The exchange simulator (``regulator.specs.exchange``) streams
+   generated ETHUSDT klines and trades over TLS on 127.0.0.1; a scripted schedule hits the real
+   ``BinanceStream`` through the fault proxy: a bad record MAC, a half-open link, a server
+   restart, a 429 with Retry-After, a ``serverShutdown``, a burst of refused connections that
+   raises and resolves an alarm, and rotations. ``--url`` streams a real exchange instead.
+2. **Training under the guard.** The closed klines feed a small Informer trained with GMADL
+   under float16 autocast and ``GuardedGradScaler``; Optuna tunes learning rate, width and
+   GMADL's ``a`` (SQLite by default, ``--storage`` for any Optuna storage) and prunes a trial
+   whose scaler collapses.
+3. **The report.** ``<report>/index.html``: both diagrams with the final states, the connection
+   timeline, the scale per trial, the failure history, the pattern report, the study.
+
+On a terminal the view is live (rich); anywhere else it prints ``key=value`` lines.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from ..fsm import ScalerConfig, format_kv, load_schedule, simulate
+import anyio
+
+from ..fsm import format_kv, load_schedule, simulate
+from ._demo_view import make_view
 
 __all__ = ["run_demo"]
 
 
-def _connection_part(quick: bool) -> None:
-    for name, hours in (("outage", 1.0), ("hourly", 6.0 if quick else 24.0)):
-        schedule = load_schedule(name)
-        print(
-            format_kv(
-                part="connection",
-                schedule=name,
-                hours=hours,
-                description=schedule.description,
-                clock="virtual",
-            )
-        )
-        result = simulate(schedule, hours=hours, seed=1)
-        for line in result.lines:
-            if any(f" event={e} " in line for e in ("alarm", "resolved", "pattern", "give_up")):
-                print("  " + line)
-        totals = dict(result.totals)
-        totals.pop("failures_by_kind")
-        print("  " + format_kv(event="totals", **totals))
+def _simulated_patterns() -> list[str]:
+    """The pattern detector over a simulated day of drops at minute 17 (virtual clock)."""
+    result = simulate(load_schedule("hourly"), hours=24.0, seed=1)
+    return [report.describe() for report in result.machine.pattern_reports]
 
 
-def _returns(steps: int, seed: int) -> Any:
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    # A random walk of log returns with volatility clusters (GARCH-like), scaled like 1-minute
-    # crypto returns (~1e-3): generated, not market data.
-    vol = torch.empty(steps)
-    v = 1e-3
-    shocks = torch.randn(steps, generator=g)
-    for i in range(steps):
-        v = (0.94 * v**2 + 0.06 * (shocks[i - 1].item() * v) ** 2 + 1e-8) ** 0.5 if i else v
-        vol[i] = v
-    return shocks * vol
-
-
-def _train(
-    name: str,
-    config: ScalerConfig,
+def run_demo(
     *,
-    init_scale: float | None,
-    epochs: int,
-    lr: float,
-    exporter: Any = None,
-) -> dict[str, Any]:
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    from .torch import GuardedGradScaler, check_finite
-
-    torch.manual_seed(0)
-    returns = _returns(4096, seed=7)
-    window = 32
-    x = returns.unfold(0, window, 1)[:-1].unsqueeze(-1) * 100.0  # (n, 32, 1), in percent
-    y = returns[window:].unsqueeze(-1) * 100.0
-    check_finite((x, y))
-    model = nn.Sequential(nn.Flatten(), nn.Linear(window, 64), nn.GELU(), nn.Linear(64, 1))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    scaler = GuardedGradScaler(model, "cpu", config=config, init_scale=init_scale)
-    if exporter is not None:
-        exporter.register(scaler, name=name)
-    print(
-        format_kv(
-            part="training",
-            run=name,
-            parameters=scaler.trainable_parameters,
-            initial_scale=scaler.get_scale(),
-            dtype="float16",
-            device="cpu",
-        )
-    )
-    batches = torch.split(torch.arange(len(x)), 64)
-    for _ in range(epochs):
-        for idx in batches:
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.float16):
-                loss = F.mse_loss(model(x[idx]), y[idx])
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            scaler.step(opt)
-            scaler.update()
-        scaler.end_epoch()
-    stats = scaler.get_statistics()
-    return {
-        k: stats[k]
-        for k in ("state", "current_scale", "steps", "overflow_count", "halvings", "resets")
-    }
-
-
-def run_demo(*, quick: bool = False, metrics_port: int | None = None) -> int:
+    quick: bool = False,
+    metrics_port: int | None = None,
+    url: str | None = None,
+    storage: str | None = None,
+    report: str = "regulator-report",
+) -> int:
     started = time.perf_counter()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("  %(levelname)s %(name)s %(message)s"))
-    logger = logging.getLogger("regulator")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        _connection_part(quick)
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            print(format_kv(part="training", skipped="torch is not installed (extra: torch)"))
-            return 0
-        epochs = 2 if quick else 4
-        runs = [
-            ("default", ScalerConfig(), None, 1e-3),
-            # a deliberately high initial scale: overflows in a row, halved again (R2.4)
-            ("too-high-init-scale", ScalerConfig(), 2.0**40, 1e-3),
-            # fast growth under a low threshold: over threshold, then a reset (R2.3)
-            (
-                "fast-growth",
-                ScalerConfig(
-                    growth_interval=10,
-                    growth_factor=2.0,
-                    max_scale_threshold=2.0**17,
-                    reset_after_epochs=2,
-                ),
-                None,
-                1e-3,
-            ),
-        ]
-        exporter = None
+    folder = Path(report)
+    folder.mkdir(parents=True, exist_ok=True)
+    exporter: Any = None
+    view = make_view()
+    # the library's own log lines would tear the live view: keep them for the report's sake
+    logging.getLogger("regulator").setLevel(logging.CRITICAL)
+    with view:
         if metrics_port is not None:
             from .prometheus import start_metrics_server
 
             exporter, server = start_metrics_server(metrics_port)
-            print(format_kv(event="metrics", url=f"http://127.0.0.1:{server.server_port}/metrics"))
-        for name, config, init, lr in runs:
-            summary = _train(name, config, init_scale=init, epochs=epochs, lr=lr, exporter=exporter)
-            print("  " + format_kv(event="run_summary", run=name, **summary))
-    finally:
-        logger.removeHandler(handler)
+            view.line(event="metrics", url=f"http://127.0.0.1:{server.server_port}/metrics")
+        from ._demo_market import run_market
+
+        market = anyio.run(lambda: run_market(view, quick=quick, url=url, exporter=exporter))
+        klines = [market.klines[t] for t in sorted(market.klines)]
+        view.line(
+            event="market_done",
+            seconds=round(market.duration, 1),
+            messages=market.stats.get("messages_received"),
+            closed_klines=len(klines),
+            gaps=len(market.gaps),
+            faults=len(market.faults),
+        )
+        training = None
+        try:
+            import optuna  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as exc:
+            view.line(event="training", skipped=f"{exc.name} is not installed (extra: all)")
+        else:
+            from ._demo_training import WINDOW, run_study
+
+            if len(klines) < WINDOW + 20:
+                view.line(event="training", skipped=f"only {len(klines)} closed klines")
+            else:
+                training = run_study(
+                    klines,
+                    view,
+                    quick=quick,
+                    storage=storage or f"sqlite:///{(folder / 'study.db').resolve()}",
+                    exporter=exporter,
+                )
+        view.phase = "writing the report"
+        view.refresh()
+        from ._report import write_report
+
+        path = write_report(
+            folder,
+            market,
+            training,
+            patterns=market.patterns,
+            simulated_patterns=_simulated_patterns(),
+        )
+    print(format_kv(event="report", path=str(path.resolve())))
     print(format_kv(event="demo_done", seconds=round(time.perf_counter() - started, 1)))
     return 0

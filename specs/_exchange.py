@@ -290,6 +290,25 @@ class Exchange:
 
         self.call(notify)
 
+    def restart(self, down: float = 0.0) -> None:
+        """A server restart: every connection dropped (no close frame), nothing listening
+        for ``down`` seconds, then the same port again. Returns at once."""
+
+        async def restart() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+                self._server = None
+            for conn in list(self._conns):
+                conn.record.close_reason = "server restart"
+                conn.writer.transport.abort()
+            await asyncio.sleep(down)
+            self._server = await asyncio.start_server(
+                self._accept, self.host, self.port, ssl=self.ssl_context
+            )
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(restart()))
+
     def close_all(self, code: int = 1000, reason: str = "") -> None:
         self.call(lambda: self._close_many(list(self._conns), code, reason))
 

@@ -1,4 +1,5 @@
-"""A Binance-compatible exchange simulator on 127.0.0.1 for tests and demos (extras ``ws``).
+"""A Binance-compatible exchange simulator and a fault-injecting proxy on 127.0.0.1, for tests
+and demos (extras ``ws``).
 
 .. code-block:: python
 
@@ -11,5 +12,6 @@
 from ._exchange import ConnectionRecord as ConnectionRecord
 from ._exchange import Exchange as Exchange
 from ._exchange import MarketConfig as MarketConfig
+from ._proxy import FaultProxy as FaultProxy
 
-__all__ = ["ConnectionRecord", "Exchange", "MarketConfig"]
+__all__ = ["ConnectionRecord", "Exchange", "FaultProxy", "MarketConfig"]

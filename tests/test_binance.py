@@ -364,3 +364,16 @@ async def test_every_connection_sees_the_same_market(bed: ExchangeBed) -> None:
     common = first.keys() & second.keys()
     assert len(common) > 30
     assert all(first[i] == second[i] for i in common)
+
+
+async def test_a_server_restart_is_a_network_failure_and_recovers(bed: ExchangeBed) -> None:
+    async with stream(bed, ["ethusdt@trade"]) as s:
+        await wait_for(lambda: s.state == "live")
+        bed.exchange.restart(down=0.5)
+        await wait_for(lambda: s.get_connection_stats()["reconnect_statistics"]["successes"] >= 2)
+        record = s.get_connection_stats()["failure_history"][0]
+    assert (record["kind"], record["reason"]) == (
+        "network",
+        "connection closed without a close frame",
+    )
+    assert bed.exchange.connections[0].close_reason == "server restart"

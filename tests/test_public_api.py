@@ -141,7 +141,11 @@ TORCH_PUBLIC = sorted(
                 ]
             ),
         ),
-        ("regulator.specs.exchange", ["ConnectionRecord", "Exchange", "MarketConfig"]),
+        ("regulator.adapters.optuna", ["SCALER_ATTRS", "ScalerTrial", "scaler_attributes"]),
+        (
+            "regulator.specs.exchange",
+            ["ConnectionRecord", "Exchange", "FaultProxy", "MarketConfig"],
+        ),
     ],
 )
 def test_adapter_surfaces_are_pinned(module: str, names: list[str]) -> None:
