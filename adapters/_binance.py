@@ -77,6 +77,8 @@ __all__ = [
 
 DEFAULT_BASE_URL = "wss://stream.binance.com:9443"
 LOGGER_NAME = "regulator.binance"
+#: Events a rotation's new connection may hold before the switch is forced.
+HOLD_LIMIT = 100_000
 _STREAM = re.compile(r"^[^\s/@]+@[^\s/]+$")
 
 
@@ -242,7 +244,6 @@ class BinanceStream:
         self.request_errors = 0
         self.request_timeouts = 0
         self.rotations: dict[str, int] = {"age": 0, "server_shutdown": 0}
-        self.rotations_forced = 0
         self.rate_limits: deque[dict[str, Any]] = deque(maxlen=20)
         self.server_shutdowns = 0
 
@@ -447,11 +448,7 @@ class BinanceStream:
         key = event_identity(data)
         if leg is self._primary and not leg.rotating_in:
             await self._deliver(stream, message, data, key)
-        elif leg.rotating_in:
-            if len(leg.held) >= 100_000:  # a runaway overlap: switch over now
-                self.rotations_forced += 1
-                assert self._rotate_now is not None
-                self._rotate_now.set()
+        elif leg.rotating_in:  # held until the switch (bounded: _rotate switches at HOLD_LIMIT)
             leg.held.append((stream, message, key))
             leg.first_held.setdefault(stream, key)
         # else: a retired leg's last messages; the new primary carries them
@@ -678,7 +675,7 @@ class BinanceStream:
                 if anyio.current_time() >= deadline:
                     switched_because = "overlap timeout"
                     break
-            if len(new.held) >= 100_000:
+            if len(new.held) >= HOLD_LIMIT:
                 switched_because = "hold limit"
                 break
             await anyio.sleep(0.02)

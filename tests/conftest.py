@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -45,3 +46,17 @@ def _no_bare_top_level_packages() -> Iterator[None]:
     """`fsm` and `adapters` are repository folders, never importable top-level packages."""
     yield
     assert "fsm" not in sys.modules and "adapters" not in sys.modules
+
+
+# The socket tests run on both anyio backends (a module may pin one by overriding this).
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def certs() -> Any:
+    """One trustme CA and 127.0.0.1 certificate for every TLS test."""
+    from _faultbed import Certs
+
+    return Certs()

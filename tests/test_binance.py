@@ -46,16 +46,6 @@ FAST = ConnectionConfig(
 )
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def certs() -> Certs:
-    return Certs()
-
-
 @pytest.fixture
 def bed(certs: Certs) -> Iterator[ExchangeBed]:
     with ExchangeBed(certs) as running:

@@ -34,16 +34,6 @@ FAST = dict(
 )
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def certs() -> Certs:
-    return Certs()
-
-
 @pytest.fixture
 def bed(certs: Certs) -> Iterator[FaultBed]:
     with FaultBed(certs=certs) as running:
