@@ -361,7 +361,8 @@ class BinanceStream:
             self._fail_pending(leg, "the connection closed")
             if leg in self._legs:
                 self._legs.remove(leg)
-                self._fold_counters(leg)
+                if leg is not self._primary:  # the primary's counters are read live
+                    self._fold_counters(leg)
 
     def _leg_action(self, leg: _Leg, label: str, action: ConnectionAction) -> None:
         if isinstance(action, StateChanged) and action.source == "live":
@@ -723,9 +724,17 @@ class BinanceStream:
         return ws.counter_totals()
 
     def _fold_counters(self, leg: _Leg) -> None:
-        self._retired_totals = _add_counters(
-            self._retired_totals, leg.counters_at_retirement or self._counters(leg.ws)
-        )
+        """Add a closed connection's counters to the totals: its messages to the end, its
+        failures only up to its retirement (what follows a planned rotation is not one)."""
+        final = self._counters(leg.ws)
+        at_retirement = leg.counters_at_retirement
+        if at_retirement is not None:
+            final = {
+                **at_retirement,
+                "messages_received": final["messages_received"],
+                "messages_dropped": final["messages_dropped"],
+            }
+        self._retired_totals = _add_counters(self._retired_totals, final)
 
     def counter_totals(self) -> dict[str, Any]:
         """Counters summed over every connection this stream has had (monotonic across

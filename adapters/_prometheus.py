@@ -78,7 +78,8 @@ class MetricsExporter:
         for name, obj in self._live():
             if not hasattr(obj, "counter_totals"):
                 scalers.append((name, obj))
-            elif obj.state not in ("closed", "idle"):  # closed or not started: not exported
+            elif obj.state != "closed" and getattr(obj, "connection", obj) is not None:
+                # closed, or a BinanceStream not started (no connection yet): not exported
                 connections.append((name, obj))
                 if hasattr(obj, "gaps_detected"):
                     streams.append((name, obj))

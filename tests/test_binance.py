@@ -140,6 +140,13 @@ async def test_rotation_under_traffic_loses_and_duplicates_nothing(bed: Exchange
         events: list[dict[str, Any]] = []
         await collect(s, 4.0, events)
         stats = s.get_connection_stats()
+    after = s.get_connection_stats()  # after the context: totals neither lost nor doubled
+    assert (
+        after["reconnect_statistics"]["total_attempts"]
+        == (stats["reconnect_statistics"]["total_attempts"])
+    )
+    assert after["messages_received"] >= stats["messages_received"]
+    assert after["messages_received"] <= stats["messages_received"] * 1.5
     ids = trade_ids(events)
     assert len(ids) > 200
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # no gap, no duplicate, in order

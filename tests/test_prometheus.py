@@ -19,13 +19,15 @@ from regulator.adapters.websocket import ResilientWebSocket
 from regulator.fsm import ConnectionConfig
 
 pytestmark = pytest.mark.anyio
+# Only the flipped byte may fail the connection: pong and handshake deadlines leave room for a
+# loaded 2-core machine (a late pong would add a timeout failure and an attempt).
 FAST = ConnectionConfig(
     initial_delay=0.05,
     max_delay=0.2,
     jitter=0.0,
     ping_interval=0.2,
-    pong_timeout=0.2,
-    handshake_timeout=0.5,
+    pong_timeout=2.0,
+    handshake_timeout=3.0,
 )
 
 
@@ -63,7 +65,7 @@ async def test_connection_metrics_follow_real_faults(server: tuple[MetricsExport
         )
         exporter.register(ws, name="eth")
         async with ws:
-            with anyio.fail_after(5):
+            with anyio.fail_after(15):
                 while ws.get_connection_stats()["messages_received"] < 5:
                     await anyio.sleep(0.01)
                 bed.flip_byte()
@@ -88,7 +90,7 @@ async def test_connection_metrics_follow_real_faults(server: tuple[MetricsExport
     assert value(samples, "regulator_connection_alarms_raised_total", name="eth") == 0
     received = value(samples, "regulator_connection_messages_received_total", name="eth")
     assert 5 <= received <= stats["messages_received"]
-    assert 0 <= value(samples, "regulator_connection_seconds_since_last_message", name="eth") < 1
+    assert 0 <= value(samples, "regulator_connection_seconds_since_last_message", name="eth") < 2
     assert value(samples, "regulator_connection_reconnect_delay_seconds_count", name="eth") == 1
     assert (
         value(samples, "regulator_connection_reconnect_delay_seconds_bucket", name="eth", le="0.1")
