@@ -90,7 +90,7 @@ async def run_market(
     """Run the schedule (or, with ``url``, just stream the real exchange for a while)."""
     record = MarketRecord()
     t0 = time.monotonic()
-    factor = 0.6 if quick else 1.0
+    factor = 0.7 if quick else 1.0
 
     def now() -> float:
         return time.monotonic() - t0
