@@ -115,3 +115,33 @@ def test_the_report_has_every_piece(demo: tuple[str, Path]) -> None:
     trials = optuna.load_study(study_name=study_name.group(1), storage=storage).trials
     assert len(trials) == 4
     assert all("scaler_state" in t.user_attrs and "scale_trace" in t.user_attrs for t in trials)
+
+
+def test_url_streams_another_exchange_without_faults(tmp_path: Path) -> None:
+    """`--url`: the real-exchange path, pointed at a plain ws:// simulator here (offline)."""
+    from regulator.specs.exchange import Exchange, MarketConfig
+
+    market = MarketConfig(trades_per_second=100.0, speed=3000.0)
+    with Exchange(market=market) as exchange:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "regulator.adapters._cli",
+                "demo",
+                "--quick",
+                "--url",
+                exchange.url,
+                "--report",
+                str(tmp_path / "r"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [parse_kv(line) for line in done.stdout.splitlines() if "event=" in line]
+    events = [x["event"] for x in lines]
+    assert "fault" not in events and "market_done" in events
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert f"Market data: from {exchange.url}" in page
