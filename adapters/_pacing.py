@@ -94,12 +94,25 @@ class RequestPacer:
 
 
 class AttemptBudget:
-    """At most ``attempts`` connection attempts per ``window`` seconds, process-wide."""
+    """At most ``attempts`` connection attempts per ``window`` seconds, process-wide.
+
+    Slots are spaced ``window + margin`` apart (``margin`` defaults to 1 % of the window, 3 s
+    of 5 minutes): an attempt can start a little after its slot (a busy event loop, TCP and
+    TLS before the exchange counts it), and the margin keeps such late ones inside the limit.
+    """
 
     def __init__(
-        self, attempts: int, window: float, *, time_fn: Callable[[], float] = time.monotonic
+        self,
+        attempts: int,
+        window: float,
+        *,
+        margin: float | None = None,
+        time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._window = _Window(attempts, window)
+        spare = 0.01 * window if margin is None else margin
+        if not spare >= 0:
+            raise ValueError(f"margin: must be >= 0 (got {margin!r})")
+        self._window = _Window(attempts, window + spare)
         self._lock = threading.Lock()
         self._time = time_fn
         self.blocked_until = 0.0

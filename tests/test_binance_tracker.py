@@ -130,9 +130,11 @@ def test_the_pacer_keeps_requests_and_control_frames_under_the_limit() -> None:
 
 def test_the_attempt_budget_spreads_a_burst_and_honours_retry_after() -> None:
     clock = [0.0]
-    budget = AttemptBudget(3, 10.0, time_fn=lambda: clock[0])
+    budget = AttemptBudget(3, 10.0, margin=0.0, time_fn=lambda: clock[0])
     delays = [budget.reserve() for _ in range(7)]
     assert delays == [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 20.0]
+    spaced = AttemptBudget(1, 300.0, time_fn=lambda: clock[0])  # default margin: 1 %
+    assert [spaced.reserve(), spaced.reserve()] == [0.0, 303.0]
     clock[0] = 25.0
     budget.block_for(100.0)
     assert budget.reserve() == pytest.approx(100.0)
