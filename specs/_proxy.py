@@ -68,10 +68,14 @@ class FaultProxy:
             while data := await reader.read(65536):
                 if self.black_hole:
                     continue  # silently dropped, both ways: a half-open link
-                if downstream and self.flip_next and len(data) >= 64:
+                if downstream and self.flip_next and len(data) >= 16:
+                    # Any changed byte of an encrypted record fails its AEAD tag check; the
+                    # last byte of a chunk is in a record (often in its tag). No minimum
+                    # beyond a few bytes: small messages arrive as one ~40-byte record per
+                    # read on an idle machine, and a larger threshold could wait forever.
                     self.flip_next = False
                     self.flipped += 1
-                    data = data[:-1] + bytes([data[-1] ^ 0x01])  # inside the record's MAC/tag
+                    data = data[:-1] + bytes([data[-1] ^ 0x01])
                 writer.write(data)
                 await writer.drain()
         finally:
