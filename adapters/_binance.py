@@ -459,7 +459,7 @@ class BinanceStream:
         if not tracker.is_new(stream, key):
             self.duplicates_dropped += 1
             return
-        gap = tracker.accept(stream, data, key, anyio.current_time())
+        gap = tracker.accept(stream, data, key, anyio.current_time)
         if gap is not None:
             self._report_gap(gap)
         self.events_delivered += 1

@@ -25,6 +25,7 @@ the same stream (a rotation's overlap) are merged through it without duplicates.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -123,25 +124,33 @@ class StreamTracker:
         last = self._last.get(stream)
         return last is None or key > last
 
-    def accept(self, stream: str, data: Any, key: Key | None, now: float) -> Gap | None:
-        """Record a delivered event (call only when :meth:`is_new`); the gap it reveals."""
+    def accept(
+        self, stream: str, data: Any, key: Key | None, clock: Callable[[], float]
+    ) -> Gap | None:
+        """Record a delivered event (call only when :meth:`is_new`); the gap it reveals,
+        stamped with ``clock()`` (read only when there is a gap: this runs per event)."""
         if key is not None:
             self._last[stream] = key
         if not isinstance(data, dict):
             return None
         kind = data.get("e")
         if kind == "trade":
-            return self._step(stream, "t", _int(data.get("t")), None, now)
+            return self._step(stream, "t", _int(data.get("t")), None, clock)
         if kind == "aggTrade":
-            return self._step(stream, "a", _int(data.get("a")), None, now)
+            return self._step(stream, "a", _int(data.get("a")), None, clock)
         if kind == "depthUpdate":
-            return self._step(stream, "u", _int(data.get("U")), _int(data.get("u")), now)
+            return self._step(stream, "u", _int(data.get("U")), _int(data.get("u")), clock)
         if kind == "kline":
-            return self._kline(stream, data, now)
+            return self._kline(stream, data, clock)
         return None
 
     def _step(
-        self, stream: str, field: str, first: int | None, last: int | None, now: float
+        self,
+        stream: str,
+        field: str,
+        first: int | None,
+        last: int | None,
+        clock: Callable[[], float],
     ) -> Gap | None:
         if first is None:
             return None
@@ -150,9 +159,9 @@ class StreamTracker:
         self._seq[stream] = _Seq(field, last)
         if seq is None or first <= seq.last + 1:
             return None
-        return Gap(stream, field, seq.last + 1, first - 1, first - 1 - seq.last, now)
+        return Gap(stream, field, seq.last + 1, first - 1, first - 1 - seq.last, clock())
 
-    def _kline(self, stream: str, data: dict[str, Any], now: float) -> Gap | None:
+    def _kline(self, stream: str, data: dict[str, Any], clock: Callable[[], float]) -> Gap | None:
         k = data.get("k")
         if not isinstance(k, dict):
             return None
@@ -171,4 +180,4 @@ class StreamTracker:
         last = start - interval
         if first > last:
             return None
-        return Gap(stream, "k.t", first, last, (last - first) // interval + 1, now)
+        return Gap(stream, "k.t", first, last, (last - first) // interval + 1, clock())

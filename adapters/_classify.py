@@ -116,12 +116,11 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
         if isinstance(link, ConnectionResetError):
             return (40, "network", "connection reset by peer", None)
     for link in _chain(exc):
-        if isinstance(link, HttpxWsEndOfStream) and not str(link):
+        if isinstance(link, HttpxWsEndOfStream):  # it carries no message of its own
             return (30, "network", "connection closed without a close frame", None)
         if isinstance(
             link,
             WebSocketNetworkError
-            | HttpxWsEndOfStream
             | anyio.EndOfStream
             | anyio.BrokenResourceError
             | anyio.ClosedResourceError

@@ -47,10 +47,27 @@ def run_demo(
     started = time.perf_counter()
     folder = Path(report)
     folder.mkdir(parents=True, exist_ok=True)
-    exporter: Any = None
     view = make_view()
-    # the library's own log lines would tear the live view: keep them for the report's sake
-    logging.getLogger("regulator").setLevel(logging.CRITICAL)
+    # the library's own log lines would tear the live view (the view shows the same events)
+    library_log = logging.getLogger("regulator")
+    level = library_log.level
+    library_log.setLevel(logging.CRITICAL)
+    try:
+        return _run(view, folder, started, quick, metrics_port, url, storage)
+    finally:
+        library_log.setLevel(level)
+
+
+def _run(
+    view: Any,
+    folder: Path,
+    started: float,
+    quick: bool,
+    metrics_port: int | None,
+    url: str | None,
+    storage: str | None,
+) -> int:
+    exporter: Any = None
     with view:
         if metrics_port is not None:
             from .prometheus import start_metrics_server

@@ -18,10 +18,12 @@ from ..fsm import (
     RaiseAlarm,
     ResolveAlarm,
     StateChanged,
+    Wait,
 )
 from ._binance import BinanceStream
 from ._binance_tracker import Gap
 from ._demo_view import View
+from ._websocket import action_log_fields
 
 __all__ = ["MarketRecord", "run_market"]
 
@@ -106,37 +108,18 @@ async def run_market(
                 "live",
             ):
                 view.failures += 1
-            view.line(
-                t=round(t, 2),
-                event="state",
-                name=leg,
-                source=action.source,
-                target=action.target,
-                reason=action.reason,
-            )
         elif isinstance(action, RaiseAlarm):
             record.alarms.append([t, None])
             view.alarms = (view.alarms[0] + 1, view.alarms[1])
-            view.line(
-                t=round(t, 2),
-                event="alarm",
-                name=leg,
-                failures=action.alarm.failures_in_window,
-                last=action.alarm.last_reason,
-            )
         elif isinstance(action, ResolveAlarm):
             if record.alarms and record.alarms[-1][1] is None:
                 record.alarms[-1][1] = t
             view.alarms = (view.alarms[0], view.alarms[1] + 1)
-            view.line(
-                t=round(t, 2),
-                event="resolved",
-                name=leg,
-                after=round(action.resolution.duration, 2),
-            )
         elif isinstance(action, PatternDetected):
             record.patterns.append(action.report.describe())
-            view.line(t=round(t, 2), event="pattern", report=action.report.describe())
+        logged = action_log_fields(action, leg)  # the library's own log format
+        if logged is not None and not isinstance(action, Wait):
+            view.line(t=round(t, 2), **logged[1])
 
     def on_gap(gap: Gap) -> None:
         record.gaps.append(gap)

@@ -33,6 +33,7 @@ class _Watcher:
         self.err = err
         self.ever_live = False
         self.told = False
+        self.stream: BinanceStream | None = None
 
     def __call__(self, leg: str, action: ConnectionAction) -> None:
         if not isinstance(action, StateChanged):
@@ -40,7 +41,9 @@ class _Watcher:
         if action.target == "live":
             self.ever_live = True
         elif action.source in ("connecting", "handshaking") and not self.ever_live:
-            kind = action.reason.split(":", 1)[0]
+            socket = self.stream.connection if self.stream is not None else None
+            history = socket.machine.history if socket is not None else ()
+            kind = history[-1].kind if history else ""  # the failure just recorded
             if kind in _UNREACHABLE and not self.told:
                 self.told = True
                 host = urlsplit(self.url).netloc or self.url
@@ -86,6 +89,7 @@ async def _run(
         on_action=watcher,
         name="stream",
     )
+    watcher.stream = stream
     server: Any = None
     if metrics_port is not None:
         from ._prometheus import start_metrics_server
@@ -133,10 +137,19 @@ def run_stream(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
+    problems = []
     try:
         names = validate_streams(streams)
     except ValueError as exc:
-        for problem in str(exc).split("; "):
+        problems += str(exc).split("; ")
+    if count is not None and count < 1:
+        problems.append(f"--count: must be >= 1 (got {count})")
+    if duration is not None and not duration > 0:
+        problems.append(f"--duration: must be > 0 seconds (got {duration})")
+    if max_retries is not None and max_retries < 0:
+        problems.append(f"--max-retries: must be >= 0 (got {max_retries})")
+    if problems:
+        for problem in problems:
             print(f"error: {problem}", file=err)
         return 2
     config = load_config(config_file)

@@ -60,6 +60,7 @@ __all__ = [
     "ConnectionClosedError",
     "NotLiveError",
     "ResilientWebSocket",
+    "action_log_fields",
     "copy_counts",
     "exit_task_group",
     "tls_context",
@@ -97,6 +98,61 @@ class ConnectionClosedError(RegulatorError):
 
 class NotLiveError(RegulatorError):
     """``send()`` was called while the connection is not live."""
+
+
+def action_log_fields(action: ConnectionAction, name: str) -> tuple[int, dict[str, Any]] | None:
+    """The log level and ``key=value`` fields of one action (None: an action not logged).
+
+    The one place the connection's log format is decided (R5.2): the adapter's log lines and
+    the demo's view both render actions through it."""
+    if isinstance(action, StateChanged):
+        return logging.INFO, {
+            "event": "state",
+            "name": name,
+            "source": action.source,
+            "target": action.target,
+            "reason": action.reason,
+        }
+    if isinstance(action, Wait):
+        return logging.INFO, {
+            "event": "backoff",
+            "name": name,
+            "delay": round(action.delay, 3),
+            "attempt": action.attempt,
+        }
+    if isinstance(action, RaiseAlarm):
+        a = action.alarm
+        return logging.ERROR, {
+            "event": "alarm",
+            "name": name,
+            "failures": a.failures_in_window,
+            "window": a.window,
+            "threshold": a.threshold,
+            "last_kind": a.last_kind,
+            "last_reason": a.last_reason,
+        }
+    if isinstance(action, ResolveAlarm):
+        r = action.resolution
+        return logging.INFO, {
+            "event": "resolved",
+            "name": name,
+            "after": round(r.duration, 3),
+            "failures": r.failures_since_raised,
+        }
+    if isinstance(action, PatternDetected):
+        return logging.WARNING, {
+            "event": "pattern",
+            "name": name,
+            "report": action.report.describe(),
+        }
+    if isinstance(action, GiveUp):
+        return logging.ERROR, {
+            "event": "give_up",
+            "name": name,
+            "kind": action.kind,
+            "reason": action.reason,
+        }
+    return None
 
 
 async def exit_task_group(tg: TaskGroup, exc_info: tuple[Any, ...]) -> bool | None:
@@ -317,60 +373,9 @@ class ResilientWebSocket:
         return actions
 
     def _log_action(self, action: ConnectionAction) -> None:
-        log = self._log
-        if isinstance(action, StateChanged):
-            log.info(
-                format_kv(
-                    event="state",
-                    name=self.name,
-                    source=action.source,
-                    target=action.target,
-                    reason=action.reason,
-                )
-            )
-        elif isinstance(action, Wait):
-            log.info(
-                format_kv(
-                    event="backoff",
-                    name=self.name,
-                    delay=round(action.delay, 3),
-                    attempt=action.attempt,
-                )
-            )
-        elif isinstance(action, RaiseAlarm):
-            a = action.alarm
-            log.error(
-                format_kv(
-                    event="alarm",
-                    name=self.name,
-                    failures=a.failures_in_window,
-                    window=a.window,
-                    threshold=a.threshold,
-                    last_kind=a.last_kind,
-                    last_reason=a.last_reason,
-                )
-            )
-        elif isinstance(action, ResolveAlarm):
-            r = action.resolution
-            log.info(
-                format_kv(
-                    event="resolved",
-                    name=self.name,
-                    after=round(r.duration, 3),
-                    failures=r.failures_since_raised,
-                )
-            )
-        elif isinstance(action, PatternDetected):
-            log.warning(format_kv(event="pattern", name=self.name, report=action.report.describe()))
-        elif isinstance(action, GiveUp):
-            log.error(
-                format_kv(
-                    event="give_up",
-                    name=self.name,
-                    kind=action.kind,
-                    reason=action.reason,
-                )
-            )
+        logged = action_log_fields(action, self.name)
+        if logged is not None:
+            self._log.log(logged[0], format_kv(**logged[1]))
 
     def _notify(self, notice: Notice) -> None:
         if self._tg is None:

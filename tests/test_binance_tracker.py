@@ -41,7 +41,7 @@ def merge(tracker: StreamTracker, old: list[int], new: list[int]) -> tuple[list[
             data = trade(t)
             key = event_identity(data)
             if tracker.is_new("x@trade", key):
-                gap = tracker.accept("x@trade", data, key, 0.0)
+                gap = tracker.accept("x@trade", data, key, lambda: 0.0)
                 if gap is not None:
                     gaps.append(gap)
                 out.append(t)
@@ -75,7 +75,9 @@ def test_depth_updates_gap_on_first_update_id() -> None:
     first = {"e": "depthUpdate", "E": 1, "U": 10, "u": 15}
     follows = {"e": "depthUpdate", "E": 2, "U": 16, "u": 18}
     jumped = {"e": "depthUpdate", "E": 3, "U": 25, "u": 30}
-    results = [tracker.accept("d", e, event_identity(e), 0.0) for e in (first, follows, jumped)]
+    results = [
+        tracker.accept("d", e, event_identity(e), lambda: 0.0) for e in (first, follows, jumped)
+    ]
     assert results[:2] == [None, None]
     gap = results[2]
     assert gap is not None and (gap.field, gap.first, gap.last, gap.count) == ("u", 19, 24, 6)
@@ -89,7 +91,7 @@ def test_kline_gaps_count_candles_whose_close_was_never_seen() -> None:
         data = kline(start, at, closed)
         key = event_identity(data)
         assert tracker.is_new("k", key)
-        return tracker.accept("k", data, key, 0.0)
+        return tracker.accept("k", data, key, lambda: 0.0)
 
     assert feed(0, 1_000, False) is None
     assert feed(0, 59_999, True) is None  # closed: the next candle follows without a gap

@@ -79,6 +79,16 @@ def test_bad_stream_names_are_rejected_before_connecting() -> None:
     assert "'ethusdt@trade'" in done.stderr
 
 
+def test_bad_arguments_are_all_named_at_once() -> None:
+    done = run("ethusdt@trade", "--count", "0", "--duration", "-1", "--max-retries", "-2")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: --count: must be >= 1 (got 0)",
+        "error: --duration: must be > 0 seconds (got -1.0)",
+        "error: --max-retries: must be >= 0 (got -2)",
+    ]
+
+
 def test_metrics_port_serves_the_streams_metrics(exchange: Exchange, ca_file: str) -> None:
     out, err = io.StringIO(), io.StringIO()
     result: list[int] = []
