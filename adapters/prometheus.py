@@ -1,11 +1,235 @@
-"""The Prometheus exporter (extra ``metrics``).
+"""A Prometheus exporter for both machines: read at scrape time, so hot paths pay nothing.
 
-.. code-block:: python
-
-    from regulator.adapters.prometheus import MetricsExporter, start_metrics_server
+The collector holds weak references to registered ``ResilientWebSocket`` and
+``GuardedGradScaler`` objects; at each scrape it reads their existing counters and states.
+A connection that is closed, or any object that was garbage-collected, disappears from the
+output. Labels carry the ``name`` given at registration, never a raw URL.
 """
 
-from ._prometheus import MetricsExporter as MetricsExporter
-from ._prometheus import start_metrics_server as start_metrics_server
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+)
+
+from ..fsm import CONNECTION_STATES, DELAY_BUCKETS
+from ..fsm._scaler import SCALER_STATES
+from ._counts import copy_counts
 
 __all__ = ["MetricsExporter", "start_metrics_server"]
+
+
+class MetricsExporter:
+    """A ``prometheus_client`` collector over registered connections and scalers.
+
+    .. code-block:: python
+
+        exporter = MetricsExporter()              # registers itself in `registry`
+        exporter.register(ws, name="eth-klines")
+        exporter.register(scaler, name="informer")
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[str, weakref.ReferenceType[Any]] = {}
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(self)
+
+    def register(self, obj: Any, *, name: str) -> None:
+        """Export ``obj`` (a ResilientWebSocket, BinanceStream or GuardedGradScaler) as ``name``."""
+        if not (hasattr(obj, "counter_totals") or hasattr(obj, "get_statistics")):
+            kind = type(obj).__name__
+            raise TypeError(
+                "obj: must be a ResilientWebSocket, a BinanceStream or a GuardedGradScaler"
+                f" (got {kind})"
+            )
+        with self._lock:
+            self._objects[name] = weakref.ref(obj)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._objects.pop(name, None)
+
+    def _live(self) -> list[tuple[str, Any]]:
+        with self._lock:
+            alive = []
+            for name, ref in list(self._objects.items()):
+                obj = ref()
+                if obj is None:
+                    del self._objects[name]  # collected: gone from the output
+                else:
+                    alive.append((name, obj))
+            return alive
+
+    def collect(self) -> Iterator[Metric]:
+        connections, streams, scalers = [], [], []
+        for name, obj in self._live():
+            if not hasattr(obj, "counter_totals"):
+                scalers.append((name, obj))
+            elif obj.state != "closed" and getattr(obj, "connection", obj) is not None:
+                # closed, or a BinanceStream not started (no connection yet): not exported
+                connections.append((name, obj))
+                if hasattr(obj, "gaps_detected"):
+                    streams.append((name, obj))
+        yield from self._connection_metrics(connections)
+        yield from self._binance_metrics(streams)
+        yield from self._scaler_metrics(scalers)
+
+    # -- connections ---------------------------------------------------------------------
+    def _connection_metrics(self, connections: list[tuple[str, Any]]) -> Iterator[Metric]:
+        p = "regulator_connection_"
+        state = StateSetMetricFamily(p + "state", "Current lifecycle state.", labels=["name"])
+        counters = {
+            key: CounterMetricFamily(p + key, help_, labels=["name"])
+            for key, help_ in (
+                ("attempts", "Connection attempts (over every rotation, for a BinanceStream)."),
+                ("successes", "Attempts that reached live."),
+                ("alarms_raised", "Alarms raised (too many failures in the window)."),
+                ("alarms_resolved", "Alarms resolved by a live connection."),
+                ("messages_received", "Messages received."),
+                ("messages_dropped", "Messages dropped by a full buffer (drop_oldest)."),
+            )
+        }
+        failures = CounterMetricFamily(p + "failures", "Failures by kind.", labels=["name", "kind"])
+        alarm = GaugeMetricFamily(
+            p + "alarm_active", "1 while an alarm is raised.", labels=["name"]
+        )
+        since = GaugeMetricFamily(
+            p + "seconds_since_last_message",
+            "Seconds since the last message (NaN: none yet).",
+            labels=["name"],
+        )
+        rtt = GaugeMetricFamily(p + "rtt_seconds", "Last ping round trip.", labels=["name"])
+        delay = HistogramMetricFamily(
+            p + "reconnect_delay_seconds", "Backoff delays chosen.", labels=["name"]
+        )
+        # This runs in the HTTP server's thread: read plain attributes only (no event-loop
+        # clock, no awaiting); copy the one dict that the loop may grow, retrying on a race.
+        for name, obj in connections:
+            # a BinanceStream: the primary connection's live state, counters over all of them
+            ws = getattr(obj, "connection", None) or obj
+            machine = ws.machine
+            totals = obj.counter_totals()
+            state.add_metric([name], {s: s == machine.state for s in CONNECTION_STATES})
+            for key in counters:
+                counters[key].add_metric([name], totals[key])
+            for kind, count in totals["failures_by_kind"].items():
+                failures.add_metric([name, kind], count)
+            alarm.add_metric([name], 1.0 if machine.alarm_active else 0.0)
+            last = ws.last_message_monotonic
+            since.add_metric(
+                [name], math.nan if last is None else max(0.0, time.monotonic() - last)
+            )
+            rtt.add_metric([name], math.nan if machine.last_rtt is None else machine.last_rtt)
+            running, buckets = 0, []
+            for bound, count in zip(
+                (*DELAY_BUCKETS, math.inf), totals["delay_counts"], strict=True
+            ):
+                running += count
+                buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
+            delay.add_metric([name], buckets=buckets, sum_value=totals["delay_sum"])
+        yield state
+        yield from counters.values()
+        yield from (failures, alarm, since, rtt, delay)
+
+    # -- Binance streams -----------------------------------------------------------------
+    def _binance_metrics(self, streams: list[tuple[str, Any]]) -> Iterator[Metric]:
+        p = "regulator_binance_"
+        counters = {
+            key: CounterMetricFamily(p + key, help_, labels=["name"])
+            for key, help_ in (
+                ("gaps", "Gaps detected in sequenced streams (ids or candles never received)."),
+                ("gap_events_missing", "Trades, aggregates, updates or candles in those gaps."),
+                ("duplicates_dropped", "Events dropped as already delivered (rotations)."),
+                ("malformed", "Messages that were not JSON or not of a known shape."),
+                ("request_errors", "Requests the exchange answered with an error."),
+                ("request_timeouts", "Requests without a reply in time."),
+                ("rate_limited", "Handshakes refused with 429 or 418."),
+            )
+        }
+        rotations = CounterMetricFamily(
+            p + "rotations", "Planned make-before-break rotations.", labels=["name", "reason"]
+        )
+        confirmed = GaugeMetricFamily(
+            p + "streams_confirmed", "Streams the exchange confirmed.", labels=["name"]
+        )
+        wanted = GaugeMetricFamily(p + "streams", "Streams wanted.", labels=["name"])
+        for name, stream in streams:
+            values = {
+                "gaps": stream.gaps_detected,
+                "gap_events_missing": stream.gap_events_missing,
+                "duplicates_dropped": stream.duplicates_dropped,
+                "malformed": stream.malformed,
+                "request_errors": stream.request_errors,
+                "request_timeouts": stream.request_timeouts,
+                "rate_limited": stream.rate_limited_total,
+            }
+            for key, value in values.items():
+                counters[key].add_metric([name], value)
+            for reason, count in copy_counts(stream.rotations).items():
+                rotations.add_metric([name, reason], count)
+            counts = stream.stream_counts()
+            confirmed.add_metric([name], counts[1])
+            wanted.add_metric([name], counts[0])
+        yield from counters.values()
+        yield from (rotations, confirmed, wanted)
+
+    # -- scalers -------------------------------------------------------------------------
+    def _scaler_metrics(self, scalers: list[tuple[str, Any]]) -> Iterator[Metric]:
+        p = "regulator_scaler_"
+        state = StateSetMetricFamily(p + "state", "Current lifecycle state.", labels=["name"])
+        scale = GaugeMetricFamily(p + "scale", "Current loss scale (host mirror).", labels=["name"])
+        epoch = GaugeMetricFamily(p + "epoch", "Epochs completed.", labels=["name"])
+        counters = {
+            key: CounterMetricFamily(p + key, help_, labels=["name"])
+            for key, help_ in (
+                ("steps", "Optimizer steps."),
+                ("overflows", "Steps whose gradients overflowed (skipped)."),
+                ("halvings", "Extra halvings after consecutive overflows."),
+                ("resets", "Resets after epochs over the threshold."),
+                ("collapses", "Collapses: overflows at min_scale."),
+            )
+        }
+        for name, scaler in scalers:
+            # The slotted counters only: no device sync, nothing iterated that training mutates.
+            # (With a fused optimizer the scale is the one verified at the last epoch end.)
+            c = scaler.machine.counters
+            current = scaler.state
+            state.add_metric([name], {s: s == current for s in (*SCALER_STATES, "disabled")})
+            scale.add_metric([name], c.scale if current != "disabled" else 1.0)
+            epoch.add_metric([name], c.epoch)
+            counters["steps"].add_metric([name], c.steps)
+            counters["overflows"].add_metric([name], c.overflows)
+            counters["halvings"].add_metric([name], c.halvings)
+            counters["resets"].add_metric([name], c.resets)
+            counters["collapses"].add_metric([name], c.collapses)
+        yield from (state, scale, epoch)
+        yield from counters.values()
+
+
+def start_metrics_server(
+    port: int, host: str = "127.0.0.1", *, exporter: MetricsExporter | None = None
+) -> tuple[MetricsExporter, Any]:
+    """Serve ``/metrics`` on ``host:port`` (port 0 picks a free one) from a daemon thread.
+
+    Returns the exporter and the HTTP server (``server.server_port``; ``server.shutdown()``
+    stops it).
+    """
+    exporter = exporter or MetricsExporter()
+    server, _thread = start_http_server(port, addr=host, registry=exporter.registry)
+    deadline = time.monotonic() + 5.0
+    while getattr(server, "server_port", None) is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # pragma: no cover - the server binds in its constructor
+    return exporter, server

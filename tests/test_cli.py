@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from regulator.adapters._cli import main
+from regulator.adapters.cli import main
 
 REGULATOR = str(Path(sys.executable).parent / "regulator")
 

@@ -31,7 +31,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         [
             sys.executable,
             "-m",
-            "regulator.adapters._cli",
+            "regulator.adapters.cli",
             "demo",
             "--quick",
             "--report",
@@ -127,7 +127,7 @@ def test_url_streams_another_exchange_without_faults(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "regulator.adapters._cli",
+                "regulator.adapters.cli",
                 "demo",
                 "--quick",
                 "--url",

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from regulator.adapters._cli import main
-from regulator.adapters._diagram import DiagramError, render_diagram
+from regulator.adapters.cli import main
+from regulator.adapters.cli._diagram import DiagramError, render_diagram
 from regulator.fsm import CONNECTION_STATES
 from regulator.fsm._scaler import SCALER_STATES
 
@@ -53,7 +53,7 @@ def test_unknown_event_or_state_is_a_clear_error(capsys: pytest.CaptureFixture[s
 def test_without_graphviz_svg_says_how_to_install_it() -> None:
     env = {"PATH": "/nonexistent"}
     result = subprocess.run(
-        [sys.executable, "-m", "regulator.adapters._cli", "diagram", "scaler", "--format", "svg"],
+        [sys.executable, "-m", "regulator.adapters.cli", "diagram", "scaler", "--format", "svg"],
         capture_output=True,
         text=True,
         env=env,
@@ -64,7 +64,7 @@ def test_without_graphviz_svg_says_how_to_install_it() -> None:
         and "apt-get install graphviz" in result.stderr
     )
     ok = subprocess.run(
-        [sys.executable, "-m", "regulator.adapters._cli", "diagram", "scaler", "--format", "dot"],
+        [sys.executable, "-m", "regulator.adapters.cli", "diagram", "scaler", "--format", "dot"],
         capture_output=True,
         text=True,
         env=env,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from regulator.adapters._docgen import write_pages
+from regulator.adapters.cli._docgen import write_pages
 from regulator.fsm import config_reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent

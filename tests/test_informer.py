@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from regulator.adapters._informer import (
+from regulator.adapters.demo._informer import (
     DistillingLayer,
     Informer,
     ProbSparseAttention,

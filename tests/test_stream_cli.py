@@ -16,10 +16,10 @@ import httpx
 import pytest
 from _faultbed import Certs
 from prometheus_client.parser import text_string_to_metric_families
-from regulator.adapters._stream_cli import run_stream
+from regulator.adapters.cli._stream import run_stream
 from regulator.specs.exchange import Exchange, MarketConfig
 
-REGULATOR = [sys.executable, "-m", "regulator.adapters._cli"]
+REGULATOR = [sys.executable, "-m", "regulator.adapters.cli"]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 from _exchangebed import ExchangeBed
 from _faultbed import Certs
-from regulator.adapters._binance import _Leg
 from regulator.adapters.binance import AttemptBudget, BinanceStream
+from regulator.adapters.binance._stream import _Leg
 from regulator.fsm import BinanceConfig, ConnectionConfig
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from ..fsm import ScalerConfig
-from ._demo_view import View
+from ...fsm import ScalerConfig
+from ._view import View
 
 __all__ = ["DEMO_SCALER", "TrainingRecord", "kline_dataset", "run_study"]
 
@@ -66,9 +66,9 @@ def _objective(
     import optuna
     import torch
 
+    from ..optuna import ScalerTrial
+    from ..torch import GuardedGradScaler, check_finite
     from ._informer import Informer, gmadl_loss
-    from ._optuna import ScalerTrial
-    from .torch import GuardedGradScaler, check_finite
 
     check_finite((x, y))
     split = int(len(x) * 0.8)
@@ -225,6 +225,6 @@ def run_study(
 
 
 def _safe(storage: str) -> str:
-    from ._redact import redact_url
+    from ..websocket._redact import redact_url
 
     return redact_url(storage)

@@ -30,8 +30,8 @@ from typing import Any
 import attrs
 import torch
 
-from ..fsm import ScaleCollapseError, ScalerConfig, format_kv
-from ..fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
+from ...fsm import ScaleCollapseError, ScalerConfig, format_kv
+from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from ._finite import NonFiniteInputError, non_finite_fields
 
 __all__ = ["GuardedGradScaler"]

@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx_ws import aconnect_ws
 
-from ..fsm import (
+from ...fsm import (
     ConnectionAction,
     ConnectionConfig,
     ConnectionEvent,
@@ -47,12 +47,13 @@ from ..fsm import (
     Wait,
     format_kv,
 )
+from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import classify_exception
 from ._notifiers import Notice, Notifier
 from ._redact import redact, redact_url
+from ._session import RegulatorSession
 from ._transport import TrackingTransport
-from ._ws_session import RegulatorSession
 
 __all__ = [
     "AnyioClock",
@@ -61,7 +62,6 @@ __all__ = [
     "NotLiveError",
     "ResilientWebSocket",
     "action_log_fields",
-    "copy_counts",
     "exit_task_group",
     "tls_context",
 ]
@@ -171,16 +171,6 @@ async def exit_task_group(tg: TaskGroup, exc_info: tuple[Any, ...]) -> bool | No
         raise
 
 
-def copy_counts(mapping: dict[str, int]) -> dict[str, int]:
-    """A copy of a dict another thread's event loop may be growing."""
-    for _ in range(5):
-        try:
-            return dict(mapping)
-        except RuntimeError:  # changed size during the copy: the loop added a kind
-            continue
-    return {}
-
-
 def tls_context(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
     """certifi's trust store by default; verification cannot be turned off; TLS >= 1.2."""
     context = ssl_context or ssl.create_default_context(cafile=certifi.where())
@@ -205,7 +195,7 @@ class ResilientWebSocket:
             restore subscriptions here (R1.4).
         notifiers: async callables told about alarms, resolutions and pattern reports.
         buffer_size, overflow_policy: the bounded buffer between socket and consumer
-            (``drop_oldest``, ``fail`` or ``block``; see ``regulator.adapters._buffer``).
+            (``drop_oldest``, ``fail`` or ``block``; see ``regulator.adapters.websocket._buffer``).
         max_message_bytes: a message growing past this fails the connection as ``protocol``.
         headers: extra HTTP headers of the upgrade request.
         clock: time source (default: the event loop's).

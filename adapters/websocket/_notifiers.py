@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
-from ..fsm import Alarm, AlarmResolved, PatternReport, format_kv
+from ...fsm import Alarm, AlarmResolved, PatternReport, format_kv
 
 __all__ = [
     "CallbackNotifier",

@@ -7,7 +7,7 @@ import sys
 from collections import deque
 from typing import Any, TextIO
 
-from ..fsm import format_kv
+from ...fsm import format_kv
 
 __all__ = ["PlainView", "View", "make_view"]
 

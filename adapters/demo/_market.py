@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ..fsm import (
+from ...fsm import (
     BinanceConfig,
     ConnectionAction,
     ConnectionConfig,
@@ -20,10 +20,10 @@ from ..fsm import (
     StateChanged,
     Wait,
 )
-from ._binance import BinanceStream
-from ._binance_tracker import Gap
-from ._demo_view import View
-from ._websocket import action_log_fields
+from ..binance._stream import BinanceStream
+from ..binance._tracker import Gap
+from ..websocket._socket import action_log_fields
+from ._view import View
 
 __all__ = ["MarketRecord", "run_market"]
 
@@ -171,7 +171,7 @@ async def run_market(
 
     import trustme
 
-    from ..specs.exchange import Exchange, FaultProxy, MarketConfig
+    from ...specs.exchange import Exchange, FaultProxy, MarketConfig
 
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsm import ConnectionMachine, config_reference_markdown
-from ..fsm._scaler import ScalerMachine
+from ...fsm import ConnectionMachine, config_reference_markdown
+from ...fsm._scaler import ScalerMachine
 
 __all__ = ["generated_pages", "write_pages"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..fsm import RegulatorError
+from ...fsm import RegulatorError
 
 __all__ = ["NonFiniteInputError", "check_finite", "non_finite_fields"]
 

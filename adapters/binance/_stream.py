@@ -46,7 +46,7 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from ..fsm import (
+from ...fsm import (
     BinanceConfig,
     ConnectionAction,
     ConnectionConfig,
@@ -55,17 +55,17 @@ from ..fsm import (
     Wait,
     format_kv,
 )
-from ._binance_tracker import Gap, StreamTracker, event_identity
-from ._buffer import MessageBuffer, OverflowPolicy
-from ._notifiers import Notifier
-from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
-from ._websocket import (
+from ..websocket._buffer import MessageBuffer, OverflowPolicy
+from ..websocket._notifiers import Notifier
+from ..websocket._socket import (
     Clock,
     ConnectionClosedError,
     NotLiveError,
     ResilientWebSocket,
     exit_task_group,
 )
+from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
+from ._tracker import Gap, StreamTracker, event_identity
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -164,7 +164,7 @@ class BinanceStream:
             machine (state changes with reasons, waits, alarms).
         attempt_budget: the connection-attempt budget; default the process-wide one.
         buffer_size, overflow_policy: the bounded buffer of events waiting for the consumer
-            (``drop_oldest``, the default, or ``block``; see ``regulator.adapters._buffer``).
+            (``drop_oldest``, the default, or ``block``; see ``OverflowPolicy``).
         notifiers, clock, rng: as for ResilientWebSocket.
         name: a label for logs and metrics.
     """

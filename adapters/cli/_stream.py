@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from ..fsm import ConnectionAction, RegulatorConfig, StateChanged, load_config
-from ._binance import DEFAULT_BASE_URL, BinanceStream, validate_streams
-from ._websocket import ConnectionClosedError
+from ...fsm import ConnectionAction, RegulatorConfig, StateChanged, load_config
+from ..binance._stream import DEFAULT_BASE_URL, BinanceStream, validate_streams
+from ..websocket._socket import ConnectionClosedError
 
 __all__ = ["run_stream"]
 
@@ -92,7 +92,7 @@ async def _run(
     watcher.stream = stream
     server: Any = None
     if metrics_port is not None:
-        from ._prometheus import start_metrics_server
+        from ..prometheus import start_metrics_server
 
         exporter, server = start_metrics_server(metrics_port)
         exporter.register(stream, name="stream")

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from statemachine import StateMachine
 from statemachine.contrib.diagram import DotGraphMachine
 
-from ..fsm import ConnectionMachine, RegulatorError
-from ..fsm._scaler import ScalerMachine
+from ...fsm import ConnectionMachine, RegulatorError
+from ...fsm._scaler import ScalerMachine
 
 __all__ = ["FORMATS", "MACHINES", "DiagramError", "render_diagram"]
 

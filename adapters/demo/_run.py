@@ -24,8 +24,8 @@ from typing import Any
 
 import anyio
 
-from ..fsm import format_kv, load_schedule, simulate
-from ._demo_view import make_view
+from ...fsm import format_kv, load_schedule, simulate
+from ._view import make_view
 
 __all__ = ["run_demo"]
 
@@ -70,11 +70,11 @@ def _run(
     exporter: Any = None
     with view:
         if metrics_port is not None:
-            from .prometheus import start_metrics_server
+            from ..prometheus import start_metrics_server
 
             exporter, server = start_metrics_server(metrics_port)
             view.line(event="metrics", url=f"http://127.0.0.1:{server.server_port}/metrics")
-        from ._demo_market import run_market
+        from ._market import run_market
 
         market = anyio.run(lambda: run_market(view, quick=quick, url=url, exporter=exporter))
         klines = [market.klines[t] for t in sorted(market.klines)]
@@ -93,7 +93,7 @@ def _run(
         except ImportError as exc:
             view.line(event="training", skipped=f"{exc.name} is not installed (extra: all)")
         else:
-            from ._demo_training import WINDOW, run_study
+            from ._training import WINDOW, run_study
 
             if len(klines) < WINDOW + 20:
                 view.line(event="training", skipped=f"only {len(klines)} closed klines")

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ..fsm import (
+from ...fsm import (
     BUILTIN_SCHEDULES,
     ConfigError,
     config_json_schema,
@@ -21,7 +21,7 @@ from ..fsm import (
     load_schedule,
     simulate,
 )
-from ..fsm._logfmt import format_kv
+from ...fsm._logfmt import format_kv
 
 __all__ = ["main"]
 
@@ -115,7 +115,7 @@ def _diagram(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from ..demo._run import run_demo
 
     return run_demo(
         quick=args.quick,
@@ -127,7 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from ._stream_cli import run_stream
+    from ._stream import run_stream
 
     return run_stream(
         args.streams,
@@ -245,7 +245,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `regulator simulate ... | head`
         return 0
     return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..fsm import CONNECTION_STATES
-from ..fsm._scaler import SCALER_STATES
-from ._demo_market import MarketRecord
-from ._demo_training import TrainingRecord
+from ...fsm import CONNECTION_STATES
+from ...fsm._scaler import SCALER_STATES
+from ._market import MarketRecord
+from ._training import TrainingRecord
 
 __all__ = ["write_report"]
 
@@ -212,8 +212,8 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..fsm import ConnectionMachine
-    from ..fsm._scaler import ScalerMachine
+    from ...fsm import ConnectionMachine
+    from ...fsm._scaler import ScalerMachine
 
     folder.mkdir(parents=True, exist_ok=True)
     final_conn = market.stats.get("state", "idle")

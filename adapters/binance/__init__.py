@@ -1,0 +1,56 @@
+"""The Binance wing (extra ``ws``): spot market streams on the resilient socket.
+
+What it binds
+-------------
+Binance's combined-stream endpoint (``/stream``) and its request/reply protocol (SUBSCRIBE,
+UNSUBSCRIBE, LIST_SUBSCRIPTIONS) to ``ResilientWebSocket``, adding what the exchange's rules
+demand: paced requests, a process-wide connection-attempt budget, lossless rotation before the
+24 h cut, and gap detection on the exchange's own ids.
+
+May import: ``regulator.fsm`` and the WebSocket wing. Never the command line or the demo.
+
+Data flow
+---------
+::
+
+    ResilientWebSocket (one per leg) --raw text--> _stream.BinanceStream._on_raw
+        reply {"id": ...}         --> _requests (pending futures by id)
+        event {"stream", "data"}  --> _tracker (identity, gaps) --> buffer --> host
+        serverShutdown / age      --> _rotation (make-before-break, de-duplicated merge)
+    requests --> _pacing.RequestPacer (frames/s) --> leg.send
+    connects --> _pacing.AttemptBudget (attempts per window, shared by every stream)
+
+.. code-block:: python
+
+    from regulator.adapters.binance import BinanceStream
+
+    async with BinanceStream(["ethusdt@kline_1m", "ethusdt@aggTrade"]) as stream:
+        async for event in stream:  # {"stream": ..., "data": ...}
+            ...
+"""
+
+from ._pacing import AttemptBudget as AttemptBudget
+from ._pacing import RequestPacer as RequestPacer
+from ._pacing import shared_attempt_budget as shared_attempt_budget
+from ._stream import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._stream import BinanceRequestError as BinanceRequestError
+from ._stream import BinanceStream as BinanceStream
+from ._stream import RequestTimeout as RequestTimeout
+from ._stream import validate_streams as validate_streams
+from ._tracker import Gap as Gap
+from ._tracker import StreamTracker as StreamTracker
+from ._tracker import event_identity as event_identity
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AttemptBudget",
+    "BinanceRequestError",
+    "BinanceStream",
+    "Gap",
+    "RequestPacer",
+    "RequestTimeout",
+    "StreamTracker",
+    "event_identity",
+    "shared_attempt_budget",
+    "validate_streams",
+]

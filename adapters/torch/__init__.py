@@ -1,0 +1,41 @@
+"""The torch wing (extra ``torch``): a guarded AMP ``GradScaler`` and input checks.
+
+What it binds
+-------------
+``regulator.fsm.ScalerMachine`` to ``torch.amp.GradScaler``: ``GuardedGradScaler`` is a
+subclass that keeps torch's arithmetic on the device and feeds the machine only what a step
+already brings to the host (the found-inf flag torch reads to decide whether to skip
+``optimizer.step()``), so it adds no host-device sync per step. ``check_finite`` checks the
+input data before training (R3.4).
+
+May import: ``regulator.fsm`` and torch. Never another wing, the command line or the demo.
+
+Data flow
+---------
+::
+
+    scale(loss) / unscale_ / step        torch's own kernels, on the device
+        _maybe_opt_step reads found_inf  --> kept on the host, no extra sync
+    update()   --> float32 host mirror of the scale --> ScalerMachine (plain counters per step;
+               a send() only when the lifecycle changes) --> SetScale / Anomaly
+               --> one in-place write of the device scale, one log line
+    end_epoch() --> one sync: mirror checked against the device --> EpochSummary, log (R2.5)
+
+.. code-block:: python
+
+    from regulator.adapters.torch import GuardedGradScaler, check_finite
+"""
+
+from ._finite import NonFiniteInputError as NonFiniteInputError
+from ._finite import check_finite as check_finite
+from ._finite import non_finite_fields as non_finite_fields
+from ._grad_scaler import GuardedGradScaler as GuardedGradScaler
+from ._grad_scaler import trainable_parameters as trainable_parameters
+
+__all__ = [
+    "GuardedGradScaler",
+    "NonFiniteInputError",
+    "check_finite",
+    "non_finite_fields",
+    "trainable_parameters",
+]

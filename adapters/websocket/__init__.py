@@ -1,0 +1,65 @@
+"""The WebSocket wing (extra ``ws``): the connection machine bound to httpx-ws, asyncio or trio.
+
+What it binds
+-------------
+``regulator.fsm.ConnectionMachine`` to a real socket: httpx opens the TCP/TLS connection and
+performs the HTTP upgrade, httpx-ws (with our session, ``_session.py``) moves frames. The
+machine decides the lifecycle; this wing only does what its actions say.
+
+May import: ``regulator.fsm``, anyio, httpx, httpx-ws, wsproto, certifi. Never another wing,
+the command line or the demo.
+
+Data flow
+---------
+::
+
+    network --bytes--> _transport (counts, keeps the SSL reason) --> httpx-ws/_session (frames)
+        --> _socket.ResilientWebSocket: message --> _buffer (bounded) --> host's ``async for``
+                                        fault   --> _classify --> ConnectionFailed --> machine
+    machine --actions (Connect, Wait, SendPing, RaiseAlarm, ...)--> _socket does them
+                                        RaiseAlarm/ResolveAlarm --> _notifiers (log, webhook)
+
+Every URL or header that leaves the wing (logs, notices, reasons) goes through ``_redact``.
+
+.. code-block:: python
+
+    from regulator.adapters.websocket import ResilientWebSocket
+"""
+
+from ._buffer import BufferFull as BufferFull
+from ._buffer import OverflowPolicy as OverflowPolicy
+from ._classify import Classified as Classified
+from ._classify import classify_exception as classify_exception
+from ._notifiers import CallbackNotifier as CallbackNotifier
+from ._notifiers import LoggingNotifier as LoggingNotifier
+from ._notifiers import Notice as Notice
+from ._notifiers import Notifier as Notifier
+from ._notifiers import WebhookNotifier as WebhookNotifier
+from ._notifiers import notice_payload as notice_payload
+from ._redact import redact_url as redact_url
+from ._socket import AnyioClock as AnyioClock
+from ._socket import Clock as Clock
+from ._socket import ConnectionClosedError as ConnectionClosedError
+from ._socket import NotLiveError as NotLiveError
+from ._socket import ResilientWebSocket as ResilientWebSocket
+from ._socket import tls_context as tls_context
+
+__all__ = [
+    "AnyioClock",
+    "BufferFull",
+    "CallbackNotifier",
+    "Classified",
+    "Clock",
+    "ConnectionClosedError",
+    "LoggingNotifier",
+    "NotLiveError",
+    "Notice",
+    "Notifier",
+    "OverflowPolicy",
+    "ResilientWebSocket",
+    "WebhookNotifier",
+    "classify_exception",
+    "notice_payload",
+    "redact_url",
+    "tls_context",
+]
