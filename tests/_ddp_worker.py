@@ -1,14 +1,17 @@
-"""One rank of the DDP agreement test (spawned by tests/test_grad_scaler_ddp.py)."""
+"""One rank of the DDP agreement test (spawned by tests/torch/test_grad_scaler_ddp.py).
+
+The rank publishes its results before tearing the process group down: torch's teardown may
+abort the process afterwards, and the test judges what was published (tests/_spawn.py).
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from _amp import amp_step, batch, mlp
+from _spawn import publish
 from regulator.adapters.torch import GuardedGradScaler
 from regulator.fsm import ScalerConfig
 from torch.nn.parallel import DistributedDataParallel
@@ -16,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 POISON_ON_RANK_0 = {3, 4, 5, 6, 7, 12}
 
 
-def run(rank: int, world: int, port: int, out: str) -> None:
+def run(rank: int, world: int, out: str, port: int) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -40,15 +43,15 @@ def run(rank: int, world: int, port: int, out: str) -> None:
             if step % 5 == 4:
                 scaler.end_epoch()
         stats = scaler.get_statistics()
-        Path(out, f"rank{rank}.json").write_text(
-            json.dumps(
-                {
-                    "trace": trace,
-                    "overflows": stats["overflow_count"],
-                    "halvings": stats["halvings"],
-                    "mismatches": scaler.mirror_mismatches,
-                }
-            )
+        publish(
+            out,
+            f"rank{rank}",
+            {
+                "trace": trace,
+                "overflows": stats["overflow_count"],
+                "halvings": stats["halvings"],
+                "mismatches": scaler.mirror_mismatches,
+            },
         )
     finally:
         dist.destroy_process_group()

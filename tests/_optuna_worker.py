@@ -1,15 +1,20 @@
-"""One Optuna worker process: ``python _optuna_worker.py STORAGE STUDY N_TRIALS``.
+"""One Optuna worker process: ``python _optuna_worker.py OUT STORAGE STUDY N_TRIALS``.
+
+It publishes the trials it ran (tests/_spawn.py) once its study work is done, so a crash in
+an interpreter's teardown afterwards cannot fail the test, and a crash before it does.
 
 Each trial trains a small MLP with real float16 AMP steps under ``GuardedGradScaler``; some
 trials poison batches (overflows), one kind diverges into a collapse (pruned)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import optuna
 import torch
 from _amp import amp_step, batch, mlp
+from _spawn import publish
 from regulator.adapters.optuna import ScalerTrial
 from regulator.adapters.torch import GuardedGradScaler
 from regulator.fsm import ScalerConfig
@@ -37,7 +42,9 @@ def objective(trial: optuna.Trial) -> float:
 
 
 if __name__ == "__main__":
-    storage, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    out, storage, name, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=storage)
-    study.optimize(objective, n_trials=n)
+    ran: list[int] = []
+    study.optimize(objective, n_trials=n, callbacks=[lambda _, trial: ran.append(trial.number)])
+    publish(out, os.environ["WORKER_NAME"], {"trials": ran})

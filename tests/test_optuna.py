@@ -4,7 +4,6 @@ two worker processes sharing one SQLite study."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import optuna
 import pytest
 import torch
 from _amp import amp_step, batch, mlp
+from _spawn import run_scripts
 from regulator.adapters.optuna import SCALER_ATTRS, ScalerTrial
 from regulator.adapters.torch import GuardedGradScaler
 from regulator.fsm import ScalerConfig
@@ -92,13 +92,9 @@ def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(study_name="shared", storage=storage, direction="minimize")
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "_optuna_worker.py"), storage, "shared", "4"], env=env
-        )
-        for _ in range(2)
-    ]
-    assert [w.wait(timeout=240) for w in workers] == [0, 0]
+    worker = [sys.executable, str(HERE / "_optuna_worker.py"), str(tmp_path), storage, "shared"]
+    published = run_scripts([[*worker, "4"], [*worker, "4"]], tmp_path, env=env)
+    assert sorted(n for p in published for n in p["trials"]) == list(range(8))
     done = optuna.load_study(study_name="shared", storage=storage)
     trials = done.trials
     assert len(trials) == 8

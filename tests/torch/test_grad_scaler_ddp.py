@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 from _ddp_worker import POISON_ON_RANK_0, run
+from _spawn import spawn_ranks
 
 
 def _free_port() -> int:
@@ -19,8 +18,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ranks_agree_on_scale_and_state_after_an_all_reduced_overflow(tmp_path: Path) -> None:
-    mp.spawn(run, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    rank0, rank1 = spawn_ranks(run, 2, tmp_path, (_free_port(),))
     assert rank0["trace"] == rank1["trace"]
     # rank 1 never poisoned its own loss, yet saw every overflow through the all-reduce
     assert rank1["overflows"] == len(POISON_ON_RANK_0)

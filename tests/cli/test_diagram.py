@@ -13,7 +13,7 @@ from regulator.adapters.cli._diagram import DiagramError, render_diagram
 from regulator.fsm import CONNECTION_STATES
 from regulator.fsm._scaler import SCALER_STATES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HAS_DOT = shutil.which("dot") is not None
 
 
