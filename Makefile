@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # Reinstall when the project metadata or the set of modules changes (the strict editable
 # install links files one by one, so a new module needs a reinstall; see README).
 STAMP := $(VENV)/.installed
-SOURCES := pyproject.toml Makefile fsm adapters specs
+SOURCES := pyproject.toml Makefile $(shell find fsm adapters specs -type d -not -name __pycache__)
 
 .PHONY: install test lint typecheck pytest demo docs bench clean
 
