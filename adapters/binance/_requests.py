@@ -23,7 +23,7 @@ import anyio
 import attrs
 
 from ...fsm import RegulatorError, format_kv
-from ..websocket._socket import NotLiveError
+from ..websocket._errors import NotLiveError
 
 if TYPE_CHECKING:
     from ._leg import Leg

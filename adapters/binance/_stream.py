@@ -50,14 +50,11 @@ from ...fsm import (
     format_kv,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
+from ..websocket._clock import Clock
+from ..websocket._errors import ConnectionClosedError, NotLiveError
 from ..websocket._notifiers import Notifier
-from ..websocket._socket import (
-    Clock,
-    ConnectionClosedError,
-    NotLiveError,
-    ResilientWebSocket,
-    exit_task_group,
-)
+from ..websocket._socket import ResilientWebSocket
+from ..websocket._support import exit_task_group
 from ._leg import Leg
 from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
 from ._requests import BinanceRequestError, Requests, is_reply

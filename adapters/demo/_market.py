@@ -22,7 +22,7 @@ from ...fsm import (
 )
 from ..binance._stream import BinanceStream
 from ..binance._tracker import Gap
-from ..websocket._socket import action_log_fields
+from ..websocket._logfields import action_log_fields
 from ._view import View
 
 __all__ = ["MarketRecord", "run_market"]
