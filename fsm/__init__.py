@@ -23,6 +23,7 @@ from ._connection_events import Connect as Connect
 from ._connection_events import ConnectionAction as ConnectionAction
 from ._connection_events import ConnectionEvent as ConnectionEvent
 from ._connection_events import ConnectionFailed as ConnectionFailed
+from ._connection_events import ConnectionHealthy as ConnectionHealthy
 from ._connection_events import Disconnect as Disconnect
 from ._connection_events import FailureKind as FailureKind
 from ._connection_events import FailureRecord as FailureRecord
@@ -70,6 +71,7 @@ __all__ = [
     "ConnectionConfig",
     "ConnectionEvent",
     "ConnectionFailed",
+    "ConnectionHealthy",
     "ConnectionMachine",
     "Disconnect",
     "FailureKind",

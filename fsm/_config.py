@@ -105,7 +105,8 @@ class ConnectionConfig:
     alarm_failures: int = _setting(
         3,
         Integer(ge=0),
-        "Alarm when more than this many failures fall within alarm_window.",
+        "Alarm when more than this many failed reconnect attempts (attempts that never became"
+        " healthy; see stable_after) fall within alarm_window; once per episode.",
         unit="count",
     )
     alarm_window: float = _setting(
@@ -115,10 +116,13 @@ class ConnectionConfig:
         10, Integer(ge=1), "Failure records kept (newest first out of the window).", unit="count"
     )
     stable_after: float = _setting(
-        0.0,
+        10.0,
         Number(ge=0),
-        "A live connection counts as recovered (consecutive failures back to 0) after this"
-        " long; 0 recovers on reaching live. Flapping links then keep backing off.",
+        "A live connection is healthy after this long (or earlier when the host vouches for"
+        " it: BinanceStream once its subscriptions are verified). Only then do consecutive"
+        " failures go back to 0 (R1.4) and a raised alarm resolve; a failure before that is a"
+        " failed reconnect attempt (R1.3), so a link accepted and then dropped keeps backing"
+        " off. 0 makes live healthy at once.",
         unit="s",
     )
     pattern_min_hits: int = _setting(

@@ -17,12 +17,13 @@ The states and their transitions are declared once, in the ``ConnectionMachine``
     any state but closed --stop--> closed                   (closed is final)
 
 The host calls :meth:`ConnectionMachine.handle` with an event (``Start``, ``TransportConnected``,
-``HandshakeSucceeded``, ``PongReceived``, ``ConnectionFailed``, ``Tick``, ``Stop``), each carrying
-``now``; it gets back a list of actions (``Connect``, ``Wait``, ``SendPing``,
-``RestoreSubscriptions``, ``RaiseAlarm``, ...). Deadlines are not timers: the host calls ``Tick``
-at :attr:`ConnectionMachine.next_deadline` (or any time later) and the machine fires whatever is
-due: the retry after a backoff, the next ping, a missing pong (R1.2), a handshake past its
-deadline (R1.5).
+``HandshakeSucceeded``, ``ConnectionHealthy``, ``PongReceived``, ``ConnectionFailed``, ``Tick``,
+``Stop``), each carrying ``now`` (and optionally ``wall_time``); it gets back a list of actions
+(``Connect``, ``Wait``, ``SendPing``, ``RestoreSubscriptions``, ``RaiseAlarm``, ...). Deadlines
+are not timers: the host calls ``Tick`` at :attr:`ConnectionMachine.next_deadline` (or any time
+later) and the machine fires whatever is due: the retry after a backoff, the next ping, a
+missing pong (R1.2), a handshake past its deadline (R1.5), the moment a connection becomes
+healthy.
 
 Only lifecycle changes go through python-statemachine's ``send()`` (about 200 us each); pings,
 pongs and ticks with nothing due touch plain attributes only.
@@ -32,12 +33,21 @@ computed from the current counters, then ``send("fail", decision=...)`` picks th
 through the guards, and only then are the counters updated. An event the current state does not
 accept raises :class:`IllegalEventError` and changes nothing.
 
+Healthy. A live connection becomes *healthy* once it has been live for ``stable_after``
+seconds, or earlier when the host says so (``ConnectionHealthy``: ``BinanceStream`` sends it once
+its subscriptions are verified). An attempt that fails before its connection became healthy
+(refused, timed out, or accepted and then dropped) is a *failed reconnect attempt*; the failure
+of a healthy connection is a *drop*. Both are failures (counted, in the history); only drops
+feed the pattern detector, and only failed attempts count towards the alarm.
+
 Rules: R1.1 backoff ``initial_delay * backoff_factor**n`` capped at ``max_delay`` with jitter;
 R1.2 ping every ``ping_interval``, pong within ``pong_timeout``; R1.3 alarm when more than
-``alarm_failures`` failures fall within ``alarm_window``, resolved by the next ``live``;
-R1.4 consecutive failures back to 0 and subscriptions restored on ``live`` (or after
-``stable_after`` seconds live); R1.5 one deadline for the whole handshake; R3.1/R3.3 a bounded
-failure history; R3.5 recurring-pattern reports over the drops of live connections.
+``alarm_failures`` failed reconnect attempts fall within ``alarm_window`` (a ban alarms at
+once), once per episode: resolved when a connection becomes healthy; R1.4 subscriptions
+restored on ``live``, consecutive failures back to 0 only when healthy, so a link that is
+accepted and dropped keeps backing off; R1.5 one deadline for the whole handshake; R3.1/R3.3 a
+bounded failure history, with wall time when the host passes it; R3.5 recurring-pattern
+reports over the drops, on wall time when the host passes it.
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ from ._connection_events import (
     ConnectionAction,
     ConnectionEvent,
     ConnectionFailed,
+    ConnectionHealthy,
     Disconnect,
     FailureKind,
     FailureRecord,
@@ -126,6 +137,7 @@ class _FailureDecision:
 
     target: str
     counted: bool
+    attempt_failed: bool
     consecutive: int
     delay: float | None
     new_alarm: bool
@@ -209,6 +221,12 @@ class ConnectionMachine(StateMachine):
         self.consecutive_failures = 0
         self.alarm_active = False
         self.alarm_raised_at: float | None = None
+        self.alarm_raised_wall: float | None = None
+        # failed reconnect attempts (never healthy) and drops of healthy connections
+        self.failed_attempts = 0
+        self.drops = 0
+        # wall time minus monotonic time, learnt from the latest event carrying wall_time
+        self.wall_offset: float | None = None
         self.alarms_raised = 0
         self.alarms_resolved = 0
         self.failures_since_alarm = 0
@@ -283,6 +301,9 @@ class ConnectionMachine(StateMachine):
             raise ValueError(
                 f"now: must not go backwards (got {event.now!r} after {self.last_event_at!r})"
             )
+        wall = getattr(event, "wall_time", None)
+        if wall is not None:
+            self.wall_offset = wall - event.now
         if isinstance(event, Tick):
             return self._tick(event.now)
         if isinstance(event, ConnectionFailed):
@@ -298,6 +319,8 @@ class ConnectionMachine(StateMachine):
             return actions
         if isinstance(event, HandshakeSucceeded):
             return self._live(event.now)
+        if isinstance(event, ConnectionHealthy):
+            return self._vouched(event)
         raise TypeError(f"event: must be a connection event (got {event!r})")
 
     # -- transitions -----------------------------------------------------------------
@@ -334,25 +357,46 @@ class ConnectionMachine(StateMachine):
         self.next_ping_at = now + self.config.ping_interval
         self.pong_deadline = None
         self.ping_sent_at = None
+        actions.append(RestoreSubscriptions(attempt=self.attempt))
         if self.config.stable_after == 0.0:
-            self.consecutive_failures = 0  # R1.4
-            self.recovered = True
+            actions += self._recover(now)
         else:
             self.recovered = False
-        actions.append(RestoreSubscriptions(attempt=self.attempt))
-        if self.alarm_active:
-            assert self.alarm_raised_at is not None
-            resolution = AlarmResolved(
-                at=now,
-                raised_at=self.alarm_raised_at,
-                duration=now - self.alarm_raised_at,
-                failures_since_raised=self.failures_since_alarm,
-            )
-            self.alarm_active = False
-            self.alarm_raised_at = None
-            self.alarms_resolved += 1
-            actions.append(ResolveAlarm(resolution=resolution))
         return actions
+
+    def wall(self, now: float) -> float | None:
+        """The wall time (seconds since the epoch) matching monotonic ``now``, when known."""
+        return None if self.wall_offset is None else now + self.wall_offset
+
+    def _recover(self, now: float) -> list[ConnectionAction]:
+        """The live connection became healthy: reset the counter (R1.4), end the alarm's
+        episode (R1.3)."""
+        self.recovered = True
+        self.consecutive_failures = 0
+        if not self.alarm_active:
+            return []
+        assert self.alarm_raised_at is not None
+        resolution = AlarmResolved(
+            at=now,
+            raised_at=self.alarm_raised_at,
+            duration=now - self.alarm_raised_at,
+            failures_since_raised=self.failures_since_alarm,
+            wall_at=self.wall(now),
+            raised_wall_at=self.alarm_raised_wall,
+        )
+        self.alarm_active = False
+        self.alarm_raised_at = None
+        self.alarm_raised_wall = None
+        self.alarms_resolved += 1
+        return [ResolveAlarm(resolution=resolution)]
+
+    def _vouched(self, event: ConnectionHealthy) -> list[ConnectionAction]:
+        if self.state != "live":
+            raise IllegalEventError("ConnectionMachine", event, self.state)
+        self.last_event_at = event.now
+        if self.recovered:
+            return []
+        return self._recover(event.now)
 
     def _retry(self, now: float) -> list[ConnectionAction]:
         actions = self._transition("retry", now, f"backoff of {self.last_delay:.3f} s elapsed")
@@ -389,19 +433,25 @@ class ConnectionMachine(StateMachine):
         cfg = self.config
         kind = event.kind
         counted = kind is not FailureKind.SERVER_CLOSED
-        consecutive = self.consecutive_failures
-        if self.state == "live" and self._is_recovered(event.now):
-            consecutive = 0
+        healthy_drop = self.state == "live" and self._is_recovered(event.now)
+        # R1.3 counts reconnect failures: attempts that never became healthy. The drop of a
+        # healthy connection is a drop (history, pattern detector), not a failed attempt.
+        attempt_failed = counted and not healthy_drop
+        consecutive = 0 if healthy_drop else self.consecutive_failures
         if counted:
             consecutive += 1
         window_count = sum(1 for t in self._window if t > event.now - cfg.alarm_window)
-        if counted:
+        if attempt_failed:
             window_count += 1
         exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
         if kind is FailureKind.FATAL or exhausted:
-            return _FailureDecision("closed", counted, consecutive, None, False, window_count)
+            return _FailureDecision(
+                "closed", counted, attempt_failed, consecutive, None, False, window_count
+            )
         # A ban is an operator's problem at the first sighting, whatever the window says.
-        alarm_due = counted and (window_count > cfg.alarm_failures or kind is FailureKind.BANNED)
+        alarm_due = (attempt_failed and window_count > cfg.alarm_failures) or (
+            kind is FailureKind.BANNED
+        )
         new_alarm = alarm_due and not self.alarm_active
         target = "alarmed" if (self.alarm_active or alarm_due) else "backing_off"
         if kind is FailureKind.SERVER_CLOSED:
@@ -411,7 +461,9 @@ class ConnectionMachine(StateMachine):
             delay = backoff_delay(cfg, consecutive - 1, unit)
         if event.retry_after is not None and event.retry_after > delay:
             delay = float(event.retry_after)  # the server's word beats max_delay
-        return _FailureDecision(target, counted, consecutive, delay, new_alarm, window_count)
+        return _FailureDecision(
+            target, counted, attempt_failed, consecutive, delay, new_alarm, window_count
+        )
 
     def _is_recovered(self, now: float) -> bool:
         return self.recovered or (
@@ -422,15 +474,25 @@ class ConnectionMachine(StateMachine):
         source = self.state
         if source not in ("connecting", "handshaking", "live"):
             raise IllegalEventError("ConnectionMachine", event, source)
+        # Healthy by time but not yet ticked: recover first (the transition below cannot be
+        # refused from live, so nothing is half-applied).
+        recovery: list[ConnectionAction] = []
+        if source == "live" and not self.recovered and self._is_recovered(event.now):
+            recovery = self._recover(event.now)
         decision = self._decide(event)
         reason = f"{event.kind.value}: {event.reason}" if event.reason else event.kind.value
-        actions = self._transition("fail", event.now, reason, decision=decision)
+        actions = recovery + self._transition("fail", event.now, reason, decision=decision)
         # The transition is taken: now apply the decision.
         now = event.now
+        wall = self.wall(now)
         self.failures += 1
+        if decision.attempt_failed:
+            self.failed_attempts += 1
+        elif source == "live" and decision.counted:
+            self.drops += 1
         self.failures_by_kind[event.kind.value] = self.failures_by_kind.get(event.kind.value, 0) + 1
         self.consecutive_failures = decision.consecutive
-        if decision.counted:
+        if decision.attempt_failed:
             self._window.append(now)
         if self.alarm_active:
             self.failures_since_alarm += 1
@@ -448,6 +510,8 @@ class ConnectionMachine(StateMachine):
                 since_previous=since,
                 delay=decision.delay,
                 retry_after=event.retry_after,
+                wall_time=wall,
+                attempt_failed=decision.attempt_failed,
             )
         )
         self._clear_deadlines()
@@ -469,6 +533,7 @@ class ConnectionMachine(StateMachine):
         if decision.new_alarm:
             self.alarm_active = True
             self.alarm_raised_at = now
+            self.alarm_raised_wall = wall
             self.alarms_raised += 1
             self.failures_since_alarm = 0
             alarm = Alarm(
@@ -478,9 +543,10 @@ class ConnectionMachine(StateMachine):
                 threshold=self.config.alarm_failures,
                 last_kind=event.kind.value,
                 last_reason=event.reason,
+                wall_at=wall,
             )
             actions.append(RaiseAlarm(alarm=alarm))
-        if source == "live":
+        if source == "live":  # healthy or not, a live connection was dropped: a time to analyse
             actions += self._analyse_drop(event)
         return actions
 
@@ -536,9 +602,7 @@ class ConnectionMachine(StateMachine):
             and self.live_since is not None
             and due == (self.live_since + cfg.stable_after)
         ):
-            self.recovered = True
-            self.consecutive_failures = 0  # R1.4 with stable_after
-            return []
+            return self._recover(due)  # R1.4 with stable_after; ends an alarm's episode
         # a ping is due
         self.pings_sent += 1
         self.ping_sent_at = due
@@ -559,6 +623,8 @@ class ConnectionMachine(StateMachine):
             "total_attempts": self.attempts,
             "successes": self.successes,
             "failures": self.failures,
+            "failed_attempts": self.failed_attempts,
+            "drops": self.drops,
             "success_rate": (self.successes / self.attempts) if self.attempts else 0.0,
             "failures_by_kind": dict(sorted(self.failures_by_kind.items())),
             "consecutive_failures": self.consecutive_failures,
@@ -575,6 +641,7 @@ class ConnectionMachine(StateMachine):
             "history": [r.as_dict() for r in self._history],
             "patterns": [r.as_dict() for r in self._reported],
             "close_reason": self.close_reason,
+            "wall_time": None if now is None else self.wall(now),
         }
 
     _SCALARS: tuple[str, ...] = (
@@ -585,7 +652,11 @@ class ConnectionMachine(StateMachine):
         "consecutive_failures",
         "alarm_active",
         "alarm_raised_at",
+        "alarm_raised_wall",
         "alarms_raised",
+        "failed_attempts",
+        "drops",
+        "wall_offset",
         "alarms_resolved",
         "failures_since_alarm",
         "unsolicited_pongs",
@@ -661,8 +732,11 @@ class ConnectionMachine(StateMachine):
             return None if value is None else value + shift
 
         for name in cls._SCALARS:
-            value = snapshot[name.lstrip("_")]
+            # fields added after version 1 was frozen keep their defaults when absent
+            value = snapshot.get(name.lstrip("_"), getattr(machine, name))
             setattr(machine, name, moved(value) if name in cls._TIMES else value)
+        if machine.wall_offset is not None:
+            machine.wall_offset -= shift  # the same wall time, on the shifted monotonic clock
         machine.failures_by_kind = dict(snapshot["failures_by_kind"])
         machine.time_in_state = {**machine.time_in_state, **snapshot["time_in_state"]}
         machine._window.extend(t + shift for t in snapshot["window"])

@@ -2,6 +2,9 @@
 
 Events go in (``machine.handle(event)``), actions come out. Every event carries ``now``, the
 time in seconds on any monotonic clock the host chooses; the machine has no clock of its own.
+Some also carry an optional ``wall_time`` (seconds since the epoch, UTC): the machine stamps
+failure records and notices with it (R3.1) and finds hourly patterns on it (R3.5); the
+monotonic ``now`` alone cannot tell an operator when something happened.
 Don't subclass these: the machine dispatches on their exact type.
 """
 
@@ -21,6 +24,7 @@ __all__ = [
     "ConnectionAction",
     "ConnectionEvent",
     "ConnectionFailed",
+    "ConnectionHealthy",
     "Disconnect",
     "FailureKind",
     "FailureRecord",
@@ -76,6 +80,14 @@ def _failure_kind(value: object) -> FailureKind:
         raise ValueError(f"kind: must be one of {options} (got {value!r})") from None
 
 
+def _wall_time(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"wall_time: must be seconds since the epoch or None (got {value!r})")
+    return float(value)
+
+
 def _time(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"now: must be a real number of seconds (got {value!r})")
@@ -90,6 +102,7 @@ class Start:
     """The host wants a connection: leave ``idle`` and connect."""
 
     now: float = attrs.field(converter=_time)
+    wall_time: float | None = attrs.field(default=None, converter=_wall_time)
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +117,7 @@ class HandshakeSucceeded:
     """TLS and the WebSocket upgrade completed: the connection is live."""
 
     now: float = attrs.field(converter=_time)
+    wall_time: float | None = attrs.field(default=None, converter=_wall_time)
 
 
 @attrs.frozen(kw_only=True)
@@ -122,8 +136,9 @@ class ConnectionFailed:
         reason: a short reason, e.g. the SSL reason ``DECRYPTION_FAILED_OR_BAD_RECORD_MAC``.
         detail: the original exception and traceback text, kept in the failure record (R3.1).
         retry_after: a server's Retry-After in seconds (429/418).
-        wall_time: wall-clock seconds of the failure, for the minute-of-hour pattern test;
-            ``now`` is used when absent.
+        wall_time: wall-clock seconds (since the epoch, UTC) of the failure: kept in the
+            record (R3.1) and used by the minute-of-hour pattern test (R3.5); ``now`` is used
+            when absent.
     """
 
     now: float = attrs.field(converter=_time)
@@ -131,7 +146,19 @@ class ConnectionFailed:
     reason: str = ""
     detail: str = ""
     retry_after: float | None = None
-    wall_time: float | None = None
+    wall_time: float | None = attrs.field(default=None, converter=_wall_time)
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionHealthy:
+    """The host vouches that the live connection is healthy before ``stable_after`` has
+    passed (``BinanceStream``: its subscriptions are verified). Like reaching ``stable_after``:
+    the consecutive-failure counter goes back to 0 (R1.4), a raised alarm is resolved, and a
+    later failure is a drop, not a failed reconnect attempt (R1.3). Accepted only while live;
+    idempotent there."""
+
+    now: float = attrs.field(converter=_time)
+    wall_time: float | None = attrs.field(default=None, converter=_wall_time)
 
 
 @attrs.frozen(kw_only=True)
@@ -139,6 +166,7 @@ class Tick:
     """Time has passed: fire whatever deadline is due (retry, ping, pong or handshake timeout)."""
 
     now: float = attrs.field(converter=_time)
+    wall_time: float | None = attrs.field(default=None, converter=_wall_time)
 
 
 @attrs.frozen(kw_only=True)
@@ -150,7 +178,14 @@ class Stop:
 
 
 ConnectionEvent = (
-    Start | TransportConnected | HandshakeSucceeded | PongReceived | ConnectionFailed | Tick | Stop
+    Start
+    | TransportConnected
+    | HandshakeSucceeded
+    | ConnectionHealthy
+    | PongReceived
+    | ConnectionFailed
+    | Tick
+    | Stop
 )
 
 # ---------------------------------------------------------------- actions (outputs)
@@ -206,7 +241,9 @@ class Wait:
 
 @attrs.frozen(kw_only=True)
 class Alarm:
-    """Too many failures within the alarm window (R1.3)."""
+    """More than ``threshold`` failed reconnect attempts (attempts that never became healthy)
+    within the alarm window, or a ban (R1.3). Raised once per episode: the next one can only
+    come after a healthy connection resolved this one."""
 
     at: float
     failures_in_window: int
@@ -214,6 +251,8 @@ class Alarm:
     threshold: int
     last_kind: str
     last_reason: str
+    #: wall-clock seconds since the epoch (UTC), when the host passes wall time
+    wall_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -227,6 +266,9 @@ class AlarmResolved:
     raised_at: float
     duration: float
     failures_since_raised: int
+    #: wall-clock seconds since the epoch (UTC), when the host passes wall time
+    wall_at: float | None = None
+    raised_wall_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -292,8 +334,13 @@ class FailureRecord:
     since_previous: float | None
     #: The delay chosen before the next attempt (None when the machine closed).
     delay: float | None
-    #: The server's Retry-After, when it sent one (429/418).
+    #: The server's Retry-After, when it sent one (429/418/503).
     retry_after: float | None = None
+    #: Wall-clock seconds since the epoch (UTC), when the host passes wall time (R3.1).
+    wall_time: float | None = None
+    #: True for a failed reconnect attempt (the attempt never became healthy: it counts
+    #: towards the alarm, R1.3); False for the drop of a healthy connection or a planned close.
+    attempt_failed: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

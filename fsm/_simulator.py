@@ -16,6 +16,8 @@ The world: a TCP connect takes 0.05 s, the TLS + upgrade handshake 0.15 s, a pin
 ``stall_handshake``  for ``duration`` s handshakes never complete
 ``rate_limit``     for ``duration`` s upgrades are answered 429 with ``retry_after``
 ``server_shutdown``  the server announces a restart: a planned close (``server_closed``)
+``flap``           for ``duration`` s every connection is accepted, then dropped 0.5 s after
+                   it went live with ``kind``/``reason`` (as the exchange closes with 1008)
 =================  ====================================================================
 
 Schedule files are TOML: optional ``name``, ``description`` and ``hours``, then one
@@ -70,8 +72,17 @@ __all__ = [
     "simulate",
 ]
 
-FAULT_TYPES = ("drop", "outage", "half_open", "stall_handshake", "rate_limit", "server_shutdown")
-_WINDOW_TYPES = ("outage", "half_open", "stall_handshake", "rate_limit")
+FAULT_TYPES = (
+    "drop",
+    "outage",
+    "half_open",
+    "stall_handshake",
+    "rate_limit",
+    "server_shutdown",
+    "flap",
+)
+_WINDOW_TYPES = ("outage", "half_open", "stall_handshake", "rate_limit", "flap")
+FLAP_AFTER = 0.5
 TCP_LATENCY = 0.05
 HANDSHAKE_LATENCY = 0.15
 PING_RTT = 0.03
@@ -123,6 +134,21 @@ def _builtin(name: str, seed: int) -> Schedule:
             hours=1.0,
             faults=(Fault(type="outage", at=300.0, duration=600.0, reason="connection refused"),),
         )
+    if name == "flapping":
+        return Schedule(
+            name=name,
+            description="every connection accepted, then closed 1008 0.5 s later, for 30 minutes",
+            hours=0.5,
+            faults=(
+                Fault(
+                    type="flap",
+                    at=0.0,
+                    duration=1800.0,
+                    kind="protocol",
+                    reason="close 1008: too many requests",
+                ),
+            ),
+        )
     if name == "hourly":
         return Schedule(
             name=name,
@@ -161,7 +187,7 @@ def _builtin(name: str, seed: int) -> Schedule:
     raise KeyError(name)
 
 
-BUILTIN_SCHEDULES = ("flaky-tls", "outage", "hourly", "random")
+BUILTIN_SCHEDULES = ("flaky-tls", "outage", "hourly", "random", "flapping")
 
 _FAULT_KEYS = {f.name for f in attrs.fields(Fault)}
 
@@ -251,6 +277,16 @@ class SimulationResult:
     machine: ConnectionMachine
 
 
+def _max_in_window(times: list[float], window: float) -> int:
+    """The most of ``times`` (sorted) in any half-open window of ``window`` seconds."""
+    best = start = 0
+    for end in range(len(times)):
+        while times[end] - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def _clock(t: float) -> str:
     hours, rest = divmod(t, 3600.0)
     minutes, seconds = divmod(rest, 60.0)
@@ -311,6 +347,8 @@ def simulate(
     for t, index in world.strikes:
         later(t, f"strike:{index}")
 
+    connects: list[float] = []
+
     def feed(event: ConnectionEvent) -> None:
         for action in machine.handle(event):
             act(event.now, action)
@@ -322,6 +360,7 @@ def simulate(
                 now, event="state", source=action.source, target=action.target, reason=action.reason
             )
         elif isinstance(action, Connect):
+            connects.append(now)
             later(now + TCP_LATENCY, "tcp", action.attempt)
         elif isinstance(action, SendPing):
             later(now + PING_RTT, "pong", machine.attempt)
@@ -392,6 +431,13 @@ def simulate(
                 )
             else:
                 feed(HandshakeSucceeded(now=now))
+                if world.active("flap", now) is not None:
+                    later(now + FLAP_AFTER, "flapdrop", machine.attempt)
+        elif what == "flapdrop":
+            flap = world.active("flap", now)
+            if stale or machine.state != "live" or flap is None:
+                continue
+            feed(ConnectionFailed(now=now, kind=flap.kind, reason=flap.reason))
         elif what == "pong":
             if stale or machine.state != "live" or world.active("half_open", now):
                 continue
@@ -419,6 +465,9 @@ def simulate(
         "successes": stats["successes"],
         "failures": stats["failures"],
         "failures_by_kind": stats["failures_by_kind"],
+        "failed_attempts": stats["failed_attempts"],
+        "drops": stats["drops"],
+        "max_attempts_per_5min": _max_in_window(connects, 300.0),
         "alarms": stats["alarm_count"],
         "resolved": stats["alarms_resolved"],
         "patterns": len(patterns),

@@ -2,7 +2,8 @@
 :class:`regulator.fsm.ConnectionMachine` against it after every step.
 
 The model is written from the rules (R1.1-R1.5, R3.1, R3.3), not from the machine's code: a
-transition table, an unbounded list of failure times, and the deadlines. A host checks its own
+transition table, an unbounded list of failed reconnect attempts (attempts that never became
+healthy: R1.3 counts only those), and the deadlines. A host checks its own
 configuration with::
 
     from hypothesis import settings
@@ -28,6 +29,7 @@ from ..fsm import (
     ConnectionConfig,
     ConnectionEvent,
     ConnectionFailed,
+    ConnectionHealthy,
     ConnectionMachine,
     FailureKind,
     HandshakeSucceeded,
@@ -77,7 +79,8 @@ class ConnectionModel:
     alarm_active: bool = False
     alarms: int = 0
     resolutions: int = 0
-    counted_failures: list[float] = attrs.Factory(list)
+    failed_attempts: list[float] = attrs.Factory(list)
+    last_attempt_failed: bool = False
     records: list[dict[str, Any]] = attrs.Factory(list)
     attempt_deadline: float | None = None
     retry_at: float | None = None
@@ -102,24 +105,42 @@ class ConnectionModel:
             low, high = max(low, retry_after), max(high, retry_after)
         return low, high
 
+    def recover(self) -> bool:
+        """The live connection became healthy; return whether an alarm was resolved."""
+        self.recovered = True
+        self.consecutive = 0
+        resolved = self.alarm_active
+        self.alarm_active = False
+        self.resolutions += int(resolved)
+        return resolved
+
     def fail(self, now: float, kind: str) -> tuple[str, bool]:
         """Apply a failure; return (new state, whether a new alarm is due)."""
         counted = kind != "server_closed"
-        if self.state == "live" and (
+        healthy = self.state == "live" and (
             self.recovered or now - (self.live_since or now) >= self.cfg.stable_after
-        ):
+        )
+        if healthy and not self.recovered:
+            self.recover()
+        # R1.3: only attempts that never became healthy are reconnect failures.
+        attempt_failed = counted and not healthy
+        self.last_attempt_failed = attempt_failed
+        if healthy:
             self.consecutive = 0
         if counted:
             self.consecutive += 1
-            self.counted_failures.append(now)
-        in_window = sum(1 for t in self.counted_failures if t > now - self.cfg.alarm_window)
+        if attempt_failed:
+            self.failed_attempts.append(now)
+        in_window = sum(1 for t in self.failed_attempts if t > now - self.cfg.alarm_window)
         new_alarm = False
         if kind == "fatal" or (
             counted and self.cfg.max_retries is not None and self.consecutive > self.cfg.max_retries
         ):
             self.state = "closed"
-        elif self.alarm_active or (
-            counted and (in_window > self.cfg.alarm_failures or kind == "banned")
+        elif (
+            self.alarm_active
+            or (attempt_failed and in_window > self.cfg.alarm_failures)
+            or kind == "banned"
         ):
             new_alarm = not self.alarm_active
             self.alarm_active = True
@@ -233,6 +254,7 @@ def connection_lifecycle_spec(
                     "kind": kind,
                     "state": source,
                     "consecutive": model.consecutive if kind != "server_closed" else 0,
+                    "attempt_failed": model.last_attempt_failed,
                 }
             )
             self._check_failure_actions(self.actions, new_alarm, model.consecutive, retry_after)
@@ -263,17 +285,24 @@ def connection_lifecycle_spec(
             actions = self._apply(HandshakeSucceeded(now=self.now))
             assert any(isinstance(a, RestoreSubscriptions) for a in actions)  # R1.4
             resolved = [a for a in actions if isinstance(a, ResolveAlarm)]
-            assert len(resolved) == int(model.alarm_active)
-            model.resolutions += len(resolved)
-            model.alarm_active = False
             model.state = "live"
             model.attempt_deadline = None
             model.live_since = self.now
             model.next_ping = self.now + model.cfg.ping_interval
             model.pong_deadline = None
-            model.recovered = model.cfg.stable_after == 0.0
-            if model.recovered:
-                model.consecutive = 0
+            model.recovered = False
+            # R1.3: the episode ends when a connection is healthy, not merely live
+            expected = model.recover() if model.cfg.stable_after == 0.0 else False
+            assert len(resolved) == int(expected), (resolved, expected)
+
+        @precondition(lambda self: self.model is not None and self.model.state == "live")
+        @rule()
+        def vouch_healthy(self) -> None:
+            """The host says the connection is healthy (e.g. subscriptions verified)."""
+            _, model = self._m()
+            actions = self._apply(ConnectionHealthy(now=self.now))
+            expected = False if model.recovered else model.recover()
+            assert [type(a) for a in actions] == [ResolveAlarm] * int(expected), actions
 
         @precondition(lambda self: self.model is not None and self.model.state == "live")
         @rule()
@@ -305,7 +334,7 @@ def connection_lifecycle_spec(
         @precondition(lambda self: self.model is not None)
         @rule(
             event=st.sampled_from(
-                ["start", "transport_connected", "handshake_succeeded", "fail", "pong"]
+                ["start", "transport_connected", "handshake_succeeded", "healthy", "fail", "pong"]
             )
         )
         def illegal_event(self, event: str) -> None:
@@ -314,6 +343,7 @@ def connection_lifecycle_spec(
                 "start": ("idle",),
                 "transport_connected": ("connecting",),
                 "handshake_succeeded": ("handshaking",),
+                "healthy": ("live",),
                 "fail": FAILABLE,
                 "pong": ("live",),
             }[event]
@@ -324,6 +354,7 @@ def connection_lifecycle_spec(
                 "start": lambda: Start(now=self.now),
                 "transport_connected": lambda: TransportConnected(now=self.now),
                 "handshake_succeeded": lambda: HandshakeSucceeded(now=self.now),
+                "healthy": lambda: ConnectionHealthy(now=self.now),
                 "fail": lambda: ConnectionFailed(now=self.now, kind="ssl"),
                 "pong": lambda: PongReceived(now=self.now),
             }
@@ -355,8 +386,10 @@ def connection_lifecycle_spec(
                     and model.live_since is not None
                     and due == model.live_since + model.cfg.stable_after
                 ):
-                    model.recovered = True  # R1.4 with stable_after: no action
-                    model.consecutive = 0
+                    # R1.4 with stable_after; it ends an alarm's episode (R1.3)
+                    if model.recover():
+                        assert isinstance(actions[index], ResolveAlarm), actions[index:]
+                        index += 1
                     continue
                 end = self._group_end(actions, index)
                 group = actions[index:end]
@@ -382,9 +415,14 @@ def connection_lifecycle_spec(
         @staticmethod
         def _group_end(actions: list[Any], index: int) -> int:
             # Each fired deadline yields one group: a failure or a retry starts with
-            # StateChanged, a ping is a lone SendPing.
+            # StateChanged (a failure of a connection healthy by then, with a ResolveAlarm
+            # first), a ping is a lone SendPing, a recovery a lone ResolveAlarm.
             for j in range(index + 1, len(actions)):
-                if isinstance(actions[j], StateChanged | SendPing):
+                if isinstance(actions[j], SendPing | ResolveAlarm):
+                    return j
+                if isinstance(actions[j], StateChanged) and not isinstance(
+                    actions[j - 1], ResolveAlarm
+                ):
                     return j
             return len(actions)
 
@@ -427,6 +465,7 @@ def connection_lifecycle_spec(
             assert stats["alarms_resolved"] == self.model.resolutions
             assert stats["alarm_active"] == self.model.alarm_active
             assert stats["consecutive_failures"] == self.model.consecutive
+            assert stats["failed_attempts"] == len(self.model.failed_attempts)
 
         @invariant()
         def history_is_bounded_and_newest(self) -> None:
@@ -436,8 +475,8 @@ def connection_lifecycle_spec(
             size = self.model.cfg.history_size
             assert len(history) <= size
             expected = self.model.records[-size:]
-            assert [(r.at, r.kind, r.state) for r in history] == [
-                (e["at"], e["kind"], e["state"]) for e in expected
+            assert [(r.at, r.kind, r.state, r.attempt_failed) for r in history] == [
+                (e["at"], e["kind"], e["state"], e["attempt_failed"]) for e in expected
             ]
 
         @invariant()

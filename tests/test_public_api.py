@@ -21,6 +21,7 @@ FSM_PUBLIC = sorted(
         "ConnectionConfig",
         "ConnectionEvent",
         "ConnectionFailed",
+        "ConnectionHealthy",
         "ConnectionMachine",
         "Disconnect",
         "FailureKind",

@@ -13,6 +13,7 @@ from regulator.fsm import (
     Connect,
     ConnectionConfig,
     ConnectionFailed,
+    ConnectionHealthy,
     ConnectionMachine,
     Disconnect,
     GiveUp,
@@ -128,13 +129,14 @@ def test_a_ban_alarms_at_the_first_sighting() -> None:
     assert h.machine.state == "alarmed"
     assert of(actions, Wait)[0].delay == 300.0
     assert of(actions, RaiseAlarm)[0].alarm.last_kind == "banned"
-    assert of(h.connect(), ResolveAlarm)
+    assert not of(h.connect(), ResolveAlarm)  # live is not yet healthy (R1.3 as read)
     assert h.machine.state == "live"
+    assert of(h.at(h.now + 10.0), ResolveAlarm)  # healthy after stable_after
 
 
 @pytest.mark.spec("R1.2")
 def test_ping_every_interval_and_pong_timeout_fails_as_timeout() -> None:
-    h = Harness(ping_interval=30.0, pong_timeout=10.0, jitter=0.0)
+    h = Harness(ping_interval=30.0, pong_timeout=10.0, jitter=0.0, stable_after=0.0)
     h.connect()
     assert h.machine.next_deadline == 30.0
     assert h.at(29.9) == []
@@ -174,8 +176,10 @@ def test_more_than_three_failures_in_five_minutes_alarm_once_then_resolve_once()
     alarm = alarms[0].alarm
     assert (alarm.failures_in_window, alarm.threshold, alarm.window) == (4, 3, 300.0)
     h.send(TransportConnected)
-    actions = h.send(HandshakeSucceeded)
-    resolved = of(actions, ResolveAlarm)
+    # Changed deliberately (issue 16): the episode ends when a connection is healthy
+    # (stable_after, default 10 s, or the host's ConnectionHealthy), not on reaching live.
+    assert not of(h.send(HandshakeSucceeded), ResolveAlarm)
+    resolved = of(h.at(h.now + 10.0), ResolveAlarm)
     assert len(resolved) == 1
     assert resolved[0].resolution.failures_since_raised == 2
     assert h.machine.stats()["alarm_count"] == 1
@@ -203,7 +207,9 @@ def test_planned_server_close_reconnects_at_once_and_does_not_count() -> None:
 
 
 @pytest.mark.spec("R1.4")
-def test_reaching_live_resets_the_counter_and_restores_subscriptions() -> None:
+def test_live_restores_subscriptions_and_healthy_resets_the_counter() -> None:
+    # Changed deliberately (issue 16): the counter resets when the connection is healthy
+    # (here: the host vouches for it, as BinanceStream does once subscriptions are verified).
     h = Harness(jitter=0.0)
     h.send(Start)
     h.fail(kind="network")
@@ -212,9 +218,95 @@ def test_reaching_live_resets_the_counter_and_restores_subscriptions() -> None:
     assert h.machine.consecutive_failures == 2
     actions = h.connect()
     assert of(actions, RestoreSubscriptions) == [RestoreSubscriptions(attempt=3)]
+    assert h.machine.consecutive_failures == 2  # live, not yet healthy
+    assert h.send(ConnectionHealthy) == []
     assert h.machine.consecutive_failures == 0
+    assert h.send(ConnectionHealthy) == []  # idempotent while live
     h.now += 1
     assert of(h.fail(), Wait)[0].delay == 1.0  # back to the initial delay
+
+
+@pytest.mark.spec("R1.4")
+def test_stable_after_zero_makes_live_healthy_at_once() -> None:
+    h = Harness(jitter=0.0, stable_after=0.0)
+    h.send(Start)
+    h.fail(kind="network")
+    h.connect()
+    assert h.machine.consecutive_failures == 0
+
+
+def test_connection_healthy_is_accepted_only_while_live() -> None:
+    h = Harness()
+    h.send(Start)
+    before = h.machine.snapshot()
+    with pytest.raises(IllegalEventError):
+        h.send(ConnectionHealthy)
+    assert h.machine.snapshot() == before
+
+
+@pytest.mark.spec("R1.3")
+def test_drops_of_healthy_connections_never_alarm() -> None:
+    # issue 16: a drop every 40 s, each reconnect fine: drops, not reconnect failures
+    h = Harness(ping_interval=1000.0)
+    h.connect()
+    for _ in range(180):
+        h.at(h.now + 40.0)
+        actions = h.fail()
+        assert not of(actions, RaiseAlarm)
+        assert h.machine.history[-1].attempt_failed is False
+        h.connect()
+    stats = h.machine.stats()
+    assert (stats["alarm_count"], stats["failed_attempts"], stats["drops"]) == (0, 0, 180)
+
+
+@pytest.mark.spec("R1.3")
+def test_accepted_then_dropped_attempts_are_failed_attempts_and_alarm_once() -> None:
+    h = Harness(jitter=0.0, ping_interval=1000.0)
+    h.connect()
+    h.at(60.0)  # healthy
+    raised: list[Any] = []
+    for _ in range(8):  # accepted, then dropped 2 s later: never healthy
+        h.now += 2.0
+        actions = h.fail(kind="protocol", reason="close 1008: too many requests")
+        raised += of(actions, RaiseAlarm)
+        h.connect()
+    # the first drop was of a healthy connection; the next 7 are failed attempts, 4 of them
+    # within 300 s from the 5th failure on: exactly one alarm for the episode
+    assert len(raised) == 1
+    assert raised[0].alarm.failures_in_window == 4
+    stats = h.machine.stats()
+    assert (stats["failed_attempts"], stats["drops"], stats["alarm_count"]) == (7, 1, 1)
+    assert [r.attempt_failed for r in h.machine.history][-8:] == [False] + [True] * 7
+    resolved = of(h.at(h.now + 10.0), ResolveAlarm)  # stays up: healthy, episode over
+    assert len(resolved) == 1
+
+
+@pytest.mark.spec("R1.3")
+def test_four_refused_attempts_in_five_minutes_raise_exactly_one_alarm() -> None:
+    h = Harness(jitter=0.0)
+    h.send(Start)
+    raised = []
+    for _ in range(4):
+        raised += of(h.fail(kind="network", reason="connection refused"), RaiseAlarm)
+        h.at(h.machine.next_deadline or h.now)
+    assert len(raised) == 1
+    assert raised[0].alarm.failures_in_window == 4
+
+
+@pytest.mark.spec("R3.1")
+def test_wall_time_stamps_records_alarms_and_resolutions() -> None:
+    h = Harness(jitter=0.0, alarm_failures=0)
+    wall = 1_767_571_200.0  # 2026-01-05 00:00 UTC
+    h.machine.handle(Start(now=0.0, wall_time=wall))
+    actions = h.fail(kind="network", reason="refused", wall_time=wall + 0.5)
+    h.now = 0.5
+    assert h.machine.history[-1].wall_time == wall + 0.5
+    assert of(actions, RaiseAlarm)[0].alarm.wall_at == wall + 0.5
+    h.connect()
+    resolved = of(h.at(h.now + 10.0), ResolveAlarm)[0].resolution
+    assert resolved.raised_wall_at == wall + 0.5
+    assert resolved.wall_at == pytest.approx(wall + h.now)
+    assert h.machine.stats(now=h.now)["wall_time"] == pytest.approx(wall + h.now)
 
 
 @pytest.mark.spec("R1.4")
