@@ -628,6 +628,7 @@ class ConnectionMachine(StateMachine):
             "success_rate": (self.successes / self.attempts) if self.attempts else 0.0,
             "failures_by_kind": dict(sorted(self.failures_by_kind.items())),
             "consecutive_failures": self.consecutive_failures,
+            "healthy": self.state == "live" and self.recovered,
             "time_in_state": time_in_state,
             "alarm_active": self.alarm_active,
             "alarm_count": self.alarms_raised,

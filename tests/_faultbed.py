@@ -54,7 +54,7 @@ class FeedServer:
         # one ordered queue per connection: a stuck client never stalls the feed for others
         self.queues: dict[ServerConnection, asyncio.Queue[str]] = {}
         self.seq = 0
-        self.refusals: list[tuple[int, float | None]] = []
+        self.refusals: list[tuple[int, float | None, str | None]] = []
         self.subscriptions: list[list[str]] = []
         self.close_codes: list[int | None] = []
         self.paths: list[str] = []
@@ -90,10 +90,12 @@ class FeedServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.paths.append(request.path)
         if self.refusals:
-            status, retry_after = self.refusals.pop(0)
+            status, retry_after, location = self.refusals.pop(0)
             headers = Headers()
             if retry_after is not None:
                 headers["Retry-After"] = str(int(retry_after))
+            if location is not None:
+                headers["Location"] = location
             reason = (
                 HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Teapot"
             )
@@ -231,8 +233,10 @@ class FaultBed:
         port = self.proxy.port
         self.run(lambda: self.proxy.start(port))  # type: ignore[union-attr]
 
-    def refuse_upgrades(self, status: int, retry_after: float | None, count: int = 1) -> None:
-        self.server.refusals.extend([(status, retry_after)] * count)
+    def refuse_upgrades(
+        self, status: int, retry_after: float | None, count: int = 1, location: str | None = None
+    ) -> None:
+        self.server.refusals.extend([(status, retry_after, location)] * count)
 
     # Commands that talk to clients are fire-and-forget: a test calls them from the client's
     # own event loop, which must keep running for the client to answer.

@@ -44,6 +44,8 @@ class Classified:
     reason: str
     retry_after: float | None
     detail: str
+    #: the Location of a 3xx answer to the upgrade (the adapter may follow it)
+    location: str | None = None
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -96,7 +98,14 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
                 return (80, "banned", "HTTP 418: IP banned", _retry_after(link.response))
             if status in (400, 401, 403, 404, 410):
                 return (80, "fatal", f"HTTP {status}: the upgrade was refused", None)
-            return (70, "network" if status >= 500 else "protocol", f"HTTP {status}", None)
+            if 300 <= status < 400:
+                # Retrying the same URL gets the same answer forever: fatal, and the reason
+                # says where the server points (the adapter may follow it when asked to).
+                location = link.response.headers.get("location") or "(no Location)"
+                return (80, "fatal", f"HTTP {status}: redirected to {location}", None)
+            # 503 (and any other answer) may carry Retry-After: honoured like 429's
+            kind = "network" if status >= 500 else "protocol"
+            return (70, kind, f"HTTP {status}", _retry_after(link.response))
         if isinstance(link, WebSocketDisconnect):
             code = int(link.code)
             if code in PLANNED_CLOSE_CODES:
@@ -140,4 +149,19 @@ def classify_exception(exc: BaseException) -> Classified:
     ] or [exc]
     best = max((_one(leaf) for leaf in leaves), key=lambda item: item[0])
     detail = "".join(traceback.format_exception(exc)).strip()
-    return Classified(kind=best[1], reason=best[2], retry_after=best[3], detail=detail)
+    return Classified(
+        kind=best[1],
+        reason=best[2],
+        retry_after=best[3],
+        detail=detail,
+        location=_redirect_location(leaves) if best[2].startswith("HTTP 3") else None,
+    )
+
+
+def _redirect_location(leaves: list[BaseException]) -> str | None:
+    for leaf in leaves:
+        for link in _chain(leaf):
+            if isinstance(link, WebSocketUpgradeError) and 300 <= link.response.status_code < 400:
+                location = link.response.headers.get("location")
+                return str(location) if location else None
+    return None

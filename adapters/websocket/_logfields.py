@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from ...fsm import (
@@ -15,7 +16,17 @@ from ...fsm import (
     Wait,
 )
 
-__all__ = ["action_log_fields"]
+__all__ = ["action_log_fields", "iso_utc"]
+
+
+def iso_utc(wall: float | None) -> str | None:
+    """Wall-clock seconds since the epoch as ISO-8601 UTC with milliseconds
+    (``2026-01-05T00:17:00.000Z``): a time an operator can match with the exchange's status
+    page, unlike the event loop's monotonic seconds."""
+    if wall is None:
+        return None
+    text = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 def action_log_fields(action: ConnectionAction, name: str) -> tuple[int, dict[str, Any]] | None:
@@ -48,6 +59,8 @@ def action_log_fields(action: ConnectionAction, name: str) -> tuple[int, dict[st
             "threshold": a.threshold,
             "last_kind": a.last_kind,
             "last_reason": a.last_reason,
+            "at": round(a.at, 3),
+            "wall": iso_utc(a.wall_at),
         }
     if isinstance(action, ResolveAlarm):
         r = action.resolution
@@ -56,6 +69,8 @@ def action_log_fields(action: ConnectionAction, name: str) -> tuple[int, dict[st
             "name": name,
             "after": round(r.duration, 3),
             "failures": r.failures_since_raised,
+            "at": round(r.at, 3),
+            "wall": iso_utc(r.wall_at),
         }
     if isinstance(action, PatternDetected):
         return logging.WARNING, {

@@ -15,6 +15,7 @@ import anyio
 import httpx
 
 from ...fsm import Alarm, AlarmResolved, PatternReport, format_kv
+from ._logfields import iso_utc
 
 __all__ = [
     "CallbackNotifier",
@@ -33,9 +34,15 @@ class Notifier(Protocol):
 
 
 def notice_payload(notice: Notice, *, source: str = "") -> dict[str, Any]:
-    """A JSON-able dict: ``{"type": "alarm" | "resolved" | "pattern", "source", ...facts}``."""
+    """A JSON-able dict: ``{"type": "alarm" | "resolved" | "pattern", "source", ...facts}``;
+    wall times (``wall_at``, ``raised_wall_at``) also as ISO-8601 UTC (``wall_at_iso``)."""
     kind = {Alarm: "alarm", AlarmResolved: "resolved", PatternReport: "pattern"}[type(notice)]
-    return {"type": kind, "source": source, **notice.as_dict()}
+    payload: dict[str, Any] = {"type": kind, "source": source, **notice.as_dict()}
+    # wall times also as ISO-8601 UTC, the form an operator matches with a status page (R3.1)
+    for key in ("wall_at", "raised_wall_at"):
+        if key in payload:
+            payload[f"{key}_iso"] = iso_utc(payload[key])
+    return payload
 
 
 class LoggingNotifier:

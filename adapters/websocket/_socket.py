@@ -28,6 +28,7 @@ from ...fsm import (
     ConnectionConfig,
     ConnectionEvent,
     ConnectionFailed,
+    ConnectionHealthy,
     ConnectionMachine,
     GiveUp,
     HandshakeSucceeded,
@@ -48,7 +49,7 @@ from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import classify_exception
 from ._clock import AnyioClock, Clock
 from ._errors import ConnectionClosedError, NotLiveError
-from ._logfields import action_log_fields
+from ._logfields import action_log_fields, iso_utc
 from ._notifiers import Notice, Notifier
 from ._redact import redact, redact_url
 from ._session import RegulatorSession
@@ -82,6 +83,12 @@ class ResilientWebSocket:
             per-IP budget this way).
         on_action: called (synchronously, inline) with every action the machine returns:
             state changes with their reasons, waits, alarms. Keep it cheap.
+        wall_clock: wall-clock seconds since the epoch (default ``time.time``): failure
+            records, log lines and notices carry it beside the monotonic time (R3.1), and the
+            pattern detector finds "minute 17 of every hour" on it (R3.5).
+        follow_redirects: a 3xx answer to the upgrade is fatal by default (the reason names
+            its Location); True follows the Location at the next attempt (with backoff, so a
+            redirect loop cannot spin).
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class ResilientWebSocket:
         logger: logging.Logger | None = None,
         before_attempt: Callable[[], Awaitable[None]] | None = None,
         on_action: Callable[[ResilientWebSocket, ConnectionAction], None] | None = None,
+        wall_clock: Callable[[], float] | None = None,
+        follow_redirects: bool = False,
     ) -> None:
         if max_message_bytes < 1:
             raise ValueError(f"max_message_bytes: must be >= 1 (got {max_message_bytes!r})")
@@ -120,6 +129,9 @@ class ResilientWebSocket:
         self.notify_timeout = notify_timeout
         self.before_attempt = before_attempt
         self.on_action = on_action
+        self.wall_clock: Callable[[], float] = wall_clock or time.time
+        self.follow_redirects = follow_redirects
+        self._failing: BaseException | None = None  # the exception being handled, for logs
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._buffer: MessageBuffer[str | bytes] = MessageBuffer(buffer_size, overflow_policy)
         self._tg: TaskGroup | None = None
@@ -200,6 +212,13 @@ class ResilientWebSocket:
     def messages_dropped(self) -> int:
         return self._buffer.dropped
 
+    def mark_healthy(self) -> None:
+        """Vouch that the live connection is healthy before ``stable_after`` has passed (e.g.
+        its subscriptions are verified): the reconnect counter resets (R1.4) and an alarm
+        resolves (R1.3). Ignored unless live."""
+        if self.machine.state == "live":
+            self._handle(ConnectionHealthy(now=self.clock.now(), wall_time=self.wall_clock()))
+
     def diagram(self) -> str:
         """The connection machine as Mermaid text, the current state highlighted."""
         return format(self.machine, "mermaid")
@@ -241,7 +260,10 @@ class ResilientWebSocket:
     def _log_action(self, action: ConnectionAction) -> None:
         logged = action_log_fields(action, self.name)
         if logged is not None:
-            self._log.log(logged[0], format_kv(**logged[1]))
+            level, fields = logged
+            # an ERROR caused by a failure (alarm, give-up) carries its stack too (R3.1)
+            failing = self._failing if level >= logging.ERROR else None
+            self._log.log(level, format_kv(**fields), exc_info=failing)
 
     def _notify(self, notice: Notice) -> None:
         if self._tg is None:
@@ -271,25 +293,54 @@ class ResilientWebSocket:
         # The one place a URL's secrets can enter: everything downstream (the machine's
         # records and reasons, logs, stats, alarms) is built from these redacted strings.
         reason = redact(found.reason, self.url)
+        detail = redact(found.detail, self.url)
+        kind = found.kind
+        if found.location is not None:
+            kind = self._redirected(found.location)
+        wall = self.wall_clock()
+        # R3.1: the stack (exc_info: every handler formats it), the state, the reconnect
+        # counter (consecutive failures so far, R1.4) and the time, monotonic and wall (UTC).
         self._log.warning(
             format_kv(
                 event="failure",
                 name=self.name,
-                kind=found.kind,
+                kind=kind,
                 reason=reason,
                 state=self.machine.state,
                 attempt=self.machine.attempt,
-            )
+                reconnects=self.machine.consecutive_failures,
+                at=round(now, 3),
+                wall=iso_utc(wall),
+            ),
+            exc_info=exc,
         )
-        self._handle(
-            ConnectionFailed(
-                now=now,
-                kind=found.kind,
-                reason=reason,
-                detail=redact(found.detail, self.url),
-                retry_after=found.retry_after,
+        self._failing = exc
+        try:
+            self._handle(
+                ConnectionFailed(
+                    now=now,
+                    kind=kind,
+                    reason=reason,
+                    detail=detail,
+                    retry_after=found.retry_after,
+                    wall_time=wall,
+                )
             )
-        )
+        finally:
+            self._failing = None
+
+    def _redirected(self, location: str) -> str:
+        """A 3xx to the upgrade: fatal, unless the host opted into following it."""
+        if not self.follow_redirects:
+            return "fatal"
+        target = str(httpx.URL(self.url).join(location))
+        if target.startswith("https:"):
+            target = "wss:" + target[len("https:") :]
+        elif target.startswith("http:"):
+            target = "ws:" + target[len("http:") :]
+        self.url = target
+        self.safe_url = redact_url(target)
+        return "protocol"  # retried with backoff: a redirect loop cannot spin
 
     def _anyio_deadline(self, deadline: float | None) -> float:
         if deadline is None:
@@ -300,7 +351,7 @@ class ResilientWebSocket:
     async def _supervise(self) -> None:
         if self.before_attempt is not None:
             await self.before_attempt()
-        self._handle(Start(now=self.clock.now()))
+        self._handle(Start(now=self.clock.now(), wall_time=self.wall_clock()))
         while True:
             state = self.machine.state
             if state == "closed":
@@ -311,7 +362,7 @@ class ResilientWebSocket:
                 await self.clock.sleep_until(deadline)
                 if self.before_attempt is not None:
                     await self.before_attempt()
-                self._handle(Tick(now=max(self.clock.now(), deadline)))
+                self._handle(Tick(now=max(self.clock.now(), deadline), wall_time=self.wall_clock()))
             elif state == "connecting":
                 await self._connect_once()
             else:  # pragma: no cover - every other state is left inside _connect_once
@@ -371,7 +422,7 @@ class ResilientWebSocket:
             self._handle(TransportConnected(now=now))
         self._session = session
         self._buffer.pause()  # nothing reaches the consumer before on_connect has run (R1.4)
-        actions = self._handle(HandshakeSucceeded(now=now))
+        actions = self._handle(HandshakeSucceeded(now=now, wall_time=self.wall_clock()))
         self.connected_since = now
         async with anyio.create_task_group() as tg:
             await self._perform(actions, session, tg, generation)
@@ -382,7 +433,7 @@ class ResilientWebSocket:
                     item = await self._inbox.receive()
                 now = self.clock.now()
                 if item is None:
-                    actions = self._handle(Tick(now=now))
+                    actions = self._handle(Tick(now=now, wall_time=self.wall_clock()))
                 elif item[1] != generation:
                     continue  # from an earlier connection
                 elif item[0] == "failed":
@@ -447,6 +498,7 @@ class ResilientWebSocket:
         return {
             "name": self.name,
             "state": stats["state"],
+            "healthy": stats["healthy"],
             "url": self.safe_url,
             "connected_since": self.connected_since,
             "messages_received": self.messages_received,
@@ -457,10 +509,13 @@ class ResilientWebSocket:
             "rtt_ms": None if rtt is None else rtt * 1000.0,
             "unsolicited_pongs": self.unsolicited_pongs,
             "notifier_failures": self.notifier_failures,
+            "wall_time": iso_utc(self.wall_clock()),
             "reconnect_statistics": {
                 "total_attempts": stats["total_attempts"],
                 "successes": stats["successes"],
                 "failures": stats["failures"],
+                "failed_attempts": stats["failed_attempts"],
+                "drops": stats["drops"],
                 "success_rate": stats["success_rate"],
                 "failures_by_kind": stats["failures_by_kind"],
                 "consecutive_failures": stats["consecutive_failures"],

@@ -89,3 +89,14 @@ async def test_logging_notifier_levels(caplog: pytest.LogCaptureFixture) -> None
 def test_payloads_are_json() -> None:
     json.dumps(notice_payload(ALARM))
     assert notice_payload(ALARM)["type"] == "alarm"
+
+
+@pytest.mark.spec("R3.1")
+def test_payload_carries_wall_time_as_iso_8601_utc() -> None:
+    import attrs
+
+    alarm = attrs.evolve(ALARM, wall_at=1_767_572_220.25)
+    payload = notice_payload(alarm, source="eth")
+    assert payload["wall_at"] == 1_767_572_220.25
+    assert payload["wall_at_iso"] == "2026-01-05T00:17:00.250Z"
+    assert notice_payload(ALARM)["wall_at_iso"] is None  # a host that passes no wall time

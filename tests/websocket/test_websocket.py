@@ -31,6 +31,8 @@ FAST = dict(
     handshake_timeout=0.5,
     alarm_failures=3,
     alarm_window=5.0,
+    # healthy after 0.3 s live: resolves alarms and resets the counter (R1.3, R1.4)
+    stable_after=0.3,
 )
 
 
@@ -341,7 +343,9 @@ async def test_connection_log_lines_are_key_value(
         "reason": "started by host",
     }
     failure = next(line for line in lines if line["event"] == "failure")
-    assert failure == {
+    # the keys parsers knew keep their order; issue 16 appended reconnects, at and wall (R3.1)
+    assert list(failure)[:6] == ["event", "name", "kind", "reason", "state", "attempt"]
+    assert {k: failure[k] for k in list(failure)[:6]} == {
         "event": "failure",
         "name": "eth",
         "kind": "ssl",
@@ -349,6 +353,7 @@ async def test_connection_log_lines_are_key_value(
         "state": "live",
         "attempt": "1",
     }
+    assert list(failure)[6:] == ["reconnects", "at", "wall"]
     backoff = next(line for line in lines if line["event"] == "backoff")
     assert backoff == {"event": "backoff", "name": "eth", "delay": "0.05", "attempt": "2"}
 
@@ -466,3 +471,130 @@ async def test_consumer_waits_for_on_connect_and_the_buffer_bound_holds_meanwhil
     assert finished and received_at >= finished[0]
     assert stats["messages_buffered"] <= 10
     assert stats["messages_dropped"] >= stats["messages_received"] - 11 > 0
+
+
+# -- issue 16: R3.1 complete, R3.5 on wall time, HTTP answers to the upgrade ------------------
+
+WALL_17 = 1_767_571_200.0 + 17 * 60  # 2026-01-05 00:17:00 UTC
+
+
+class WallClock:
+    """A wall clock the test sets; the monotonic clock stays the event loop's."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+
+@pytest.mark.spec("R3.1")
+async def test_failure_line_carries_stack_state_reconnects_and_wall_time(
+    bed: FaultBed, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "regulator.connection")
+    wall = WallClock(WALL_17)
+    async with client(bed, name="eth", wall_clock=wall) as ws:
+        await wait_for(lambda: ws.get_connection_stats()["healthy"])  # a drop, not an attempt
+        bed.flip_byte()
+        await wait_for(lambda: ws.get_connection_stats()["reconnect_statistics"]["successes"] >= 2)
+        stats = ws.get_connection_stats()
+    failures = [r for r in caplog.records if "event=failure" in r.getMessage()]
+    record = failures[0]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is not None and record.exc_info[1] is not None  # the stack
+    fields = parse_kv(record.getMessage())
+    assert (fields["state"], fields["attempt"], fields["reconnects"]) == ("live", "1", "0")
+    assert fields["wall"] == "2026-01-05T00:17:00.000Z"
+    assert float(fields["at"]) > 0  # the monotonic time beside it
+    # every handler formats the stack: a plain Formatter prints the traceback
+    text = logging.Formatter().format(record)
+    assert "Traceback" in text and "event=failure" in text
+    history = stats["failure_history"][0]
+    assert history["wall_time"] == WALL_17 and history["attempt_failed"] is False
+    assert stats["wall_time"] == "2026-01-05T00:17:00.000Z"
+
+
+@pytest.mark.spec("R3.1")
+async def test_alarm_line_and_notice_carry_the_stack_and_wall_time(
+    bed: FaultBed, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "regulator.connection")
+    notices: list[Any] = []
+    config = ConnectionConfig(**{**FAST, "alarm_failures": 0})
+    wall = WallClock(WALL_17)
+    bed.refuse_connections()
+    async with client(
+        bed, config=config, wall_clock=wall, notifiers=[CallbackNotifier(notices.append)]
+    ) as ws:
+        await wait_for(lambda: notices)
+        bed.accept_connections()
+        wall.value = WALL_17 + 60.0
+        await wait_for(lambda: len(notices) >= 2)
+        assert ws.state == "live"
+    alarm, resolved = notices
+    assert isinstance(alarm, Alarm) and alarm.wall_at == WALL_17
+    assert isinstance(resolved, AlarmResolved)
+    assert resolved.raised_wall_at == WALL_17
+    # the wall time of a deadline is derived from the latest wall reading (this fake clock
+    # stands still while the monotonic one moves): within the deadline's lateness
+    assert resolved.wall_at == pytest.approx(WALL_17 + 60.0, abs=1.0)
+    errors = [r for r in caplog.records if "event=alarm" in r.getMessage()]
+    assert errors[0].levelno == logging.ERROR and errors[0].exc_info is not None
+    assert parse_kv(errors[0].getMessage())["wall"] == "2026-01-05T00:17:00.000Z"
+
+
+@pytest.mark.spec("R3.5")
+async def test_drops_at_wall_minute_17_are_reported_as_minute_17(bed: FaultBed) -> None:
+    # The event loop's monotonic clock has nothing to do with the hour: the adapter hands the
+    # wall clock to the pattern detector. Eight drops, each at minute 17 of its hour.
+    wall = WallClock(WALL_17)
+    notices: list[Any] = []
+    config = ConnectionConfig(**{**FAST, "alarm_failures": 100})
+    async with client(
+        bed, config=config, wall_clock=wall, notifiers=[CallbackNotifier(notices.append)]
+    ) as ws:
+        for hour in range(8):
+            await wait_for(lambda: ws.state == "live")
+            await take(ws, 2)
+            wall.value = WALL_17 + hour * 3600.0 + hour  # a second later each hour
+            successes = ws.get_connection_stats()["reconnect_statistics"]["successes"]
+            bed.flip_byte()
+            await wait_for(
+                lambda s=successes: (
+                    ws.get_connection_stats()["reconnect_statistics"]["successes"] > s
+                )
+            )
+        await wait_for(lambda: any(getattr(n, "kind", "") == "minute_of_hour" for n in notices))
+        patterns = ws.get_connection_stats()["patterns"]
+    report = next(p for p in patterns if p["kind"] == "minute_of_hour")
+    assert report["minute"] == 17
+
+
+async def test_503_retry_after_is_honoured_like_429(bed: FaultBed) -> None:
+    bed.refuse_upgrades(503, retry_after=1)
+    async with client(bed) as ws:
+        await wait_for(lambda: ws.state == "live", timeout=5)
+        record = ws.get_connection_stats()["failure_history"][0]
+    assert (record["kind"], record["reason"]) == ("network", "HTTP 503")
+    assert (record["retry_after"], record["delay"]) == (1.0, 1.0)
+
+
+async def test_redirect_is_fatal_with_its_location(bed: FaultBed) -> None:
+    bed.refuse_upgrades(301, retry_after=None, location="wss://elsewhere.example/ws")
+    async with client(bed) as ws:
+        await wait_for(lambda: ws.state == "closed")
+        stats = ws.get_connection_stats()
+    record = stats["failure_history"][0]
+    assert record["kind"] == "fatal"
+    assert record["reason"] == "HTTP 301: redirected to wss://elsewhere.example/ws"
+    assert stats["reconnect_statistics"]["total_attempts"] == 1  # not retried forever
+
+
+async def test_redirect_is_followed_when_asked(bed: FaultBed) -> None:
+    bed.refuse_upgrades(302, retry_after=None, location="/moved")
+    async with client(bed, follow_redirects=True) as ws:
+        await take(ws, 2)
+        stats = ws.get_connection_stats()
+    assert stats["failure_history"][0]["reason"] == "HTTP 302: redirected to /moved"
+    assert stats["url"].endswith("/moved") and bed.server.paths[-1] == "/moved"
