@@ -173,6 +173,9 @@ class Exchange:
         max_incoming_per_second, max_streams, ping_interval, pong_timeout,
         max_connection_age: the exchange's rules (Binance: 5, 1024, 20 s, 60 s, 24 h).
         port: 0 picks a free one.
+        wrapped_errors: send errors as ``{"error": {"code", "msg"}, "id"}`` (what the live
+            service and the official SDK use) instead of the documentation's flat
+            ``{"code", "msg", "id"}``.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class Exchange:
         max_connection_age: float = 86_400.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        wrapped_errors: bool = False,
     ) -> None:
         self.ssl_context = ssl_context
         self.market = market or MarketConfig()
@@ -195,6 +199,8 @@ class Exchange:
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         self.max_connection_age = max_connection_age
+        self.wrapped_errors = wrapped_errors
+        self.close_after_accept: tuple[int, str] | None = None
         self.host = host
         self.port = port
         rng = random.Random(self.market.seed)
@@ -279,16 +285,24 @@ class Exchange:
         self.call(lambda: self.refusals.extend([(status, retry_after)] * count))
 
     def server_shutdown(self, grace: float = 5.0) -> None:
-        """Send ``serverShutdown`` to every open connection; close them after ``grace`` s."""
+        """Send ``serverShutdown`` to every open connection; close them after ``grace`` s.
+        A combined connection gets it wrapped as ``{"stream": "!serverShutdown", "data"}``."""
 
         def notify() -> None:
             event = json.dumps({"e": "serverShutdown", "E": self.market_time_ms()})
+            combined = f'{{"stream":"!serverShutdown","data":{event}}}'
             doomed = list(self._conns)
             for conn in doomed:
-                conn.send(TextMessage(data=event))
+                conn.send(TextMessage(data=combined if conn.combined else event))
             self._loop.call_later(grace, self._close_many, doomed, 1001, "server shutdown")
 
         self.call(notify)
+
+    def drop_after_accept(self, code: int | None = 1008, reason: str = "Too many requests") -> None:
+        """Accept every upgrade and close the connection at once with ``code`` (as the
+        exchange does to a client it limits); None accepts normally again."""
+        value = None if code is None else (code, reason)
+        self.call(lambda: setattr(self, "close_after_accept", value))
 
     def restart(self, down: float = 0.0) -> None:
         """A server restart: every connection dropped (no close frame), nothing listening
@@ -355,6 +369,8 @@ class Exchange:
                         self._conns.add(conn)
                         self.connections.append(record)
                         pinger = self._loop.create_task(self._keepalive(conn))
+                        if self.close_after_accept is not None:
+                            self._close(conn, *self.close_after_accept)
                     else:
                         self._on_frame(conn, event)
                 if not data:
@@ -468,6 +484,8 @@ class Exchange:
 
     # -- requests ------------------------------------------------------------------------
     def _reply(self, conn: _Conn, body: dict[str, Any]) -> None:
+        if self.wrapped_errors and "code" in body:
+            body = {"error": {"code": body["code"], "msg": body["msg"]}, "id": body.get("id")}
         conn.send(TextMessage(data=json.dumps(body)))
 
     def _on_request(self, conn: _Conn, text: str) -> None:

@@ -3,7 +3,10 @@
 How it works
 ------------
 SUBSCRIBE, UNSUBSCRIBE and LIST_SUBSCRIPTIONS go out as ``{"method", "params", "id"}``; the
-exchange answers each with ``{"result", "id"}`` or an error, in any order, between events.
+exchange answers each with ``{"result", "id"}`` or an error, in any order, between events. An
+error comes flat, ``{"code", "msg", "id"}`` (the documentation's table), or wrapped,
+``{"error": {"code", "msg"}, "id"}`` (what the live service and the official SDK use): both
+fail the request at once with :class:`BinanceRequestError` carrying the code and message.
 Each connection (a :class:`~._leg.Leg`) keeps its requests in flight by id; :meth:`Requests.call`
 sends one once the leg's pacer allows, waits for its reply up to ``timeout`` and counts the
 outcome; :meth:`Requests.settle` hands a reply to its request; :meth:`Requests.fail_all` ends
@@ -28,7 +31,14 @@ from ..websocket._errors import NotLiveError
 if TYPE_CHECKING:
     from ._leg import Leg
 
-__all__ = ["BinanceRequestError", "Pending", "RequestTimeout", "Requests", "is_reply"]
+__all__ = [
+    "BinanceRequestError",
+    "Pending",
+    "RequestTimeout",
+    "Requests",
+    "error_of",
+    "is_reply",
+]
 
 
 class BinanceRequestError(RegulatorError):
@@ -59,7 +69,22 @@ class Pending:
 
 def is_reply(message: dict[str, Any]) -> bool:
     """A reply to a request (not a market event)."""
-    return "id" in message and ("result" in message or "code" in message)
+    return "id" in message and ("result" in message or error_of(message) is not None)
+
+
+def error_of(message: dict[str, Any]) -> tuple[int | None, str] | None:
+    """``(code, msg)`` of an error frame, flat or wrapped in ``"error"``; None otherwise."""
+    error = message.get("error")
+    if isinstance(error, dict):
+        body: dict[str, Any] = error
+    elif "code" in message and "result" not in message:
+        body = message
+    else:
+        return None
+    code = body.get("code")
+    return (code if isinstance(code, int) and not isinstance(code, bool) else None), str(
+        body.get("msg", "")
+    )
 
 
 class Requests:
@@ -108,13 +133,9 @@ class Requests:
         if request is None:
             self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=rid))
             return
-        if "code" in message:
-            code = message.get("code")
-            request.error = BinanceRequestError(
-                request.method,
-                code if isinstance(code, int) else None,
-                str(message.get("msg", "")),
-            )
+        error = error_of(message)
+        if error is not None:
+            request.error = BinanceRequestError(request.method, error[0], error[1])
         else:
             request.result = message.get("result")
         request.done.set()

@@ -19,8 +19,13 @@ one leg, the *primary*; during a rotation there are two.
 * **Rotation** (``_rotation.py``), make-before-break, at ``rotation_age`` or a
   ``serverShutdown`` event: a second leg takes over once it provably overlaps the first, so
   nothing is lost or delivered twice; nothing of it counts as a failure.
+* **Health.** A leg is healthy once LIST_SUBSCRIPTIONS verified its subscriptions (or it has
+  been live ``stable_after``): only then does its reconnect counter reset and an alarm resolve.
+  A link the exchange accepts and drops before that keeps backing off (R1.3, R1.4).
 * **Gaps.** Events reach the consumer through the tracker, which reports jumps in trade,
-  aggregate, depth-update ids and kline open times as :class:`Gap` (callback, counter, log).
+  aggregate, depth-update ids (``U`` must follow the previous ``u``) and kline open times as
+  :class:`Gap` (callback, counter, log). Events the consumer's buffer drops (``drop_oldest``)
+  are reported the same way, with reason ``consumer_overflow``: nothing is lost silently.
 
 Per message: one ``json.loads``, a few dict lookups and one tuple comparison; the machines'
 ``send()`` is never on that path.
@@ -57,10 +62,10 @@ from ..websocket._socket import ResilientWebSocket
 from ..websocket._support import exit_task_group
 from ._leg import Leg
 from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
-from ._requests import BinanceRequestError, Requests, is_reply
+from ._requests import BinanceRequestError, Requests, error_of, is_reply
 from ._rotation import Rotation
 from ._stats import add_counters, retired_counters
-from ._tracker import Gap, StreamTracker, event_identity
+from ._tracker import CONSUMER_OVERFLOW, Gap, StreamTracker, event_identity, event_position
 
 __all__ = ["DEFAULT_BASE_URL", "BinanceStream", "validate_streams"]
 
@@ -110,7 +115,7 @@ class BinanceStream(Rotation):
         attempt_budget: the connection-attempt budget; default the process-wide one.
         buffer_size, overflow_policy: the bounded buffer of events waiting for the consumer
             (``drop_oldest``, the default, or ``block``; see ``OverflowPolicy``).
-        notifiers, clock, rng: as for ResilientWebSocket.
+        notifiers, clock, rng, wall_clock, follow_redirects: as for ResilientWebSocket.
         name: a label for logs and metrics.
     """
 
@@ -133,6 +138,8 @@ class BinanceStream(Rotation):
         rng: random.Random | None = None,
         name: str | None = None,
         logger: logging.Logger | None = None,
+        wall_clock: Callable[[], float] | None = None,
+        follow_redirects: bool = False,
     ) -> None:
         self.rules = binance or BinanceConfig()
         wanted = validate_streams(streams)
@@ -163,6 +170,8 @@ class BinanceStream(Rotation):
             "max_message_bytes": max_message_bytes,
             "clock": clock,
             "rng": rng,
+            "wall_clock": wall_clock,
+            "follow_redirects": follow_redirects,
         }
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._wanted: dict[str, None] = dict.fromkeys(wanted)
@@ -184,6 +193,10 @@ class BinanceStream(Rotation):
         self.rate_limited_total = 0
         self.gap_callback_failures = 0
         self.recent_gaps: deque[Gap] = deque(maxlen=20)
+        self.overflow_gaps = 0
+        # events the consumer buffer dropped since the consumer last read: per stream
+        # [field, first, last, count], reported as one gap each at the next read
+        self._overflow: dict[str, list[Any]] = {}
         self._requests = Requests(self.rules.request_timeout, self._log)
         self.rotations: dict[str, int] = {"age": 0, "server_shutdown": 0}
         self.rate_limits: deque[dict[str, Any]] = deque(maxlen=20)
@@ -213,17 +226,22 @@ class BinanceStream(Rotation):
         finally:
             self._tg = None
             self._events.close()
+            self._report_overflow()
 
     def __aiter__(self) -> BinanceStream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
         try:
-            return await self._events.get()
+            event = await self._events.get()
         except anyio.EndOfStream:
+            self._report_overflow()
             if self._closed_error is not None:
                 raise self._closed_error from None
             raise StopAsyncIteration from None
+        if self._overflow:
+            self._report_overflow()
+        return event
 
     @property
     def streams(self) -> list[str]:
@@ -369,23 +387,21 @@ class BinanceStream(Rotation):
             if not isinstance(stream, str) or not isinstance(data, dict | list):
                 self._malformed(leg, stream, "a combined event needs a string stream and data")
                 return
-            if isinstance(data, dict) and data.get("e") == "serverShutdown":
+            # the combined form names the stream "!serverShutdown"; its data may vary
+            if stream == "!serverShutdown" or (
+                isinstance(data, dict) and data.get("e") == "serverShutdown"
+            ):
                 self._server_shutdown(leg)
                 return
             await self._on_event(leg, stream, message, data)
-        elif is_reply(message):
+        elif is_reply(message) and message.get("id") is not None:
             self._requests.settle(leg, message)
         elif message.get("e") == "serverShutdown":
             self._server_shutdown(leg)
-        elif "code" in message:
+        elif (error := error_of(message)) is not None:
             self._requests.errors += 1  # an error frame that names no request
             self._log.error(
-                format_kv(
-                    event="request_error",
-                    name=self.name,
-                    code=message.get("code"),
-                    msg=message.get("msg"),
-                )
+                format_kv(event="request_error", name=self.name, code=error[0], msg=error[1])
             )
         else:
             self._malformed(leg, None, "not a known message shape")
@@ -412,7 +428,31 @@ class BinanceStream(Rotation):
         if gap is not None:
             self._report_gap(gap)
         self.events_delivered += 1
-        await self._events.put(message)
+        dropped = await self._events.put(message)
+        if dropped is not None:
+            self._overflowed(dropped)
+
+    def _overflowed(self, message: dict[str, Any]) -> None:
+        """The consumer buffer dropped ``message``: remember it for the next gap report."""
+        stream = str(message.get("stream"))
+        where = event_position(message.get("data"))
+        field, first, last = where if where is not None else ("count", 0, 0)
+        pending = self._overflow.get(stream)
+        if pending is None or pending[0] != field:
+            if pending is not None:
+                self._report_overflow(stream)
+            self._overflow[stream] = [field, first, last, 1]
+        else:
+            pending[2] = last
+            pending[3] += 1
+
+    def _report_overflow(self, only: str | None = None) -> None:
+        """Report what the consumer buffer dropped as gaps (reason ``consumer_overflow``)."""
+        for stream in [only] if only is not None else list(self._overflow):
+            field, first, last, count = self._overflow.pop(stream)
+            gap = Gap(stream, field, first, last, count, anyio.current_time(), CONSUMER_OVERFLOW)
+            self.overflow_gaps += 1
+            self._report_gap(gap)
 
     def _report_gap(self, gap: Gap) -> None:
         self.gaps_detected += 1
@@ -427,6 +467,7 @@ class BinanceStream(Rotation):
                 first=gap.first,
                 last=gap.last,
                 count=gap.count,
+                reason=gap.reason,
             )
         )
         if self.on_gap is None:
@@ -484,6 +525,7 @@ class BinanceStream(Rotation):
                 await self._subscribe_on(leg, "SUBSCRIBE", missing)
             if generation == leg.generation:
                 leg.verified = True
+                leg.ws.mark_healthy()  # verified: the reconnect counter resets, alarms resolve
             self._log.info(
                 format_kv(
                     event="subscribed",
@@ -583,6 +625,8 @@ class BinanceStream(Rotation):
             "duplicates_dropped": self.duplicates_dropped,
             "malformed": self.malformed,
             "gaps_detected": self.gaps_detected,
+            "gap_events_missing": self.gap_events_missing,
+            "overflow_gaps": self.overflow_gaps,
             "recent_gaps": [g.as_dict() for g in self.recent_gaps],
             "requests_sent": self.requests_sent,
             "request_errors": self.request_errors,

@@ -16,6 +16,10 @@ partial depth             ``lastUpdateId``            none
 anything else with ``E``  ``E`` event time            none
 ========================  ==========================  =====================================
 
+Diff depth (``<symbol>@depth`` every 1000 ms, ``<symbol>@depth@100ms``) is checked the way a
+host keeping a local order book must: each event's first update id ``U`` must be the previous
+event's final ``u`` + 1; a larger ``U`` is a gap (the book must be resynced from a snapshot).
+
 ``StreamTracker.accept`` is given each event that is about to reach the consumer, in order:
 it says whether the event is new (identity above the last one delivered on its stream) and,
 when a sequence jumped, the exact missing range as a :class:`Gap`. Two connections that carry
@@ -30,7 +34,20 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Gap", "StreamTracker", "event_identity", "kline_interval_ms"]
+__all__ = [
+    "CONSUMER_OVERFLOW",
+    "SEQUENCE",
+    "Gap",
+    "StreamTracker",
+    "event_identity",
+    "event_position",
+    "kline_interval_ms",
+]
+
+#: Gap reasons: the exchange's sequence jumped (events never arrived), or the consumer's buffer
+#: dropped events that did arrive (``drop_oldest``).
+SEQUENCE = "sequence"
+CONSUMER_OVERFLOW = "consumer_overflow"
 
 Key = tuple[int, ...]
 
@@ -53,6 +70,11 @@ class Gap:
     ``field`` names the id: ``t`` (trade ids), ``a`` (aggregate ids), ``u`` (depth update ids)
     or ``k.t`` (kline open times in ms, one per missing candle; ``interval_ms`` apart).
     ``count`` is the number of missing trades, aggregates, updates or candles.
+
+    ``reason`` is ``sequence`` (the exchange's ids jumped: the events never arrived) or
+    ``consumer_overflow`` (they arrived, and the consumer's buffer dropped them under
+    ``drop_oldest``): then ``first``/``last`` are the positions (see :func:`event_position`)
+    of the first and last event dropped and ``count`` the number of events dropped.
     """
 
     stream: str
@@ -61,6 +83,7 @@ class Gap:
     last: int
     count: int
     at: float
+    reason: str = SEQUENCE
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -98,6 +121,36 @@ def event_identity(data: Any) -> Key | None:
             return (last_update,)
     at = _int(data.get("E"))
     return None if at is None else (at,)
+
+
+def event_position(data: Any) -> tuple[str, int, int] | None:
+    """``(field, first, last)``: where one payload sits in its stream (``first == last``
+    except for a diff depth event, ``U`` to ``u``); None when it carries no id or time."""
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("e")
+    if kind == "trade":
+        t = _int(data.get("t"))
+        return None if t is None else ("t", t, t)
+    if kind == "aggTrade":
+        a = _int(data.get("a"))
+        return None if a is None else ("a", a, a)
+    if kind == "depthUpdate":
+        first, last = _int(data.get("U")), _int(data.get("u"))
+        return None if first is None or last is None else ("u", first, last)
+    if kind == "kline":
+        k = data.get("k")
+        start = _int(k.get("t")) if isinstance(k, dict) else None
+        return None if start is None else ("k.t", start, start)
+    if kind is None:
+        u = _int(data.get("u"))
+        if u is not None:
+            return ("u", u, u)
+        last_update = _int(data.get("lastUpdateId"))
+        if last_update is not None:
+            return ("lastUpdateId", last_update, last_update)
+    at = _int(data.get("E"))
+    return None if at is None else ("E", at, at)
 
 
 @attrs.define

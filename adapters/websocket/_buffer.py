@@ -51,10 +51,13 @@ class MessageBuffer(Generic[Message]):
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, item: Message) -> None:
+    async def put(self, item: Message) -> Message | None:
+        """Buffer ``item``; return the message dropped to make room (``drop_oldest``), so a
+        caller that knows what messages mean can report the loss (None: nothing dropped)."""
+        dropped: Message | None = None
         while len(self._items) >= self.size:
             if self.policy == "drop_oldest":
-                self._items.popleft()
+                dropped = self._items.popleft()
                 self.dropped += 1
                 break
             if self.policy == "fail":
@@ -63,6 +66,7 @@ class MessageBuffer(Generic[Message]):
             await self._writable.wait()
         self._items.append(item)
         self._readable.set()
+        return dropped
 
     def pause(self) -> None:
         """Hold messages back from the consumer (they are still buffered, under the bound)."""

@@ -6,6 +6,7 @@ closed, replies by id, 1024 streams), so these tests fail when the client breaks
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -374,3 +375,141 @@ async def test_a_server_restart_is_a_network_failure_and_recovers(bed: ExchangeB
         "connection closed without a close frame",
     )
     assert bed.exchange.connections[0].close_reason == "server restart"
+
+
+# -- issue 16 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["flat", "wrapped"])
+async def test_error_replies_fail_the_request_at_once_with_code_and_message(
+    certs: Certs, wrapped: bool
+) -> None:
+    # the documentation's flat {"code", "msg", "id"} and the live service's
+    # {"error": {"code", "msg"}, "id"}: both settle the request, neither waits for a timeout
+    with ExchangeBed(certs, wrapped_errors=wrapped) as bed:
+        rules = BinanceConfig(request_timeout=30.0)
+        async with stream(bed, ["ethusdt@trade"], binance=rules) as s:
+            await wait_for(lambda: s.get_connection_stats()["binance"]["verified"])
+            with pytest.raises(BinanceRequestError) as caught:
+                await s.subscribe(["ethusdt@nonsense"])
+            stats = s.get_connection_stats()["binance"]
+    assert caught.value.code == 2 and "unknown stream" in caught.value.msg
+    assert type(caught.value) is BinanceRequestError  # not a RequestTimeout
+    assert (stats["request_errors"], stats["request_timeouts"], stats["malformed"]) == (1, 0, 0)
+
+
+async def test_combined_server_shutdown_starts_the_lossless_rotation(bed: ExchangeBed) -> None:
+    seen: list[str] = []
+    original = BinanceStream._on_raw
+
+    async def spy(self: BinanceStream, leg: Any, raw: str | bytes) -> None:
+        if "serverShutdown" in str(raw):
+            seen.append(str(raw))
+        await original(self, leg, raw)
+
+    async with stream(bed, ["ethusdt@trade"]) as s:
+        s._on_raw = spy.__get__(s)  # type: ignore[method-assign]
+        events: list[dict[str, Any]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, s, 3.0, events)
+            await wait_for(lambda: len(events) > 20)
+            bed.exchange.server_shutdown(grace=1.5)
+        stats = s.get_connection_stats()
+    assert seen and all(raw.startswith('{"stream":"!serverShutdown"') for raw in seen)
+    ids = trade_ids(events)
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # nothing lost, nothing twice
+    assert stats["binance"]["rotations"]["server_shutdown"] == 1
+    assert stats["binance"]["malformed"] == 0
+
+
+async def test_events_the_consumer_buffer_drops_are_reported_as_gaps(bed: ExchangeBed) -> None:
+    gaps: list[Gap] = []
+    async with stream(bed, ["ethusdt@trade"], buffer_size=10, on_gap=gaps.append) as s:
+        await wait_for(lambda: s.get_connection_stats()["binance"]["verified"])
+        await wait_for(lambda: s.get_connection_stats()["messages_dropped"] >= 50)  # not reading
+        events: list[dict[str, Any]] = []
+        await collect(s, 0.3, events)
+        dropped = s.get_connection_stats()["messages_dropped"]
+    overflow = [g for g in gaps if g.reason == "consumer_overflow"]
+    assert overflow and all(g.field == "t" and g.stream == "ethusdt@trade" for g in overflow)
+    assert sum(g.count for g in overflow) == dropped  # every dropped event, reported
+    ids = trade_ids(events)
+    # the first report names exactly the trades dropped before the first one read
+    first = overflow[0]
+    assert first.last - first.first + 1 == first.count
+    assert first.last < ids[0]
+    assert s.gaps_detected == len(gaps) and s.overflow_gaps == len(overflow)
+
+
+@pytest.mark.spec("R1.3")
+@pytest.mark.spec("R1.4")
+async def test_an_accepted_then_dropped_link_keeps_backing_off_and_alarms_once(
+    bed: ExchangeBed,
+) -> None:
+    # The exchange accepts every connection and closes it with 1008 at once. Never verified,
+    # never healthy: each is a failed attempt, the backoff keeps growing (it used to restart
+    # at initial_delay on every live), and the episode raises exactly one alarm.
+    notices: list[Any] = []
+    config = ConnectionConfig(
+        initial_delay=0.05, max_delay=0.8, jitter=0.0, ping_interval=5.0, alarm_failures=3
+    )
+    bed.exchange.drop_after_accept(1008, "Too many requests")
+    async with stream(
+        bed, ["ethusdt@trade"], config=config, notifiers=[CallbackNotifier(notices.append)]
+    ) as s:
+        await wait_for(lambda: s.get_connection_stats()["reconnect_statistics"]["failures"] >= 6)
+        stats = s.get_connection_stats()
+    delays = [r["delay"] for r in stats["failure_history"]][:6]
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 0.8]
+    assert all(r["attempt_failed"] and r["state"] == "live" for r in stats["failure_history"])
+    assert [type(n) for n in notices] == [Alarm]
+    assert stats["reconnect_statistics"]["alarm_count"] == 1
+
+
+@pytest.mark.spec("R1.4")
+async def test_verified_subscriptions_make_the_connection_healthy(bed: ExchangeBed) -> None:
+    notices: list[Any] = []
+    config = ConnectionConfig(
+        initial_delay=0.05,
+        max_delay=0.3,
+        jitter=0.0,
+        ping_interval=5.0,
+        handshake_timeout=0.5,
+        alarm_failures=0,
+    )  # stable_after stays at its default, 10 s: health comes from the verification
+    bed.black_hole()
+    async with stream(
+        bed, ["ethusdt@trade"], config=config, notifiers=[CallbackNotifier(notices.append)]
+    ) as s:
+        await wait_for(lambda: notices)  # handshake timeouts: failed attempts, an alarm
+        bed.black_hole(False)
+        await wait_for(lambda: s.get_connection_stats()["binance"]["verified"])
+        await wait_for(lambda: len(notices) == 2)
+        stats = s.get_connection_stats()
+    assert [type(n) for n in notices] == [Alarm, AlarmResolved]
+    assert stats["healthy"] and stats["reconnect_statistics"]["consecutive_failures"] == 0
+
+
+async def test_depth_diff_continuity_gap_names_the_missing_update_ids(bed: ExchangeBed) -> None:
+    gaps: list[Gap] = []
+    slow = ConnectionConfig(
+        initial_delay=0.4, max_delay=0.4, jitter=0.0, ping_interval=5.0, handshake_timeout=2.0
+    )
+    async with stream(bed, ["ethusdt@depth@100ms"], config=slow, on_gap=gaps.append) as s:
+        events: list[dict[str, Any]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, s, 2.5, events)
+            await wait_for(lambda: len(events) > 5)
+            bed.reset()
+    data = [e["data"] for e in events]
+    assert all(d["e"] == "depthUpdate" and d["U"] <= d["u"] for d in data)
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert (gap.stream, gap.field, gap.reason) == ("ethusdt@depth@100ms", "u", "sequence")
+    before = max(d["u"] for d in data if d["u"] < gap.first)
+    after = min(d["U"] for d in data if d["U"] > gap.last)
+    # U must be the previous u + 1: the gap is exactly the update ids in between
+    assert (gap.first, gap.last) == (before + 1, after - 1)
+    for prev, cur in itertools.pairwise(data):
+        if cur["U"] != prev["u"] + 1:
+            assert (cur["U"], prev["u"]) == (after, before)
