@@ -43,7 +43,8 @@ feed the pattern detector, and only failed attempts count towards the alarm.
 Rules: R1.1 backoff ``initial_delay * backoff_factor**n`` capped at ``max_delay`` with jitter;
 R1.2 ping every ``ping_interval``, pong within ``pong_timeout``; R1.3 alarm when more than
 ``alarm_failures`` failed reconnect attempts fall within ``alarm_window`` (a ban alarms at
-once), once per episode: resolved when a connection becomes healthy; R1.4 subscriptions
+once), once per episode: resolved when a connection becomes healthy, and the next episode
+counts only failed attempts after that; R1.4 subscriptions
 restored on ``live``, consecutive failures back to 0 only when healthy, so a link that is
 accepted and dropped keeps backing off; R1.5 one deadline for the whole handshake; R3.1/R3.3 a
 bounded failure history, with wall time when the host passes it; R3.5 recurring-pattern
@@ -388,6 +389,9 @@ class ConnectionMachine(StateMachine):
         self.alarm_raised_at = None
         self.alarm_raised_wall = None
         self.alarms_resolved += 1
+        # The episode's failed attempts were reported with it: a new episode needs more than
+        # alarm_failures new ones (one more failure right after a recovery is not an alarm).
+        self._window.clear()
         return [ResolveAlarm(resolution=resolution)]
 
     def _vouched(self, event: ConnectionHealthy) -> list[ConnectionAction]:

@@ -80,6 +80,7 @@ class ConnectionModel:
     alarms: int = 0
     resolutions: int = 0
     failed_attempts: list[float] = attrs.Factory(list)
+    episode_start: int = 0
     last_attempt_failed: bool = False
     records: list[dict[str, Any]] = attrs.Factory(list)
     attempt_deadline: float | None = None
@@ -112,6 +113,8 @@ class ConnectionModel:
         resolved = self.alarm_active
         self.alarm_active = False
         self.resolutions += int(resolved)
+        if resolved:  # a new episode counts only the failed attempts after this one
+            self.episode_start = len(self.failed_attempts)
         return resolved
 
     def fail(self, now: float, kind: str) -> tuple[str, bool]:
@@ -131,7 +134,9 @@ class ConnectionModel:
             self.consecutive += 1
         if attempt_failed:
             self.failed_attempts.append(now)
-        in_window = sum(1 for t in self.failed_attempts if t > now - self.cfg.alarm_window)
+        in_window = sum(
+            1 for t in self.failed_attempts[self.episode_start :] if t > now - self.cfg.alarm_window
+        )
         new_alarm = False
         if kind == "fatal" or (
             counted and self.cfg.max_retries is not None and self.consecutive > self.cfg.max_retries

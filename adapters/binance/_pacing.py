@@ -76,6 +76,12 @@ class RequestPacer:
         self._controls_seen = control_count()
         self.waited = 0.0
 
+    def rebase(self) -> None:
+        """A new connection: the exchange counts frames per connection, so the frames of the
+        previous one (pings of a long outage counted as sent now) must not delay this one."""
+        self._controls_seen = self._control_count()
+        self._sent.clear()
+
     async def wait(self) -> None:
         started = anyio.current_time()
         while True:

@@ -71,8 +71,12 @@ class Rotation:
             reason = self._rotate_reason or "age"
             self._rotate_now = anyio.Event()
             self._rotate_reason = ""
-            if leg.ws.state == "live":
+            if leg.ws.state == "live" and (leg.verified or reason != "age"):
                 await self._rotate(leg, reason)
+            elif reason == "age":
+                # due, but not yet verified (healthy): replacing it now would only retire a
+                # connection with its alarm unresolved; look again shortly
+                await anyio.sleep(0.1)
 
     async def _rotate(self, old: Leg, reason: str) -> None:
         self.rotations[reason] = self.rotations.get(reason, 0) + 1

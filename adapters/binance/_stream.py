@@ -286,6 +286,7 @@ class BinanceStream(Rotation):
 
         async def on_connect(ws: ResilientWebSocket) -> None:
             leg = holder[0]
+            leg.pacer.rebase()
             leg.generation += 1
             leg.confirmed.clear()
             leg.verified = False

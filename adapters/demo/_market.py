@@ -78,8 +78,13 @@ def _schedule(exchange: Any, proxy: Any, loop_call: Callable[[Any], Any]) -> Sch
         (15.0, "HTTP 429 with Retry-After 2", rate_limit),
         (20.0, "serverShutdown (grace 2 s)", lambda: exchange.server_shutdown(grace=2.0)),
         (24.0, "failure burst: connections refused", refuse),
-        (28.0, "connections accepted again", accept),
+        # long enough for four refused attempts (more than alarm_failures): an alarm
+        (30.0, "connections accepted again", accept),
     ]
+
+
+#: Faults that end an earlier one: injected on time, whatever the connection's state.
+ENDING_FAULTS = ("half-open link ends", "connections accepted again")
 
 
 async def run_market(
@@ -228,12 +233,22 @@ async def _consume(
     if exporter is not None:
         exporter.register(stream, name="binance")
 
+    faults_done = anyio.Event()
+
     async def faults() -> None:
         for at, name, fn in schedule:
             await anyio.sleep(max(0.0, at - now()))
+            if name not in ENDING_FAULTS:
+                # Each fault is meant for a healthy connection (live, subscriptions verified):
+                # with backoff that keeps growing until a connection is healthy (R1.4), the
+                # previous fault's recovery may still be under way at the nominal time.
+                with anyio.move_on_after(10.0):
+                    while not stream.get_connection_stats()["healthy"]:
+                        await anyio.sleep(0.05)
             record.faults.append((now(), name))
             view.line(t=round(now(), 2), event="fault", fault=name)
             fn()
+        faults_done.set()
 
     async def consume() -> None:
         async for event in stream:
@@ -261,6 +276,8 @@ async def _consume(
         tg.start_soon(consume)
         tg.start_soon(ticker)
         await anyio.sleep(duration)
+        with anyio.move_on_after(15.0):  # every fault injected, even when some came late
+            await faults_done.wait()
         if stream.state != "live":  # end on a live connection when the schedule allows
             with anyio.move_on_after(5.0):
                 while stream.state != "live":

@@ -462,3 +462,24 @@ def test_stats_expose_the_counters_users_read() -> None:
     assert set(stats["time_in_state"]) == set(CONNECTION_STATES)
     assert stats["time_in_state"]["live"] == pytest.approx(10.0 + 9.0)
     assert stats["time_in_state"]["backing_off"] == pytest.approx(1.0)
+
+
+@pytest.mark.spec("R1.3")
+def test_a_resolved_episode_is_not_counted_again() -> None:
+    h = Harness(jitter=0.0, ping_interval=1000.0)
+    h.send(Start)
+    for _ in range(4):  # four refused attempts: the episode's alarm
+        h.fail(kind="network", reason="refused")
+        h.at(h.machine.next_deadline or h.now)
+    h.send(TransportConnected)
+    h.send(HandshakeSucceeded)
+    assert of(h.send(ConnectionHealthy), ResolveAlarm)
+    h.now += 1.0
+    h.fail(kind="ssl")  # a drop of the healthy connection
+    h.at(h.machine.next_deadline or h.now)
+    raised = of(h.fail(kind="network", reason="refused"), RaiseAlarm)
+    assert not raised  # one failed attempt after the recovery, not five in the window
+    for _ in range(3):
+        h.at(h.machine.next_deadline or h.now)
+        raised += of(h.fail(kind="network", reason="refused"), RaiseAlarm)
+    assert len(raised) == 1 and raised[0].alarm.failures_in_window == 4  # a new episode
