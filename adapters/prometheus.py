@@ -97,7 +97,7 @@ class MetricsExporter:
                 ("attempts", "Connection attempts (over every rotation, for a BinanceStream)."),
                 ("successes", "Attempts that reached live."),
                 ("alarms_raised", "Alarms raised (too many failures in the window)."),
-                ("alarms_resolved", "Alarms resolved by a live connection."),
+                ("alarms_resolved", "Alarms resolved by a healthy connection."),
                 ("messages_received", "Messages received."),
                 ("messages_dropped", "Messages dropped by a full buffer (drop_oldest)."),
             )
