@@ -6,8 +6,16 @@ correct against it obeys them:
 * endpoints ``/stream`` (combined: ``{"stream", "data"}``), ``/stream?streams=a/b`` and
   ``/ws/<stream>`` (raw payloads); lower-case symbols;
 * ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` / ``SET_PROPERTY`` /
-  ``GET_PROPERTY`` requests with an ``id``; replies ``{"result", "id"}`` or errors
-  ``{"code", "msg", "id"}``; at most ``max_streams`` streams per connection;
+  ``GET_PROPERTY`` requests with an ``id`` (an int64, a string of up to 36 letters, digits and
+  ``-``, or null); replies ``{"result", "id"}`` or errors ``{"code", "msg", "id"}`` with the
+  documented codes (0 unknown property, 1 invalid value type, 2 invalid request, 3 invalid
+  JSON), or ``{"error": {"code", "msg"}, "id"}`` with ``wrapped_errors``; at most
+  ``max_streams`` streams per connection;
+* at most ``max_attempts`` connection attempts per ``attempt_window`` (300 per 5 minutes) per
+  IP: one more is answered 429 with ``Retry-After``; an attempt while that Retry-After runs is
+  answered 418 (banned, ``Retry-After: ban_seconds``), as are all attempts during the ban;
+* the close handshake: a close frame is answered, then the server closes TCP; a close the
+  server starts waits for the client's close frame (at most 1 s), then closes TCP;
 * at most ``max_incoming_per_second`` incoming frames per second per connection (text, ping
   and pong frames all count): one more and the connection is closed (1008), as the exchange
   drops it;
@@ -17,10 +25,22 @@ correct against it obeys them:
   with 429 / 418 and ``Retry-After``, closes with any code, raw text (malformed messages).
 
 The market is generated, not real: per symbol a seeded random walk whose volatility clusters
-(GARCH(1,1) on per-trade log returns), emitting ``trade``, ``aggTrade``, ``bookTicker``,
-``depth`` (diff, ``U``/``u``) and ``kline_<interval>`` events. Market time runs ``speed`` times
-faster than the wall clock (``speed=60``: a 1-minute kline closes every second). Every
-connection sees the same events with the same ids, as on the exchange.
+(GARCH(1,1) on per-trade log returns). Streams, with the exchange's update speeds:
+
+* per trade: ``trade``, ``aggTrade``, ``bookTicker``;
+* diff depth ``depth`` (every 1000 ms) and ``depth@100ms``: each event covers the updates
+  ``U`` to ``u`` since the previous one (``U`` = previous ``u`` + 1);
+* partial books ``depth5``, ``depth10``, ``depth20`` (1000 ms, or ``@100ms``):
+  ``{"lastUpdateId", "bids", "asks"}``;
+* ``ticker`` (24hrTicker), ``miniTicker`` (24hrMiniTicker), ``!miniTicker@arr`` (all
+  symbols' mini tickers in one array) and ``avgPrice`` (5-minute average), every 1000 ms;
+* ``kline_<interval>`` for every interval the exchange has (``1s`` ... ``1M``): an update every
+  2000 ms of market time (``kline_1s``: each second), and each candle closed (``x`` true) when
+  market time passes its end, trades or not (up to ``MAX_FILL`` empty candles per step).
+
+Market time runs ``speed`` times faster than the wall clock (``speed=60``: a 1-minute kline
+closes every second); the 100 ms / 1000 ms update speeds are wall-clock. Every connection sees
+the same events with the same ids, as on the exchange.
 
 It runs on its own asyncio loop in a thread, so clients on asyncio or trio (or in another
 process) can use it; everything it records (attempts, connections, incoming frame times, rule
@@ -39,6 +59,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -59,7 +80,6 @@ from wsproto.events import (
 
 __all__ = ["ConnectionRecord", "Exchange", "MarketConfig"]
 
-_STREAM = re.compile(r"^([a-z0-9]+)@(trade|aggTrade|bookTicker|depth|depth@100ms|kline_(\w+))$")
 _INTERVALS_MS = {
     "1s": 1_000,
     "1m": 60_000,
@@ -68,10 +88,27 @@ _INTERVALS_MS = {
     "15m": 900_000,
     "30m": 1_800_000,
     "1h": 3_600_000,
+    "2h": 7_200_000,
     "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
     "1d": 86_400_000,
+    "3d": 259_200_000,
+    "1w": 604_800_000,
+    "1M": 0,  # calendar months: see _candle_bounds
 }
-_KLINE_UPDATE_MS = 2_000  # the exchange pushes a kline's state about every 2 s
+_STREAM = re.compile(
+    r"^(?:([a-z0-9]+)@(trade|aggTrade|bookTicker|ticker|miniTicker|avgPrice"
+    r"|depth(?:5|10|20)?(?:@100ms|@1000ms)?|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))"
+    r"|!miniTicker@arr)$"
+)
+_KLINE_UPDATE_MS = 2_000  # the exchange pushes a kline's state every 2 s (kline_1s: 1 s)
+#: Empty candles published per stream per market step when market time jumps past several.
+MAX_FILL = 50
+_WEEK_ORIGIN_MS = 345_600_000  # 1970-01-05, a Monday: weekly candles open on Mondays
+_ID_TEXT = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +152,28 @@ class ConnectionRecord:
         return best
 
 
+def _valid_id(rid: Any) -> bool:
+    """The documented request ids: an int64, a string of up to 36 letters, digits and ``-``
+    (a UUID fits), or null."""
+    if rid is None:
+        return True
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        return _INT64[0] <= rid <= _INT64[1]
+    return isinstance(rid, str) and _ID_TEXT.match(rid) is not None
+
+
+def _candle_bounds(interval: str, ms: int, t: int) -> tuple[int, int]:
+    """[start, next start) of the candle of ``interval`` holding market time ``t`` (ms)."""
+    if interval == "1M":  # calendar months, UTC
+        day = datetime.fromtimestamp(t / 1000, tz=UTC)
+        month = datetime(day.year, day.month, 1, tzinfo=UTC)
+        following = datetime(day.year + (day.month == 12), day.month % 12 + 1, 1, tzinfo=UTC)
+        return int(month.timestamp() * 1000), int(following.timestamp() * 1000)
+    origin = _WEEK_ORIGIN_MS if interval == "1w" else 0
+    first = t - (t - origin) % ms
+    return first, first + ms
+
+
 class _Symbol:
     def __init__(self, name: str, price: float, cfg: MarketConfig, rng: random.Random) -> None:
         self.name = name
@@ -127,6 +186,17 @@ class _Symbol:
         self.trade_id = 1_000_000
         self.agg_id = 500_000
         self.update_id = 9_000_000
+        # rolling statistics for ticker / miniTicker (since the start: the simulator's "24 h")
+        self.open = price
+        self.high = self.low = price
+        self.volume = self.quote = 0.0
+        self.count = 0
+        self.first_id = self.trade_id + 1
+        self.last_qty = 0.0
+        self.last_trade_ms = 0
+        self.recent: deque[tuple[int, float, float]] = deque()  # (ms, price, qty) for avgPrice
+        #: diff depth: the last update id published, per update speed (ms)
+        self.depth_sent: dict[int, int] = {}
         # interval -> the open candle: [start, o, h, l, c, volume, quote, trades, first, last]
         self.candles: dict[str, list[Any]] = {}
         self.kline_sent: dict[str, int] = {}
@@ -142,7 +212,27 @@ class _Symbol:
         self.trade_id += 1
         self.agg_id += 1
         self.update_id += 1
+        self.high = max(self.high, self.price)
+        self.low = min(self.low, self.price)
+        self.volume += qty
+        self.quote += qty * self.price
+        self.count += 1
+        self.last_qty = qty
         return self.price, qty, self.rng.random() < 0.5
+
+    def book(self, levels: int) -> tuple[list[list[str]], list[list[str]]]:
+        """A synthetic book around the price: ``levels`` bids and asks, one tick apart."""
+        tick = max(0.01, round(self.price * 1e-5, 2))
+        seed = self.update_id
+        bids = [
+            [f"{self.price - tick * (i + 1):.2f}", f"{0.1 + (seed * 7 + i * 13) % 50 / 10:.4f}"]
+            for i in range(levels)
+        ]
+        asks = [
+            [f"{self.price + tick * (i + 1):.2f}", f"{0.1 + (seed * 11 + i * 17) % 50 / 10:.4f}"]
+            for i in range(levels)
+        ]
+        return bids, asks
 
 
 class _Conn:
@@ -173,6 +263,8 @@ class Exchange:
         max_incoming_per_second, max_streams, ping_interval, pong_timeout,
         max_connection_age: the exchange's rules (Binance: 5, 1024, 20 s, 60 s, 24 h).
         port: 0 picks a free one.
+        max_attempts, attempt_window, ban_seconds: connection attempts allowed per window
+            (Binance: 300 per 5 minutes per IP) and the ban (418) for ignoring a 429.
         wrapped_errors: send errors as ``{"error": {"code", "msg"}, "id"}`` (what the live
             service and the official SDK use) instead of the documentation's flat
             ``{"code", "msg", "id"}``.
@@ -191,6 +283,9 @@ class Exchange:
         host: str = "127.0.0.1",
         port: int = 0,
         wrapped_errors: bool = False,
+        max_attempts: int = 300,
+        attempt_window: float = 300.0,
+        ban_seconds: float = 120.0,
     ) -> None:
         self.ssl_context = ssl_context
         self.market = market or MarketConfig()
@@ -201,6 +296,12 @@ class Exchange:
         self.max_connection_age = max_connection_age
         self.wrapped_errors = wrapped_errors
         self.close_after_accept: tuple[int, str] | None = None
+        self.max_attempts = max_attempts
+        self.attempt_window = attempt_window
+        self.ban_seconds = ban_seconds
+        self._attempt_times: deque[float] = deque()
+        self._limited_until = 0.0
+        self._banned_until = 0.0
         self.host = host
         self.port = port
         rng = random.Random(self.market.seed)
@@ -245,7 +346,10 @@ class Exchange:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._t0 = self._loop.time()
-        self._tasks = [self._loop.create_task(self._run_market())]
+        self._tasks = [
+            self._loop.create_task(self._run_market()),
+            self._loop.create_task(self._run_periodic()),
+        ]
 
     async def _stop(self) -> None:
         if self._server is not None:
@@ -348,7 +452,9 @@ class Exchange:
         conn.send(CloseConnection(code=code, reason=reason))
         conn.closing = True
         conn.record.close_reason = conn.record.close_reason or f"{code} {reason}".strip()
-        self._loop.call_later(0.2, conn.writer.transport.abort)
+        # the client's close frame completes the handshake and closes TCP (_on_frame); a
+        # client that never answers is cut off
+        self._loop.call_later(1.0, conn.writer.transport.abort)
 
     # -- connections -----------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -391,8 +497,11 @@ class Exchange:
     def _upgrade(self, conn: _Conn, request: Request) -> bool:
         target = request.target
         conn.record.path = target
+        limited: tuple[int, float | None] | None = self._attempt_limit()
         if self.refusals:
-            status, retry_after = self.refusals.popleft()
+            limited = self.refusals.popleft()
+        if limited is not None:
+            status, retry_after = limited
             self.attempts.append((time.monotonic(), target, status))
             body = b'{"code":-1003,"msg":"Too many requests."}'
             headers = [
@@ -400,7 +509,7 @@ class Exchange:
                 (b"content-length", b"%d" % len(body)),
             ]
             if retry_after is not None:
-                headers.append((b"retry-after", str(int(retry_after)).encode()))
+                headers.append((b"retry-after", str(math.ceil(retry_after)).encode()))
             conn.writer.write(
                 conn.ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
             )
@@ -425,6 +534,24 @@ class Exchange:
             if _STREAM.match(name):
                 conn.streams.add(name)
         return True
+
+    def _attempt_limit(self) -> tuple[int, float] | None:
+        """(status, Retry-After) when this attempt breaks the per-IP limit, else None."""
+        now = time.monotonic()
+        window = self._attempt_times
+        window.append(now)
+        while window and window[0] <= now - self.attempt_window:
+            window.popleft()
+        if now < self._banned_until:
+            return 418, self._banned_until - now
+        if now < self._limited_until:  # a 429's Retry-After ignored: the IP is banned
+            self._banned_until = now + self.ban_seconds
+            return 418, self.ban_seconds
+        if len(window) > self.max_attempts:
+            retry = max(1.0, window[-self.max_attempts - 1] + self.attempt_window - now)
+            self._limited_until = now + retry
+            return 429, retry
+        return None
 
     async def _keepalive(self, conn: _Conn) -> None:
         opened = self._loop.time()
@@ -460,8 +587,10 @@ class Exchange:
     def _on_frame(self, conn: _Conn, event: Any) -> None:
         if isinstance(event, CloseConnection):
             conn.record.close_reason = conn.record.close_reason or f"client closed {event.code}"
-            conn.send(event.response())
+            if conn.ws.state is ConnectionState.REMOTE_CLOSING:  # the client started: answer
+                conn.writer.write(conn.ws.send(event.response()))
             conn.closing = True
+            conn.writer.close()  # both close frames sent: the server closes TCP (RFC 6455 7.1.1)
             return
         if isinstance(event, Ping | Pong | TextMessage | BytesMessage) and not getattr(
             event, "frame_finished", True
@@ -491,23 +620,32 @@ class Exchange:
     def _on_request(self, conn: _Conn, text: str) -> None:
         try:
             request = json.loads(text)
-        except ValueError:
-            self._reply(conn, {"code": 3, "msg": "Invalid JSON: could not parse the request"})
+        except ValueError as exc:
+            self._reply(conn, {"code": 3, "msg": f"Invalid JSON: {exc}", "id": None})
             return
         conn.record.requests.append(request if isinstance(request, dict) else {"raw": request})
         if not isinstance(request, dict):
-            self._reply(conn, {"code": 2, "msg": "Invalid request: not a JSON object"})
+            self._reply(conn, {"code": 2, "msg": "Invalid request: expected an object", "id": None})
             return
         rid = request.get("id")
-        if not (
-            rid is None
-            or (isinstance(rid, int) and not isinstance(rid, bool))
-            or (isinstance(rid, str) and len(rid) <= 36 and rid.isalnum())
-        ):
-            self._reply(conn, {"code": 2, "msg": "Invalid request: invalid request id", "id": None})
+        if not _valid_id(rid):
+            self._reply(
+                conn,
+                {
+                    "code": 2,
+                    "msg": "Invalid request: request ID must be an int64, a string of up to 36"
+                    " letters, digits and '-', or null",
+                    "id": None,
+                },
+            )
             return
         method = request.get("method")
         params = request.get("params", [])
+        if method is None:
+            self._reply(
+                conn, {"code": 2, "msg": "Invalid request: missing field `method`", "id": rid}
+            )
+            return
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
                 self._reply(
@@ -538,11 +676,27 @@ class Exchange:
             self._reply(conn, {"result": None, "id": rid})
         elif method == "LIST_SUBSCRIPTIONS":
             self._reply(conn, {"result": sorted(conn.streams), "id": rid})
-        elif method == "SET_PROPERTY" and isinstance(params, list) and params[:1] == ["combined"]:
-            conn.combined = bool(params[1]) if len(params) > 1 else conn.combined
-            self._reply(conn, {"result": None, "id": rid})
-        elif method == "GET_PROPERTY" and params == ["combined"]:
-            self._reply(conn, {"result": conn.combined, "id": rid})
+        elif method in ("SET_PROPERTY", "GET_PROPERTY"):
+            if not isinstance(params, list) or not params or not isinstance(params[0], str):
+                self._reply(
+                    conn,
+                    {
+                        "code": 2,
+                        "msg": "Invalid request: property name must be a string",
+                        "id": rid,
+                    },
+                )
+            elif params[0] != "combined":
+                self._reply(conn, {"code": 0, "msg": "Unknown property", "id": rid})
+            elif method == "GET_PROPERTY":
+                self._reply(conn, {"result": conn.combined, "id": rid})
+            elif len(params) != 2 or not isinstance(params[1], bool):
+                self._reply(
+                    conn, {"code": 1, "msg": "Invalid value type: expected Boolean", "id": rid}
+                )
+            else:
+                conn.combined = params[1]
+                self._reply(conn, {"result": None, "id": rid})
         else:
             self._reply(
                 conn, {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": rid}
@@ -570,7 +724,7 @@ class Exchange:
             wanted |= conn.streams
         return wanted
 
-    def _publish(self, stream: str, payload: dict[str, Any]) -> None:
+    def _publish(self, stream: str, payload: Any) -> None:
         raw = json.dumps(payload, separators=(",", ":"))
         combined = f'{{"stream":"{stream}","data":{raw}}}'
         for conn in list(self._conns):
@@ -600,13 +754,10 @@ class Exchange:
                 f"{name}@bookTicker",
                 {"u": sym.update_id, "s": upper, "b": bid, "B": q, "a": ask, "A": q},
             )
-        for depth in (f"{name}@depth", f"{name}@depth@100ms"):
-            if depth in wanted:
-                self._publish(
-                    depth,
-                    {"e": "depthUpdate", "E": now_ms, "s": upper, "U": sym.update_id,
-                     "u": sym.update_id, "b": [[bid, q]], "a": [[ask, q]]},
-                )  # fmt: skip
+        sym.last_trade_ms = now_ms
+        sym.recent.append((now_ms, price, qty))
+        while sym.recent and sym.recent[0][0] <= now_ms - 300_000:
+            sym.recent.popleft()
         for interval, ms in _INTERVALS_MS.items():
             stream = f"{name}@kline_{interval}"
             if stream in wanted or interval in sym.candles:
@@ -616,13 +767,24 @@ class Exchange:
         self, sym: _Symbol, stream: str, interval: str, ms: int, now_ms: int, price: float,
         qty: float,
     ) -> None:  # fmt: skip
-        start = now_ms - now_ms % ms
+        start, end = _candle_bounds(interval, ms, now_ms)
         candle = sym.candles.get(interval)
         if candle is not None and start > candle[0]:
-            self._publish(stream, self._kline_payload(sym, interval, ms, candle, now_ms, True))
+            self._publish(stream, self._kline_payload(sym, interval, candle, now_ms, True))
+            # the candles market time skipped without a trade close too, empty (as the
+            # exchange publishes them), up to MAX_FILL per step
+            close, nxt = candle[4], candle[10]
+            for _ in range(MAX_FILL):
+                if nxt >= start:
+                    break
+                first, after = _candle_bounds(interval, ms, nxt)
+                empty = [first, close, close, close, close, 0.0, 0.0, 0, -1, -1, after]
+                self._publish(stream, self._kline_payload(sym, interval, empty, now_ms, True))
+                nxt = after
             candle = None
         if candle is None:
-            candle = [start, price, price, price, price, 0.0, 0.0, 0, sym.trade_id, sym.trade_id]
+            tid = sym.trade_id
+            candle = [start, price, price, price, price, 0.0, 0.0, 0, tid, tid, end]
             sym.candles[interval] = candle
             sym.kline_sent[interval] = now_ms
         candle[2] = max(candle[2], price)
@@ -632,20 +794,102 @@ class Exchange:
         candle[6] += qty * price
         candle[7] += 1
         candle[9] = sym.trade_id
-        if now_ms - sym.kline_sent[interval] >= _KLINE_UPDATE_MS:
+        every = 1_000 if interval == "1s" else _KLINE_UPDATE_MS
+        if now_ms - sym.kline_sent[interval] >= every:
             sym.kline_sent[interval] = now_ms
-            self._publish(stream, self._kline_payload(sym, interval, ms, candle, now_ms, False))
+            self._publish(stream, self._kline_payload(sym, interval, candle, now_ms, False))
+
+    async def _run_periodic(self) -> None:
+        """The streams with a wall-clock update speed: every 100 ms, and every 1000 ms."""
+        tick = 0
+        next_at = self._loop.time()
+        while True:
+            next_at += 0.1
+            await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            tick += 1
+            now_ms = self.market_time_ms()
+            wanted = self._wanted_streams()
+            every_second = tick % 10 == 0
+            for sym in self.symbols.values():
+                self._books(sym, now_ms, wanted, 100, ("@100ms",))
+                if every_second:
+                    self._books(sym, now_ms, wanted, 1000, ("", "@1000ms"))
+                    self._tickers(sym, now_ms, wanted)
+            if every_second and "!miniTicker@arr" in wanted:
+                self._publish(
+                    "!miniTicker@arr", [self._mini(sym, now_ms) for sym in self.symbols.values()]
+                )
+
+    def _books(
+        self, sym: _Symbol, now_ms: int, wanted: set[str], speed: int, suffixes: tuple[str, ...]
+    ) -> None:
+        """Diff depth (``U`` = previous ``u`` + 1, whoever listens) and partial books."""
+        last = sym.depth_sent.get(speed, sym.update_id)
+        sym.depth_sent[speed] = sym.update_id
+        bids, asks = sym.book(20)
+        for suffix in suffixes:
+            stream = f"{sym.name}@depth{suffix}"
+            if stream in wanted and sym.update_id > last:
+                self._publish(
+                    stream,
+                    {"e": "depthUpdate", "E": now_ms, "s": sym.upper, "U": last + 1,
+                     "u": sym.update_id, "b": bids[:3], "a": asks[:3]},
+                )  # fmt: skip
+            for levels in (5, 10, 20):
+                partial = f"{sym.name}@depth{levels}{suffix}"
+                if partial in wanted:
+                    self._publish(
+                        partial,
+                        {"lastUpdateId": sym.update_id, "bids": bids[:levels],
+                         "asks": asks[:levels]},
+                    )  # fmt: skip
+
+    @staticmethod
+    def _mini(sym: _Symbol, now_ms: int) -> dict[str, Any]:
+        return {
+            "e": "24hrMiniTicker", "E": now_ms, "s": sym.upper, "c": f"{sym.price:.2f}",
+            "o": f"{sym.open:.2f}", "h": f"{sym.high:.2f}", "l": f"{sym.low:.2f}",
+            "v": f"{sym.volume:.4f}", "q": f"{sym.quote:.4f}",
+        }  # fmt: skip
+
+    def _tickers(self, sym: _Symbol, now_ms: int, wanted: set[str]) -> None:
+        name = sym.name
+        if f"{name}@miniTicker" in wanted:
+            self._publish(f"{name}@miniTicker", self._mini(sym, now_ms))
+        if f"{name}@ticker" in wanted:
+            change = sym.price - sym.open
+            weighted = sym.quote / sym.volume if sym.volume else sym.price
+            bids, asks = sym.book(1)
+            self._publish(
+                f"{name}@ticker",
+                {"e": "24hrTicker", "E": now_ms, "s": sym.upper, "p": f"{change:.2f}",
+                 "P": f"{100 * change / sym.open:.3f}", "w": f"{weighted:.2f}",
+                 "x": f"{sym.open:.2f}", "c": f"{sym.price:.2f}", "Q": f"{sym.last_qty:.4f}",
+                 "b": bids[0][0], "B": bids[0][1], "a": asks[0][0], "A": asks[0][1],
+                 "o": f"{sym.open:.2f}", "h": f"{sym.high:.2f}", "l": f"{sym.low:.2f}",
+                 "v": f"{sym.volume:.4f}", "q": f"{sym.quote:.4f}",
+                 "O": self.market.start_ms, "C": now_ms, "F": sym.first_id, "L": sym.trade_id,
+                 "n": sym.count},
+            )  # fmt: skip
+        if f"{name}@avgPrice" in wanted and sym.recent:
+            volume = sum(q for _, _, q in sym.recent)
+            average = sum(p * q for _, p, q in sym.recent) / volume if volume else sym.price
+            self._publish(
+                f"{name}@avgPrice",
+                {"e": "avgPrice", "E": now_ms, "s": sym.upper, "i": "5m",
+                 "w": f"{average:.8f}", "T": sym.last_trade_ms},
+            )  # fmt: skip
 
     @staticmethod
     def _kline_payload(
-        sym: _Symbol, interval: str, ms: int, c: list[Any], now_ms: int, closed: bool
+        sym: _Symbol, interval: str, c: list[Any], now_ms: int, closed: bool
     ) -> dict[str, Any]:
         return {
             "e": "kline",
             "E": now_ms,
             "s": sym.upper,
             "k": {
-                "t": c[0], "T": c[0] + ms - 1, "s": sym.upper, "i": interval, "f": c[8],
+                "t": c[0], "T": c[10] - 1, "s": sym.upper, "i": interval, "f": c[8],
                 "L": c[9], "o": f"{c[1]:.2f}", "c": f"{c[4]:.2f}", "h": f"{c[2]:.2f}",
                 "l": f"{c[3]:.2f}", "v": f"{c[5]:.4f}", "n": c[7], "x": closed,
                 "q": f"{c[6]:.4f}", "V": "0", "Q": "0", "B": "0",
