@@ -1,0 +1,262 @@
+"""The exchange simulator (``regulator.specs.exchange``) by the exchange's documentation,
+through real sockets (TLS on 127.0.0.1), on asyncio and trio; and a real third-party client
+(binance-connector) parsing its output."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _faultbed import Certs
+from httpx_ws import WebSocketUpgradeError, aconnect_ws
+from regulator.adapters.binance import AttemptBudget, BinanceStream
+from regulator.fsm import ConnectionConfig
+from regulator.specs.exchange import Exchange, MarketConfig
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request
+
+pytestmark = pytest.mark.anyio
+
+MARKET = MarketConfig(symbols={"ethusdt": 3000.0, "btcusdt": 90000.0}, trades_per_second=50.0)
+
+
+@pytest.fixture
+def exchange(certs: Certs) -> Iterator[Exchange]:
+    with Exchange(ssl_context=certs.server_context(), market=MARKET) as running:
+        yield running
+
+
+async def ask(
+    certs: Certs, exchange: Exchange, frames: list[str], path: str = "/ws"
+) -> list[dict[str, Any]]:
+    """Send ``frames`` on one connection; return the replies (not market events), in order."""
+    replies: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(verify=certs.client_context()) as client,
+        aconnect_ws(exchange.url + path, client, keepalive_ping_interval_seconds=None) as ws,
+    ):
+        for frame in frames:
+            await ws.send_text(frame)
+            with anyio.fail_after(5):
+                while True:
+                    message = json.loads(await ws.receive_text())
+                    if isinstance(message, dict) and ("id" in message or "code" in message):
+                        replies.append(message)
+                        break
+            await anyio.sleep(0.25)  # under 5 incoming frames a second
+    return replies
+
+
+async def test_request_ids_are_the_documented_ones(certs: Certs, exchange: Exchange) -> None:
+    good = [2**63 - 1, "0c2b1a8e-6f0e-4b8e-9a55-3d3c2f0e4b1a", None]
+    bad = [2**63, "x" * 37, "no spaces", True]
+    frames = [json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": rid}) for rid in good + bad]
+    replies = await ask(certs, exchange, frames)
+    assert [r.get("result") for r in replies[:3]] == [[], [], []]
+    assert [r["id"] for r in replies[:3]] == good
+    for reply in replies[3:]:
+        assert reply["code"] == 2 and reply["msg"].startswith("Invalid request: request ID")
+        assert reply["id"] is None
+
+
+async def test_errors_carry_the_documented_codes(certs: Certs, exchange: Exchange) -> None:
+    frames = [
+        '{"method": "SET_PROPERTY", "params": ["nothing", true], "id": 1}',
+        '{"method": "SET_PROPERTY", "params": ["combined", "yes"], "id": 2}',
+        '{"method": "DANCE", "id": 3}',
+        '{"method": "SUBSCRIBE", "params": ["ethusdt@nonsense"], "id": 4}',
+        '{"method": ',
+    ]
+    replies = await ask(certs, exchange, frames)
+    expected = [(0, 1), (1, 2), (2, 3), (2, 4), (3, None)]
+    assert [(r["code"], r.get("id")) for r in replies] == expected
+    assert replies[0]["msg"] == "Unknown property"
+    assert replies[1]["msg"] == "Invalid value type: expected Boolean"
+    assert replies[2]["msg"].startswith("Invalid request: unknown method")
+    assert replies[4]["msg"].startswith("Invalid JSON:")
+
+
+async def test_connection_attempts_per_window_then_429_then_418(certs: Certs) -> None:
+    with Exchange(
+        ssl_context=certs.server_context(),
+        market=MARKET,
+        max_attempts=3,
+        attempt_window=60.0,
+        ban_seconds=30.0,
+    ) as exchange:
+        statuses: list[int] = []
+        retry_after: list[str | None] = []
+        async with httpx.AsyncClient(verify=certs.client_context()) as client:
+            for _ in range(5):
+                try:
+                    async with aconnect_ws(exchange.url + "/ws/ethusdt@trade", client):
+                        statuses.append(101)
+                except WebSocketUpgradeError as exc:
+                    statuses.append(exc.response.status_code)
+                    retry_after.append(exc.response.headers.get("retry-after"))
+    # the 4th breaks the limit: 429 with the time until a slot frees; the 5th ignores it: 418
+    assert statuses == [101, 101, 101, 429, 418]
+    assert retry_after[0] is not None and 55 <= int(retry_after[0]) <= 60
+    assert retry_after[1] == "30"
+
+
+async def test_the_server_closes_tcp_after_the_close_handshake(
+    certs: Certs, exchange: Exchange
+) -> None:
+    stream = await anyio.connect_tcp(
+        "127.0.0.1",
+        exchange.port,
+        ssl_context=certs.client_context(),
+        tls_standard_compatible=False,
+    )
+    ws = WSConnection(ConnectionType.CLIENT)
+    events: list[Any] = []
+    async with stream:
+        await stream.send(ws.send(Request(host="127.0.0.1", target="/ws/ethusdt@trade")))
+        with anyio.fail_after(5):
+            while not any(isinstance(e, AcceptConnection) for e in events):
+                ws.receive_data(await stream.receive())
+                events += list(ws.events())
+        await stream.send(ws.send(CloseConnection(code=1000)))
+        closed = False
+        with anyio.fail_after(5):  # we never close: only the server's TCP close ends this
+            while True:
+                try:
+                    data = await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    closed = True
+                    break
+                ws.receive_data(data)
+                events += list(ws.events())
+    assert closed
+    answers = [e for e in events if isinstance(e, CloseConnection)]
+    assert answers and answers[0].code == 1000  # the close frame was answered first
+    assert exchange.connections[0].close_reason == "client closed 1000"
+
+
+async def test_every_documented_stream_type_through_the_real_client(
+    certs: Certs, exchange: Exchange
+) -> None:
+    names = [
+        "ethusdt@ticker",
+        "ethusdt@miniTicker",
+        "!miniTicker@arr",
+        "ethusdt@bookTicker",
+        "ethusdt@avgPrice",
+        "ethusdt@depth5",
+        "ethusdt@depth10@100ms",
+        "ethusdt@depth20",
+        "ethusdt@depth@100ms",
+        "ethusdt@depth",
+        "ethusdt@kline_1s",
+        "ethusdt@kline_2h",
+        "ethusdt@kline_1w",
+        "ethusdt@kline_1M",
+    ]
+    config = ConnectionConfig(initial_delay=0.05, max_delay=0.3, ping_interval=5.0)
+    events: dict[str, list[Any]] = {name: [] for name in names}
+    async with BinanceStream(
+        names,
+        base_url=exchange.url,
+        ssl_context=certs.client_context(),
+        config=config,
+        attempt_budget=AttemptBudget(300, 300.0),
+    ) as stream:
+        with anyio.move_on_after(10):
+            async for event in stream:
+                events[event["stream"]].append(event["data"])
+                if all(len(v) >= 3 for v in events.values()):
+                    break
+        gaps = stream.gaps_detected
+    assert {name: len(v) >= 3 for name, v in events.items()} == dict.fromkeys(names, True)
+    assert gaps == 0  # diff depth continuous, every 1 s candle closed in order
+    ticker = events["ethusdt@ticker"][-1]
+    assert ticker["e"] == "24hrTicker" and set("pPwxcQbBaAohlvqOCFLn") <= set(ticker)
+    assert events["ethusdt@miniTicker"][-1]["e"] == "24hrMiniTicker"
+    arr = events["!miniTicker@arr"][-1]
+    assert isinstance(arr, list) and {m["s"] for m in arr} == {"ETHUSDT", "BTCUSDT"}
+    assert events["ethusdt@avgPrice"][-1]["i"] == "5m"
+    for name, levels in (("ethusdt@depth5", 5), ("ethusdt@depth10@100ms", 10)):
+        book = events[name][-1]
+        assert set(book) == {"lastUpdateId", "bids", "asks"}
+        assert len(book["bids"]) == len(book["asks"]) == levels
+    for name in ("ethusdt@depth@100ms", "ethusdt@depth"):
+        diffs = events[name]
+        for prev, cur in itertools.pairwise(diffs):
+            assert cur["U"] == prev["u"] + 1 and cur["U"] <= cur["u"]
+    closed = [k["k"] for k in events["ethusdt@kline_1s"] if k["k"]["x"]]
+    assert all(b["t"] - a["t"] == 1000 for a, b in itertools.pairwise(closed))
+    month = events["ethusdt@kline_1M"][-1]["k"]
+    assert (month["i"], month["t"], month["T"]) == ("1M", 1_767_225_600_000, 1_769_903_999_999)
+    week = events["ethusdt@kline_1w"][-1]["k"]
+    assert week["t"] == 1_767_571_200_000  # Monday 2026-01-05 00:00 UTC
+    assert events["ethusdt@kline_2h"][-1]["k"]["i"] == "2h"
+
+
+def test_binance_connector_parses_the_simulator(
+    certs: Certs, exchange: Exchange, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official (deprecated) binance-connector 3.13 streams from the simulator: its
+    websocket-client connects over TLS, subscribes with its own ids, parses every event."""
+    pytest.importorskip("binance.websocket.spot.websocket_stream")
+    from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
+
+    ca = tmp_path / "ca.pem"
+    certs.ca.cert_pem.write_to_path(str(ca))
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(ca))
+    seen: dict[str, list[Any]] = {}
+    errors: list[Any] = []
+    done = threading.Event()
+    wanted = {
+        "ethusdt@kline_1m",
+        "ethusdt@ticker",
+        "ethusdt@miniTicker",
+        "ethusdt@bookTicker",
+        "ethusdt@depth5@1000ms",
+        "ethusdt@depth@100ms",
+        "ethusdt@aggTrade",
+    }
+
+    def on_message(_: Any, text: str) -> None:
+        message = json.loads(text)
+        if "stream" in message:
+            seen.setdefault(message["stream"], []).append(message["data"])
+        elif message.get("result", "") is not None:
+            errors.append(message)  # a refused subscription
+        if wanted <= set(seen):
+            done.set()
+
+    client = SpotWebsocketStreamClient(
+        stream_url=exchange.url,
+        on_message=on_message,
+        on_error=lambda _, e: errors.append(e),
+        is_combined=True,
+    )
+    subscriptions = [
+        lambda: client.kline(symbol="ethusdt", interval="1m"),
+        lambda: client.ticker(symbol="ethusdt"),
+        lambda: client.mini_ticker(symbol="ethusdt"),
+        lambda: client.book_ticker(symbol="ethusdt"),
+        lambda: client.partial_book_depth(symbol="ethusdt", level=5, speed=1000),
+        lambda: client.diff_book_depth(symbol="ethusdt", speed=100),
+        lambda: client.agg_trade(symbol="ethusdt"),
+    ]
+    try:
+        for subscribe in subscriptions:
+            subscribe()
+            time.sleep(0.35)  # the exchange allows 5 incoming messages a second
+        assert done.wait(10), sorted(seen)
+    finally:
+        client.stop()
+        client.socket_manager.ws.shutdown()  # stop() leaves websocket-client's socket open
+    assert not errors
+    assert seen["ethusdt@kline_1m"][-1]["k"]["i"] == "1m"
+    assert exchange.connections[0].violations == 0
