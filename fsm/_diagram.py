@@ -144,6 +144,13 @@ def render_diagram(
     return _graphviz(dot, fmt)
 
 
+class _PageGraph(DotGraphMachine):
+    """Top to bottom: left to right, the connection machine is about 1500 px wide and a page
+    column of 700 px would shrink its labels to 5 px; top to bottom it is about 860 px."""
+
+    graph_rankdir = "TB"
+
+
 def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
     """An ``<svg>`` element (no XML prolog, ready to inline in HTML) of machine ``name``.
 
@@ -154,7 +161,7 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
     if has_graphviz():
         # an instance starts in its initial state; the class is drawn with nothing highlighted
         source = machine if state is not None else type(machine)
-        graph = DotGraphMachine(source).get_graph()  # type: ignore[no-untyped-call]
+        graph = _PageGraph(source).get_graph()  # type: ignore[no-untyped-call]
         if caption:
             graph.set("label", caption)
             graph.set("labelloc", "b")

@@ -178,7 +178,7 @@ def _health(trial: dict[str, Any]) -> tuple[str, bool]:
     text = f"overflowed {_rate(overflows, steps)}, skipped {_rate(skipped, steps)}"
     flagged = steps > 0 and skipped / steps > SKIPPED_FLAG
     if flagged:
-        text = f"⚠ {text}: most updates skipped"
+        text = f"\u26a0 {text}: over {SKIPPED_FLAG:.0%} of the updates skipped"
     return text, flagged
 
 

@@ -125,13 +125,14 @@ def _objective(
                 for _epoch in range(epochs):
                     model.train()
                     for idx in batches:
+                        # counted before the step: a collapse raised inside it still counts
+                        step += 1
                         opt.zero_grad(set_to_none=True)
                         with torch.autocast("cpu", dtype=torch.float16):
                             loss = gmadl_loss(model(train_x[idx]), train_y[idx], a=a, b=1.5)
                         scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
                         scaler.step(opt)
                         scaler.update()
-                        step += 1
                         scale, state = scaler.get_scale(), scaler.state  # host mirror: no sync
                         if (scale, state) != trace[-1][1:]:
                             trace.append((step, scale, state))
