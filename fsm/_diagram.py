@@ -314,7 +314,8 @@ def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str
     plan = layout(type(machine))
     esc = html.escape
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{plan.width:.0f}"'
+        # the class lets a page keep it at its natural size (labels stay 12 px) and scroll
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="regulator-layout" width="{plan.width:.0f}"'
         f' height="{plan.height:.0f}" viewBox="0 0 {plan.width:.0f} {plan.height:.0f}"'
         f' font-family="Helvetica, Arial, sans-serif" font-size="{FONT:.0f}">',
         "<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='7'"

@@ -164,6 +164,15 @@ def _scales(training: TrainingRecord) -> str:
     return _png(fig)
 
 
+def _best_flag(training: TrainingRecord) -> str:
+    """A warning when the study's best trial is one that skipped most of its steps."""
+    best = (training.best or {}).get("number")
+    trial = next((t for t in training.trials if t["number"] == best), None)
+    if trial is None or not _health(trial)[1]:
+        return ""
+    return f" <b class='warn'>(flagged: {html.escape(_health(trial)[0])})</b>"
+
+
 def _rate(part: int, whole: int) -> str:
     return f"{part}/{whole} ({100.0 * part / whole:.0f}%)" if whole else f"{part}/0"
 
@@ -245,7 +254,8 @@ def write_report(
         "img{max-width:100%}table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
         ".note{color:#666;font-size:13px}figure.diagram{margin:1em 0;overflow-x:auto}"
-        "figure.diagram svg{max-width:100%;height:auto}tr.flagged td{background:#fde2e1}</style>",
+        "figure.diagram svg:not(.regulator-layout){max-width:100%;height:auto}"
+        "tr.flagged td{background:#fde2e1}.warn{color:#c0392b}</style>",
         "</head><body><h1>regulator demo report</h1>",
         f"<p class='note'>Market data: {html.escape(source)}. {market.duration:.1f} s of"
         f" streaming from {_clock(market, 0.0)} UTC on {_utc(market.started_at, '%Y-%m-%d')},"
@@ -320,6 +330,7 @@ def write_report(
             f" <code>{html.escape(training.storage)}</code>, {training.samples} samples of"
             " closed 1-minute klines; best: "
             + html.escape(_fmt(training.best) if training.best else "none")
+            + _best_flag(training)
             + "</p>",
             "<p class='note'>Overflowed: steps whose gradients held an inf or NaN (the"
             " scaler's count). Skipped: steps the optimizer did not take (AdamW's own step"

@@ -157,6 +157,10 @@ def test_the_report_uses_clock_times_and_flags_trials(demo: tuple[str, Path]) ->
     assert row is not None, "the trial that skipped most of its steps is not flagged"
     assert "complete" in row.group(1) and "skipped" in row.group(1) and "\u26a0" in row.group(1)
     assert re.search(r"<tr><td>\d+</td><td>tuned</td>", study)  # a healthy trial is not
+    best = re.search(r"best: number=(\d+)", study)
+    assert best is not None
+    if re.search(rf"<tr class='flagged'><td>{best.group(1)}</td>", study):
+        assert "(flagged: " in study  # a flagged best trial is called out next to "best"
 
 
 def test_url_streams_another_exchange_without_faults(tmp_path: Path) -> None:
