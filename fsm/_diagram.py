@@ -37,6 +37,7 @@ __all__ = [
     "has_graphviz",
     "layout",
     "layout_svg",
+    "mermaid",
     "render_diagram",
 ]
 
@@ -96,7 +97,9 @@ def _machine(name: str, events: Sequence[str], state: str | None) -> StateMachin
     return machine
 
 
-def _mermaid(machine: StateMachine) -> str:
+def mermaid(machine: StateMachine) -> str:
+    """python-statemachine's Mermaid text of ``machine``, the current state highlighted by a
+    ``class`` line (what a wing's ``diagram()`` should return too)."""
     # python-statemachine writes the highlight as `idle:::active`, which mermaid-cli 11 does
     # not apply to a state declared with a label; a `class idle active` line is applied.
     lines = []
@@ -134,7 +137,7 @@ def render_diagram(
         raise DiagramError(f"--format: must be one of {', '.join(FORMATS)} (got {fmt!r})")
     machine = _machine(name, events, state)
     if fmt == "mermaid":
-        return _mermaid(machine)
+        return mermaid(machine)
     if fmt == "md":
         return format(machine, "md")
     graph = DotGraphMachine(machine).get_graph()  # type: ignore[no-untyped-call]
