@@ -68,7 +68,7 @@ class RedactionPolicy:
         self._pair_re = re.compile(
             r"(?P<name>[A-Za-z0-9_\-]*(?:"
             + "|".join(re.escape(n) for n in self._names)
-            + r")[A-Za-z0-9_\-]*)(?P<sep>\s*[=:]\s*|\"\s*:\s*\"|'\s*:\s*')(?P<value>[^\s&,;'\"]+)",
+            + r")[A-Za-z0-9_\-]*)(?P<sep>\s*[=:]\s*|\"\s*:\s*\"|'\s*:\s*')(?P<value>(?:(?:bearer|basic|token|digest)\s+)?[^\s&,;'\"]+)",
             re.I,
         )
 
