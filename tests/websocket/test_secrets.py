@@ -103,20 +103,25 @@ async def test_no_secret_leaves_by_any_channel(
             ],
         )
         exporter = MetricsExporter()
-        exporter.register(ws, name=ws.name)
+        exporter.register(ws, name=ws.url)  # a careless host labels by the raw URL
         async with ws:
+            with anyio.fail_after(10):
+                while not ws.machine.history:
+                    await anyio.sleep(0.001)
+            # scraped between attempts: a closed connection leaves the exporter's output
+            metrics = "\n".join(
+                f"{sample.name}{sample.labels}"
+                for family in exporter.collect()
+                for sample in family.samples
+            )
             with anyio.fail_after(20), pytest.raises(ConnectionClosedError) as caught:
                 async for _ in ws:
                     pass
             with anyio.fail_after(10):
                 while ws.notifier_failures < 1:
                     await anyio.sleep(0.01)
-        metrics = "\n".join(
-            f"{sample.name}{sample.labels}"
-            for family in exporter.collect()
-            for sample in family.samples
-        )
     assert server.upgrades >= 1
+    assert "wss://***@127.0.0.1" in metrics  # the label is there, masked
     assert any("notifier_failed" in r.getMessage() for r in caplog.records)
     assert any(r.name == "httpx" for r in caplog.records)  # httpx did log its request line
     channels = {
