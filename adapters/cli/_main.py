@@ -99,6 +99,15 @@ def check_port(argument: str, value: int | None) -> None:
         raise _problem(argument, value, "must be a TCP port, 0 to 65535 (0: any free port)")
 
 
+def _check_base_url(url: str) -> None:
+    from ..websocket._inputs import check_url
+
+    try:
+        check_url(f"{url.rstrip('/')}/stream")
+    except ValueError as exc:
+        raise ConfigError([f"--url: {str(exc).removeprefix('url: ')}"]) from None
+
+
 def _simulate(args: argparse.Namespace) -> int:
     if args.hours is not None:
         check_hours(args.hours, "--hours")
@@ -175,6 +184,8 @@ def _diagram(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     check_port("--metrics-port", args.metrics_port)
+    if args.url is not None:
+        _check_base_url(args.url)
     writable_folder("--report", args.report)  # before minutes of work, not after
     from ..demo._run import run_demo
 

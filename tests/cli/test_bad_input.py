@@ -81,9 +81,19 @@ def test_docs_generate_refuses_an_out_folder_it_cannot_create(blocked: Path) -> 
     assert_refused(run("docs", "generate", "--out", str(blocked)), "--out", str(blocked))
 
 
-def test_demo_refuses_a_report_folder_or_port_it_cannot_use(blocked: Path) -> None:
+def test_demo_refuses_a_report_folder_url_or_port_it_cannot_use(
+    blocked: Path, tmp_path: Path
+) -> None:
+    report = str(tmp_path / "report")
     assert_refused(run("demo", "--quick", "--report", str(blocked)), "--report")
     assert_refused(run("demo", "--quick", "--metrics-port", "70000"), "--metrics-port", "70000")
+    assert_refused(run("demo", "--quick", "--url", "ftp://x", "--report", report), "--url")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = str(busy.getsockname()[1])
+        result = run("demo", "--quick", "--metrics-port", port, "--report", report)
+    assert_refused(result, "--metrics-port", port)
 
 
 def test_stream_refuses_a_missing_or_non_pem_ca(tmp_path: Path) -> None:
