@@ -33,7 +33,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -85,14 +85,20 @@ MAX_HOURS = 8784.0
 MAX_STRIKES = 10_000_000
 
 
+def _finite(value: object) -> TypeGuard[int | float]:
+    """A real number a float can hold (TOML integers are unbounded: ``math.isfinite`` raises
+    OverflowError on one beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_hours(value: object, name: str = "hours") -> float:
     """``value`` as virtual hours, or ConfigError naming ``name``, the value and the rule."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 < value <= MAX_HOURS
-    ):
+    if not _finite(value) or not 0 < value <= MAX_HOURS:
         raise ConfigError(
             [f"{name}: must be a finite number > 0 and <= {MAX_HOURS:g} (got {value!r})"]
         )
@@ -219,11 +225,7 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
             if key == "at" and value is None:
                 problems.append(f"{where}.at: is required (seconds from the start)")
             elif value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-                or (key == "every" and value == 0)
+                not _finite(value) or value < 0 or (key == "every" and value == 0)
             ):
                 rule = "> 0" if key == "every" else ">= 0"
                 problems.append(f"{where}.{key}: must be a finite number {rule} (got {value!r})")
