@@ -60,7 +60,7 @@ def test_simulate_refuses_hours_that_are_not_finite_positive_and_bounded(hours: 
         ),
         ('[[fault]]\ntype = "drop"\nat = 1\nreason = 5\n', ("fault[0].reason: must be a string",)),
         ('name = 3\n[[fault]]\ntype = "drop"\nat = 1\n', ("name: must be a string", "3")),
-        (f'hours = {"9" * 400}\n', ("hours: must be a finite number",)),
+        (f"hours = {'9' * 400}\n", ("hours: must be a finite number",)),
         (f'[[fault]]\ntype = "drop"\nat = {"9" * 400}\n', ("fault[0].at: must be a finite",)),
     ],
 )
