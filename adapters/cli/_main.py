@@ -141,6 +141,8 @@ def _docs(args: argparse.Namespace) -> int:
 
     from ._docgen import write_pages
 
+    if args.check and not Path(args.out).is_dir():
+        raise _problem("--out", args.out, "must be an existing docs folder")
     out = Path(args.out) if args.check else writable_folder("--out", args.out)
     try:
         stale = write_pages(out, check=args.check)

@@ -44,6 +44,8 @@ def check_url(url: object) -> bool:
         raise ValueError(f"url: the scheme must be ws, wss, http or https (got {shown})")
     if not parsed.host:
         raise ValueError(f"url: must name a host (got {shown})")
+    if parsed.port is not None and not 0 < parsed.port <= 65535:
+        raise ValueError(f"url: the port must be 1 to 65535 (got {shown})")
     return _SCHEMES[scheme]
 
 

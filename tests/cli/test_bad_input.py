@@ -81,6 +81,7 @@ def test_diagram_refuses_an_output_it_cannot_write(blocked: Path, tmp_path: Path
 
 def test_docs_generate_refuses_an_out_folder_it_cannot_create(blocked: Path) -> None:
     assert_refused(run("docs", "generate", "--out", str(blocked)), "--out", str(blocked))
+    assert_refused(run("docs", "generate", "--check", "--out", str(blocked)), "--out", "existing")
 
 
 def test_demo_refuses_a_report_folder_url_or_port_it_cannot_use(

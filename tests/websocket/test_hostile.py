@@ -231,6 +231,7 @@ async def test_a_failing_aenter_leaves_its_task_group_whole() -> None:
     [
         ({"url": "ftp://h/"}, r"url: the scheme must be ws, wss, http or https"),
         ({"url": "wss://"}, r"url: must name a host"),
+        ({"url": "wss://h:99999/"}, r"url: the port must be 1 to 65535"),
         (
             {"headers": {"X-MBX-APIKEY": "abc\r\nX-Evil: 1"}},
             r"headers\['X-MBX-APIKEY'\]: .* \*\*\*",
