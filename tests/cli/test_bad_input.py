@@ -70,8 +70,22 @@ def test_simulate_refuses_a_schedule_asking_for_the_impossible(
     assert_refused(run("simulate", schedule(tmp_path, text), "--summary"), *needles)
 
 
-def test_a_usage_error_is_one_line() -> None:
-    assert_refused(run("simulate", "flaky-tls", "--hours", "soon"), "--hours", "soon")
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("simulate", "flaky-tls", "--hours", "soon"), "--hours"),
+        ((), "command"),
+        (("config", "schema", "--bogus"), "--bogus"),
+        (("config", "docs", "extra"), "extra"),
+        (("diagram", "nope"), "nope"),
+        (("stream",), "streams"),
+        (("stream", "ethusdt@aggTrade", "--count", "many"), "--count"),
+        (("demo", "--metrics-port", "x"), "--metrics-port"),
+        (("docs",), "docs_command"),
+    ],
+)
+def test_a_usage_error_is_one_line(args: tuple[str, ...], needle: str) -> None:
+    assert_refused(run(*args), needle)
 
 
 def test_diagram_refuses_an_output_it_cannot_write(blocked: Path, tmp_path: Path) -> None:
