@@ -6,6 +6,7 @@ secret) and the rule, and nothing has been started or changed.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
@@ -13,7 +14,7 @@ import httpx
 
 from ._redact import MASK, redact_url, redaction_policy
 
-__all__ = ["check_headers", "check_url"]
+__all__ = ["check_count", "check_headers", "check_seconds", "check_url"]
 
 _SCHEMES = {"ws": False, "wss": True, "http": False, "https": True}
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 field-name
@@ -72,3 +73,25 @@ def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"headers[{name!r}]: must be Latin-1 text (got {shown})") from None
         checked[name] = value
     return checked
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` as a whole number >= 1, or ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: must be an integer (got {value!r})")
+    if value < 1:
+        raise ValueError(f"{name}: must be >= 1 (got {value!r})")
+    return value
+
+
+def check_seconds(name: str, value: object) -> float:
+    """``value`` as a finite number of seconds > 0, or ValueError naming ``name``."""
+    seconds = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range
+            seconds = math.inf
+    if not math.isfinite(seconds) or not seconds > 0:
+        raise ValueError(f"{name}: must be a finite number of seconds > 0 (got {value!r})")
+    return seconds

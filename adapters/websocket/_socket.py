@@ -49,7 +49,7 @@ from ._classify import classify_exception
 from ._clock import AnyioClock, Clock
 from ._errors import ConnectionClosedError, NotLiveError
 from ._guards import InsecureContext, SendBlocked
-from ._inputs import check_headers, check_url
+from ._inputs import check_count, check_headers, check_seconds, check_url
 from ._logfields import action_log_fields
 from ._notifiers import Notice, Notifier
 from ._redact import guard_third_party_logs, redact_url, redaction_policy
@@ -106,11 +106,10 @@ class ResilientWebSocket:
         before_attempt: Callable[[], Awaitable[None]] | None = None,
         on_action: Callable[[ResilientWebSocket, ConnectionAction], None] | None = None,
     ) -> None:
-        if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int):
-            raise ValueError(f"max_message_bytes: must be an integer (got {max_message_bytes!r})")
-        if max_message_bytes < 1:
-            raise ValueError(f"max_message_bytes: must be >= 1 (got {max_message_bytes!r})")
         # Everything is checked before anything starts: a bad argument changes nothing.
+        check_count("max_message_bytes", max_message_bytes)
+        check_count("buffer_size", buffer_size)
+        check_seconds("notify_timeout", notify_timeout)
         secure = check_url(url)
         self.headers = check_headers(headers)
         self.url = url

@@ -239,6 +239,10 @@ async def test_a_failing_aenter_leaves_its_task_group_whole() -> None:
         ({"headers": {"bad name": "v"}}, r"headers: 'bad name' is not a valid header name"),
         ({"max_message_bytes": 0}, r"max_message_bytes: must be >= 1"),
         ({"buffer_size": 0}, r"buffer_size: must be >= 1"),
+        ({"buffer_size": 2.5}, r"buffer_size: must be an integer"),
+        ({"notify_timeout": float("nan")}, r"notify_timeout: must be a finite number of seconds"),
+        ({"notify_timeout": -1}, r"notify_timeout: must be a finite number of seconds"),
+        ({"overflow_policy": "explode"}, r"overflow_policy: must be 'drop_oldest', 'fail'"),
     ],
 )
 def test_bad_socket_arguments_are_refused_by_name(kwargs: dict[str, Any], message: str) -> None:
