@@ -20,6 +20,20 @@ from ._errors import ConfigError
 __all__ = ["Boolean", "Choice", "Integer", "Number", "Optional", "Rule"]
 
 
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened: a 400-digit integer need not be printed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
 def _is_number(value: object) -> bool:
     # bool is an int subclass; `max_delay = true` is a mistake, never 1.0.
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -74,8 +88,12 @@ class Number(Rule):
 
     def check(self, value: object) -> str | None:
         if not _is_number(value):
-            return f"must be a number (got {value!r})"
+            return f"must be a number (got {_shown(value)})"
         assert isinstance(value, int | float)
+        if isinstance(value, int) and not _fits_float(value):
+            # math.isfinite and float() raise OverflowError on such an int; that error would
+            # end the section's validation and hide every other problem in it
+            return f"must be a finite number within float range (got {_shown(value)})"
         if not math.isfinite(value):
             return f"must be finite (got {value!r})"
         for op, bound in self._bounds():

@@ -98,11 +98,13 @@ WEBSOCKET_PUBLIC = sorted(
         "NotLiveError",
         "Notifier",
         "OverflowPolicy",
+        "RedactionPolicy",
         "ResilientWebSocket",
         "WebhookNotifier",
         "classify_exception",
         "notice_payload",
         "redact_url",
+        "redaction_policy",
         "tls_context",
     ]
 )

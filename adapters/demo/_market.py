@@ -20,6 +20,7 @@ from ...fsm import (
     StateChanged,
     Wait,
 )
+from .._redact import redact_url
 from ..binance._stream import BinanceStream
 from ..binance._tracker import Gap
 from ..websocket._logfields import action_log_fields
@@ -155,8 +156,8 @@ async def run_market(
     rules = BinanceConfig(rotation_age=4.0 * factor, rotation_overlap_timeout=3.0)
     if url is not None:
         record.generated = False
-        record.url = url
-        view.phase = f"market data from {url}"
+        record.url = redact_url(url)  # the report and the view never show a secret
+        view.phase = f"market data from {record.url}"
         await _consume(
             view,
             record,
