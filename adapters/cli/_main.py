@@ -188,11 +188,14 @@ def _demo(args: argparse.Namespace) -> int:
     check_port("--metrics-port", args.metrics_port)
     if args.url is not None:
         _check_base_url(args.url)
-    writable_folder("--report", args.report)  # before minutes of work, not after
     from ..demo._run import run_demo
-    from ..demo._storage import StorageError
+    from ..demo._storage import StorageError, check_storage
 
     try:
+        # every check before anything is made: a refused run leaves no report folder behind
+        if args.storage is not None:
+            check_storage(args.storage)
+        writable_folder("--report", args.report)  # before minutes of work, not after
         return run_demo(
             quick=args.quick,
             metrics_port=args.metrics_port,
