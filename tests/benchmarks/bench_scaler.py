@@ -42,7 +42,7 @@ def _setup(kind: str, guarded: bool) -> tuple[Any, ...]:
     y = torch.randn(64 if kind == "mlp" else 32, 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = (
-        GuardedGradScaler(model, "cpu", config=ScalerConfig(max_scale_threshold=1e30))
+        GuardedGradScaler("cpu", model=model, config=ScalerConfig(max_scale_threshold=1e30))
         if guarded
         else torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_factor=1.2)
     )
@@ -87,7 +87,7 @@ def step_time(kind: str, blocks: int, per_block: int) -> dict[str, Any]:
 
 def host_cost(n: int = 200_000) -> dict[str, float]:
     """The guard's own per-step host work: the mirror replay plus machine.step (fast path)."""
-    scaler = GuardedGradScaler(None, "cpu", config=ScalerConfig(max_scale_threshold=1e30))
+    scaler = GuardedGradScaler("cpu", config=ScalerConfig(max_scale_threshold=1e30))
     machine = scaler.machine
     machine.step(False, 65536.0)
     start = time.perf_counter()
