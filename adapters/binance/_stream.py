@@ -54,6 +54,7 @@ from ...fsm import (
     StateChanged,
     Wait,
     format_kv,
+    load_config,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
 from ..websocket._notifiers import Notifier
@@ -189,12 +190,12 @@ class BinanceStream:
         name: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.rules = binance or BinanceConfig()
+        self.rules = binance or load_config().binance
         wanted = validate_streams(streams)
         self._check_count(len(wanted))
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/stream"
-        self.config = config or ConnectionConfig()
+        self.config = config or load_config().connection
         self.name = name or "binance"
         self.on_gap = on_gap
         self.on_action = on_action

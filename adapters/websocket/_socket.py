@@ -46,6 +46,7 @@ from ...fsm import (
     TransportConnected,
     Wait,
     format_kv,
+    load_config,
 )
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
@@ -233,7 +234,7 @@ class ResilientWebSocket:
         self.url = url
         self.safe_url = redact_url(url)
         self.name = name or self.safe_url
-        self.config = config or ConnectionConfig()
+        self.config = config or load_config().connection
         self._tls = tls_context(ssl_context) if url.startswith(("wss:", "https:")) else None
         self.on_connect = on_connect
         self.notifiers = list(notifiers)
