@@ -228,3 +228,17 @@ def test_unscale_then_a_skipped_step_keeps_get_scale_on_the_device_scale() -> No
     assert scaler.get_statistics()["halvings"] == 1
     scaler.end_epoch()
     assert scaler.mirror_mismatches == 0 and scaler.get_scale() == device()
+
+
+def test_the_sharded_signature_is_shardedgradscalers() -> None:
+    from regulator.adapters.torch import GuardedShardedGradScaler
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    ours = inspect.signature(GuardedShardedGradScaler).parameters
+    theirs = inspect.signature(ShardedGradScaler).parameters
+    assert list(ours)[: len(theirs)] == list(theirs)  # backoff before growth, as theirs
+    for name, parameter in theirs.items():
+        assert repr(ours[name].default) == repr(parameter.default), name
+    scaler = GuardedShardedGradScaler("cpu", 8.0, 0.25, 3.0, 5)
+    assert (scaler.get_backoff_factor(), scaler.get_growth_factor()) == (0.25, 3.0)
+    assert isinstance(scaler, ShardedGradScaler) and isinstance(scaler, GuardedGradScaler)
