@@ -8,20 +8,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import pytest
-
-pytest.importorskip("lightning")
-
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from _amp import mlp  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from lightning.pytorch.plugins import MixedPrecision  # noqa: E402
-from regulator.adapters.lightning import ScalerCallback  # noqa: E402
-from regulator.adapters.torch import GuardedGradScaler  # noqa: E402
-from regulator.fsm import ScalerConfig  # noqa: E402
+import torch
+import torch.nn.functional as F
+from _amp import mlp
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import MixedPrecision
+from regulator.adapters.lightning import ScalerCallback
+from regulator.adapters.torch import GuardedGradScaler
+from regulator.fsm import ScalerConfig
 
 pytestmark = [
     # Lightning's own advice on a tiny CPU run (workers, log intervals): not ours to fix
