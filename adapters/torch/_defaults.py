@@ -27,7 +27,8 @@ class TorchDefaultInt(int):
 
 
 def is_default(value: object) -> bool:
-    return type(value) in (TorchDefault, TorchDefaultInt)
+    # None: regulator 0.1's spelling of "not given" (its keywords defaulted to None)
+    return value is None or type(value) in (TorchDefault, TorchDefaultInt)
 
 
 INIT_SCALE = TorchDefault(2.0**16)

@@ -93,10 +93,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
     def __init__(
         self,
         device: str = "cuda",
-        init_scale: float = default.INIT_SCALE,
-        growth_factor: float = default.GROWTH_FACTOR,
-        backoff_factor: float = default.BACKOFF_FACTOR,
-        growth_interval: int = default.GROWTH_INTERVAL,
+        init_scale: float | None = default.INIT_SCALE,
+        growth_factor: float | None = default.GROWTH_FACTOR,
+        backoff_factor: float | None = default.BACKOFF_FACTOR,
+        growth_interval: int | None = default.GROWTH_INTERVAL,
         enabled: bool = True,
         *,
         model: torch.nn.Module | None = None,
@@ -123,10 +123,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
         }
         self._log = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.trainable_parameters = trainable_parameters(model) if model is not None else None
-        initial = (
-            init_scale
-            if not default.is_default(init_scale)
-            else base.initial_scale_for(self.trainable_parameters)
+        initial: float = (
+            base.initial_scale_for(self.trainable_parameters)
+            if init_scale is None or default.is_default(init_scale)
+            else init_scale
         )
         bf16 = dtype == torch.bfloat16
         # torch validates (growth > 1, backoff < 1, only when enabled) and picks the device
