@@ -101,6 +101,10 @@ def read_checkpoint(state: object, config: ScalerConfig) -> LoadedState:
     """
     if not isinstance(state, dict):
         raise InvalidCheckpointError([f"$: must be a dict (got {type(state).__name__})"])
+    if not state:
+        raise InvalidCheckpointError(
+            ["$: empty (a disabled GradScaler saves {}); nothing to load into an enabled one"]
+        )
     problems = _check_types(state)
     if problems:
         raise InvalidCheckpointError(problems)

@@ -105,6 +105,11 @@ class GuardedGradScaler(torch.amp.GradScaler):
         check_inputs: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
+        if isinstance(device, torch.nn.Module):
+            raise TypeError(
+                "device: got a model; the first positional argument is the device, as for"
+                ' torch.amp.GradScaler: write GuardedGradScaler("cuda", model=model)'
+            )
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(
                 f"model: must be a torch.nn.Module (got {type(model).__name__}); the first"
@@ -165,8 +170,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._fp16_fields_warned: set[str] = set()
         self._device_steps = 0
         self._model_ref = None if model is None else weakref.ref(model)
-        self._probe = None if model is None else OutputProbe(self, model, check_inputs)
-        if self._probe is not None:
+        self._probe: OutputProbe | None = None
+        if model is not None and (self._enabled or check_inputs):
+            self._probe = OutputProbe(self, model, check_inputs)
+        if self._probe is not None and self._enabled:
             self._probe.attach()  # on until the first output tells a bf16 model apart
         self._probe_wanted = True
         self._fast = False  # armed by _settle() once the lifecycle is in its common state
@@ -375,7 +382,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
             c.overflows += overflows
             c.epoch_overflows += overflows
             c.halvings += halvings
-            c.streak = streak
+            if not self._mirror_exact:
+                c.streak = streak  # device steps since the last fold: the device knows it
             self._device_counters.zero_()
         self._mirror, self._tracker = device_scale, tracker
         self._mirror_exact = True

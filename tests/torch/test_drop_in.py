@@ -242,3 +242,31 @@ def test_the_sharded_signature_is_shardedgradscalers() -> None:
     scaler = GuardedShardedGradScaler("cpu", 8.0, 0.25, 3.0, 5)
     assert (scaler.get_backoff_factor(), scaler.get_growth_factor()) == (0.25, 3.0)
     assert isinstance(scaler, ShardedGradScaler) and isinstance(scaler, GuardedGradScaler)
+
+
+def test_an_epoch_end_keeps_the_hosts_streak_after_device_steps() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = GuardedGradScaler("cpu", init_scale=2.0**16, model=model)
+    x, y = batch(0)
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = F.mse_loss(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # a step the host does not see: device counters from now on
+    scaler.update()
+    for i in range(3):
+        amp_step(model, opt, scaler, batch(i), poison=True)
+    scaler.end_epoch()  # the streak of 3 crosses the epoch end
+    for i in range(2):
+        amp_step(model, opt, scaler, batch(i), poison=True)
+    assert scaler.get_statistics()["halvings"] == 1  # the fifth in a row
+    assert scaler.get_scale() == 2.0**16 / 2**6 == scaler._scale.item()  # type: ignore[union-attr]
+
+
+def test_old_call_order_and_disabled_scalers_get_no_hooks() -> None:
+    model = mlp()
+    with pytest.raises(TypeError, match=r'GuardedGradScaler\("cuda", model=model\)'):
+        GuardedGradScaler(model, "cpu")  # type: ignore[arg-type]
+    scaler = GuardedGradScaler("cpu", model=model, enabled=False)
+    assert not model._forward_hooks and scaler.state == "disabled"
