@@ -16,16 +16,22 @@ Data flow
 ---------
 ::
 
+    model forward  --> output hook (only while an anomaly may come): a weak reference to
+                       the output; input hook (check_inputs): NaN/Inf, float16's range
     scale(loss) / unscale_ / step        torch's own kernels, on the device
         _maybe_opt_step reads found_inf  --> kept on the host, no extra sync
-    update()   --> float32 host mirror of the scale --> ScalerMachine (plain counters per step;
-               a send() only when the lifecycle changes) --> SetScale / Anomaly
+    update()   --> common step: torch's update + three counters (the fast path)
+               --> otherwise: float32 host mirror of the scale --> ScalerMachine (plain
+               counters; a send() only when the lifecycle changes) --> SetScale / Anomaly
                --> one in-place write of the device scale, one log line
     end_epoch() --> one sync: mirror checked against the device --> EpochSummary, log (R2.5)
+    load_state_dict() --> _checkpoint.read_checkpoint (every key checked) --> applied whole
 
 .. code-block:: python
 
     from regulator.adapters.torch import GuardedGradScaler, check_finite
+
+    scaler = GuardedGradScaler("cuda", model=model)   # torch's constructor, extras by keyword
 """
 
 from ._checkpoint import InvalidCheckpointError as InvalidCheckpointError
