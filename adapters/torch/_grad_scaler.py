@@ -231,6 +231,24 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         """Update the scale (torch's rule), then let the lifecycle react (R2.3, R2.4)."""
+        if self._fast and new_scale is None and not self._found_inf:
+            # The common step (stable, clean, no growth due, nothing to watch; _fast is armed
+            # only when enabled): torch's update plus three counters, as the general path
+            # below would do them.
+            checked = self._host_checked
+            tracker = self._tracker + 1
+            if (
+                checked
+                and checked == len(self._per_optimizer_states)
+                and tracker + 1 < self._growth_interval
+            ):
+                super().update()
+                self._host_checked = 0
+                self._tracker = tracker
+                counters = self.machine.counters
+                counters.steps += 1
+                counters.epoch_steps += 1
+                return
         if not self._enabled:
             return
         if new_scale is not None:
@@ -244,18 +262,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._settle()
             return
         host = self._host_checked > 0 and self._host_checked == len(self._per_optimizer_states)
-        if host and self._fast and not self._found_inf:
-            tracker = self._tracker + 1
-            if tracker + 1 < self._growth_interval:
-                # The common step (stable, clean, no growth due, nothing to watch): torch's
-                # update plus three counters; the general path below would give the same.
-                super().update()
-                self._host_checked = 0
-                self._tracker = tracker
-                counters = self.machine.counters
-                counters.steps += 1
-                counters.epoch_steps += 1
-                return
         found: torch.Tensor | None = None if host else self._combined_found_inf()
         super().update()
         self._host_checked = 0
