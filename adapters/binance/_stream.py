@@ -14,13 +14,11 @@ one leg, the *primary*; during a rotation there are two.
 * **Attempts.** Every leg's ``before_attempt`` takes a slot of the process-wide
   :class:`AttemptBudget` (300 per 5 minutes), which a 429/418's Retry-After blocks for every
   stream of the process.
-* **Rotation** (make-before-break), at ``rotation_age`` or a ``serverShutdown`` event: a second
-  leg connects and subscribes while the primary keeps delivering; the new leg's events are held.
-  When every stream the new leg carries has delivered on the primary an event the new leg also
-  holds (or after ``rotation_overlap_timeout``), the primary stops delivering, the held events
-  are merged in through the :class:`StreamTracker` (which drops what was already delivered),
-  the new leg becomes primary and the old one is closed with 1000. Nothing of this counts as a
-  failure.
+* **Requests** (``_requests.py``): each reply is matched to its request by ``id``, timed out,
+  and failed at once when its connection leaves live.
+* **Rotation** (``_rotation.py``), make-before-break, at ``rotation_age`` or a
+  ``serverShutdown`` event: a second leg takes over once it provably overlaps the first, so
+  nothing is lost or delivered twice; nothing of it counts as a failure.
 * **Gaps.** Events reach the consumer through the tracker, which reports jumps in trade,
   aggregate, depth-update ids and kline open times as :class:`Gap` (callback, counter, log).
 
@@ -31,10 +29,8 @@ Per message: one ``json.loads``, a few dict lookups and one tuple comparison; th
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
 import logging
-import math
 import random
 import re
 import ssl
@@ -43,60 +39,35 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
-import attrs
 from anyio.abc import TaskGroup
 
 from ...fsm import (
     BinanceConfig,
     ConnectionAction,
     ConnectionConfig,
-    RegulatorError,
     StateChanged,
     Wait,
     format_kv,
     load_config,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
+from ..websocket._clock import Clock
+from ..websocket._errors import ConnectionClosedError, NotLiveError
 from ..websocket._notifiers import Notifier
-from ..websocket._socket import (
-    Clock,
-    ConnectionClosedError,
-    NotLiveError,
-    ResilientWebSocket,
-    exit_task_group,
-)
+from ..websocket._socket import ResilientWebSocket
+from ..websocket._support import exit_task_group
+from ._leg import Leg
 from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
+from ._requests import BinanceRequestError, Requests, is_reply
+from ._rotation import Rotation
+from ._stats import add_counters, retired_counters
 from ._tracker import Gap, StreamTracker, event_identity
 
-__all__ = [
-    "DEFAULT_BASE_URL",
-    "BinanceRequestError",
-    "BinanceStream",
-    "RequestTimeout",
-    "validate_streams",
-]
+__all__ = ["DEFAULT_BASE_URL", "BinanceStream", "validate_streams"]
 
 DEFAULT_BASE_URL = "wss://stream.binance.com:9443"
 LOGGER_NAME = "regulator.binance"
-#: Events a rotation's new connection may hold before the switch is forced.
-HOLD_LIMIT = 100_000
 _STREAM = re.compile(r"^[^\s/@]+@[^\s/]+$")
-
-
-class BinanceRequestError(RegulatorError):
-    """The exchange answered a request with an error (``code``, ``msg``), or the connection
-    carrying it was lost before the reply."""
-
-    def __init__(self, method: str, code: int | None, msg: str) -> None:
-        self.method = method
-        self.code = code
-        self.msg = msg
-        where = "" if code is None else f" (code {code})"
-        super().__init__(f"{method} failed{where}: {msg}")
-
-
-class RequestTimeout(BinanceRequestError):
-    """No reply within ``request_timeout``."""
 
 
 def validate_streams(streams: Iterable[str]) -> list[str]:
@@ -124,33 +95,7 @@ def validate_streams(streams: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-@attrs.define(eq=False)
-class _Pending:
-    method: str
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    result: Any = None
-    error: BinanceRequestError | None = None
-
-
-@attrs.define(eq=False)
-class _Leg:
-    ws: ResilientWebSocket
-    pacer: RequestPacer
-    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    confirmed: set[str] = attrs.field(factory=set)
-    verified: bool = False
-    generation: int = 0
-    pending: dict[int, _Pending] = attrs.field(factory=dict)
-    rotating_in: bool = False
-    retiring: bool = False
-    # the new leg's events while it proves the overlap: (stream, event, identity)
-    held: deque[tuple[str, dict[str, Any], Any]] = attrs.field(factory=deque)
-    first_held: dict[str, Any] = attrs.field(factory=dict)
-    lost: anyio.Event = attrs.field(factory=anyio.Event)
-    counters_at_retirement: dict[str, Any] | None = None
-
-
-class BinanceStream:
+class BinanceStream(Rotation):
     """Binance spot market streams (combined endpoint) that survive faults and rotations.
 
     Args:
@@ -223,10 +168,9 @@ class BinanceStream:
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._wanted: dict[str, None] = dict.fromkeys(wanted)
         self._tracker = StreamTracker()
-        self._ids = itertools.count(1)
-        self._legs: list[_Leg] = []
+        self._legs: list[Leg] = []
         self._leg_count = 0
-        self._primary: _Leg | None = None
+        self._primary: Leg | None = None
         self._tg: TaskGroup | None = None
         self._closed_error: ConnectionClosedError | None = None
         self._rotate_now: anyio.Event | None = None
@@ -241,9 +185,7 @@ class BinanceStream:
         self.rate_limited_total = 0
         self.gap_callback_failures = 0
         self.recent_gaps: deque[Gap] = deque(maxlen=20)
-        self.requests_sent = 0
-        self.request_errors = 0
-        self.request_timeouts = 0
+        self._requests = Requests(self.rules.request_timeout, self._log)
         self.rotations: dict[str, int] = {"age": 0, "server_shutdown": 0}
         self.rate_limits: deque[dict[str, Any]] = deque(maxlen=20)
         self.server_shutdowns = 0
@@ -297,6 +239,19 @@ class BinanceStream:
         return len(wanted), sum(1 for s in wanted if s in confirmed)
 
     @property
+    def requests_sent(self) -> int:
+        return self._requests.sent
+
+    @property
+    def request_errors(self) -> int:
+        """Requests the exchange refused, and error frames that named no request."""
+        return self._requests.errors
+
+    @property
+    def request_timeouts(self) -> int:
+        return self._requests.timeouts
+
+    @property
     def state(self) -> str:
         return self._primary.ws.state if self._primary is not None else "idle"
 
@@ -306,9 +261,9 @@ class BinanceStream:
         return self._primary.ws if self._primary is not None else None
 
     # -- legs ----------------------------------------------------------------------------
-    def _start_leg(self, *, rotating_in: bool = False) -> _Leg:
+    def _start_leg(self, *, rotating_in: bool = False) -> Leg:
         assert self._tg is not None
-        holder: list[_Leg] = []
+        holder: list[Leg] = []
         self._leg_count += 1
         label = f"{self.name}#{self._leg_count}"
 
@@ -341,14 +296,14 @@ class BinanceStream:
             self.rules.control_reserve,
             control_count=lambda: ws.machine.pings_sent + ws.pings_answered,
         )
-        leg = _Leg(ws=ws, pacer=pacer)
+        leg = Leg(ws=ws, pacer=pacer)
         leg.rotating_in = rotating_in
         holder.append(leg)
         self._legs.append(leg)
         self._tg.start_soon(self._run_leg, leg)
         return leg
 
-    async def _run_leg(self, leg: _Leg) -> None:
+    async def _run_leg(self, leg: Leg) -> None:
         try:
             with leg.scope:
                 async with leg.ws:
@@ -359,17 +314,17 @@ class BinanceStream:
                 self._closed_error = exc
                 self._events.close()
         finally:
-            self._fail_pending(leg, "the connection closed")
+            Requests.fail_all(leg, "the connection closed")
             if leg in self._legs:
                 self._legs.remove(leg)
                 if leg is not self._primary:  # the primary's counters are read live
                     self._fold_counters(leg)
 
-    def _leg_action(self, leg: _Leg, label: str, action: ConnectionAction) -> None:
+    def _leg_action(self, leg: Leg, label: str, action: ConnectionAction) -> None:
         if isinstance(action, StateChanged) and action.source == "live":
             leg.verified = False
             leg.lost.set()
-            self._fail_pending(leg, f"the connection left live ({action.reason})")
+            Requests.fail_all(leg, f"the connection left live ({action.reason})")
         elif isinstance(action, Wait):
             history = leg.ws.machine.history
             record = history[-1] if history else None
@@ -399,14 +354,8 @@ class BinanceStream:
         if self.on_action is not None:
             self.on_action(label, action)
 
-    def _fail_pending(self, leg: _Leg, why: str) -> None:
-        pending, leg.pending = leg.pending, {}
-        for request in pending.values():
-            request.error = BinanceRequestError(request.method, None, why)
-            request.done.set()
-
     # -- inbound -------------------------------------------------------------------------
-    async def _on_raw(self, leg: _Leg, raw: str | bytes) -> None:
+    async def _on_raw(self, leg: Leg, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
         except ValueError as exc:
@@ -425,12 +374,12 @@ class BinanceStream:
                 self._server_shutdown(leg)
                 return
             await self._on_event(leg, stream, message, data)
-        elif "id" in message and ("result" in message or "code" in message):
-            self._on_reply(leg, message)
+        elif is_reply(message):
+            self._requests.settle(leg, message)
         elif message.get("e") == "serverShutdown":
             self._server_shutdown(leg)
         elif "code" in message:
-            self.request_errors += 1
+            self._requests.errors += 1  # an error frame that names no request
             self._log.error(
                 format_kv(
                     event="request_error",
@@ -442,11 +391,11 @@ class BinanceStream:
         else:
             self._malformed(leg, None, "not a known message shape")
 
-    def _malformed(self, leg: _Leg, stream: Any, why: str) -> None:
+    def _malformed(self, leg: Leg, stream: Any, why: str) -> None:
         self.malformed += 1
         self._log.warning(format_kv(event="malformed", name=leg.ws.name, stream=stream, error=why))
 
-    async def _on_event(self, leg: _Leg, stream: str, message: dict[str, Any], data: Any) -> None:
+    async def _on_event(self, leg: Leg, stream: str, message: dict[str, Any], data: Any) -> None:
         key = event_identity(data)
         if leg is self._primary and not leg.rotating_in:
             await self._deliver(stream, message, data, key)
@@ -505,74 +454,29 @@ class BinanceStream:
             )
         )
 
-    def _on_reply(self, leg: _Leg, message: dict[str, Any]) -> None:
-        rid = message.get("id")
-        request = leg.pending.pop(rid, None) if isinstance(rid, int) else None
-        if request is None:
-            self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=rid))
-            return
-        if "code" in message:
-            code = message.get("code")
-            request.error = BinanceRequestError(
-                request.method,
-                code if isinstance(code, int) else None,
-                str(message.get("msg", "")),
-            )
-        else:
-            request.result = message.get("result")
-        request.done.set()
-
-    def _server_shutdown(self, leg: _Leg) -> None:
+    def _server_shutdown(self, leg: Leg) -> None:
         self.server_shutdowns += 1
         self._log.warning(format_kv(event="server_shutdown", name=leg.ws.name))
-        if leg is self._primary and self._rotate_now is not None:
-            self._rotate_reason = "server_shutdown"
-            self._rotate_now.set()
+        if leg is self._primary:
+            self._request_rotation("server_shutdown")
 
     # -- requests ------------------------------------------------------------------------
-    async def _request(self, leg: _Leg, method: str, params: list[str] | None = None) -> Any:
-        if leg.ws.state != "live":
-            raise NotLiveError(f"{method}: the connection is {leg.ws.state}, not live")
-        await leg.pacer.wait()
-        rid = next(self._ids)
-        request = _Pending(method)
-        body: dict[str, Any] = {"method": method, "id": rid}
-        if params is not None:
-            body["params"] = params
-        leg.pending[rid] = request
-        try:
-            await leg.ws.send(json.dumps(body, separators=(",", ":")))
-        except Exception:
-            leg.pending.pop(rid, None)
-            raise
-        self.requests_sent += 1
-        with anyio.move_on_after(self.rules.request_timeout):
-            await request.done.wait()
-        if not request.done.is_set():
-            leg.pending.pop(rid, None)
-            self.request_timeouts += 1
-            raise RequestTimeout(method, None, f"no reply within {self.rules.request_timeout} s")
-        if request.error is not None:
-            self.request_errors += 1
-            raise request.error
-        return request.result
-
-    async def _subscribe_on(self, leg: _Leg, method: str, streams: list[str]) -> None:
+    async def _subscribe_on(self, leg: Leg, method: str, streams: list[str]) -> None:
         size = self.rules.streams_per_request
         for start in range(0, len(streams), size):
             batch = streams[start : start + size]
-            await self._request(leg, method, batch)
+            await self._requests.call(leg, method, batch)
             if method == "SUBSCRIBE":
                 leg.confirmed.update(batch)
             else:
                 leg.confirmed.difference_update(batch)
 
-    async def _resubscribe(self, leg: _Leg, generation: int) -> None:
+    async def _resubscribe(self, leg: Leg, generation: int) -> None:
         """After a (re)connect: subscribe every wanted stream, paced, then verify (R1.4)."""
         try:
             wanted = list(self._wanted)
             await self._subscribe_on(leg, "SUBSCRIBE", wanted)
-            listed = await self._request(leg, "LIST_SUBSCRIPTIONS")
+            listed = await self._requests.call(leg, "LIST_SUBSCRIPTIONS")
             missing = [s for s in self._wanted if s not in set(listed or ())]
             if missing:  # the exchange lost some: once more, then report
                 self._log.warning(
@@ -626,124 +530,28 @@ class BinanceStream:
             for each in self._live_legs():
                 await self._subscribe_on(each, "UNSUBSCRIBE", gone)
 
-    def _live_legs(self) -> list[_Leg]:
+    def _live_legs(self) -> list[Leg]:
         return [leg for leg in list(self._legs) if leg.ws.state == "live" and not leg.retiring]
 
     async def list_subscriptions(self) -> list[str]:
         """The exchange's own list for the primary connection (LIST_SUBSCRIPTIONS)."""
         if self._primary is None:
             raise NotLiveError("list_subscriptions: not started")
-        result = await self._request(self._primary, "LIST_SUBSCRIPTIONS")
+        result = await self._requests.call(self._primary, "LIST_SUBSCRIPTIONS")
         return list(result or [])
 
-    # -- rotation ------------------------------------------------------------------------
-    async def _watch_rotation(self) -> None:
-        assert self._rotate_now is not None
-        while True:
-            leg = self._primary
-            assert leg is not None
-            since = leg.ws.connected_since
-            age = None if since is None else leg.ws.clock.now() - since
-            wait = 1.0 if age is None else self.rules.rotation_age - age
-            if wait > 0 and not self._rotate_now.is_set():
-                with anyio.move_on_after(min(wait, 5.0)):
-                    await self._rotate_now.wait()
-                continue
-            reason = self._rotate_reason or "age"
-            self._rotate_now = anyio.Event()
-            self._rotate_reason = ""
-            if leg.ws.state == "live":
-                await self._rotate(leg, reason)
-
-    async def _rotate(self, old: _Leg, reason: str) -> None:
-        self.rotations[reason] = self.rotations.get(reason, 0) + 1
-        self._log.info(format_kv(event="rotation", name=self.name, phase="start", reason=reason))
-        started = anyio.current_time()
-        new = self._start_leg(rotating_in=True)
-        old.retiring = True
-        old.lost = anyio.Event()  # it is live now; an earlier connection's loss is history
-        old.counters_at_retirement = self._counters(old.ws)
-        deadline = math.inf
-        switched_because = "overlap"
-        while True:
-            if old.lost.is_set() or old.ws.state != "live":
-                switched_because = "old connection lost"
-                break
-            if new.verified:
-                if deadline == math.inf:
-                    deadline = anyio.current_time() + self.rules.rotation_overlap_timeout
-                if self._overlap_proven(new):
-                    break
-                if anyio.current_time() >= deadline:
-                    switched_because = "overlap timeout"
-                    break
-            if len(new.held) >= HOLD_LIMIT:
-                switched_because = "hold limit"
-                break
-            await anyio.sleep(0.02)
-        await self._switch(old, new)
-        self._log.info(
-            format_kv(
-                event="rotation",
-                name=self.name,
-                phase="switched",
-                reason=reason,
-                because=switched_because,
-                took=round(anyio.current_time() - started, 3),
-            )
-        )
-
-    def _overlap_proven(self, new: _Leg) -> bool:
-        """True once, for every stream that has delivered, the old connection has delivered
-        the first event the new one holds: switching then loses nothing. No vacuous truth:
-        a stream not yet seen on the new connection keeps the rotation waiting (up to
-        ``rotation_overlap_timeout``)."""
-        tracker = self._tracker
-        for stream in self._wanted:
-            last = tracker.last_identity(stream)
-            if stream not in new.first_held:
-                if last is not None:
-                    return False
-                continue
-            first = new.first_held[stream]
-            if first is not None and (last is None or last < first):
-                return False
-        return True
-
-    async def _switch(self, old: _Leg, new: _Leg) -> None:
-        self._primary = new  # the old leg stops delivering at once
-        while new.held:  # the new leg's pump may append while we await the consumer
-            stream, message, key = new.held.popleft()
-            await self._deliver(stream, message, message.get("data"), key)
-        new.rotating_in = False  # no await since the queue ran empty: nothing slips between
-        new.first_held.clear()
-        old.scope.cancel()
-
     # -- statistics ----------------------------------------------------------------------
-    @staticmethod
-    def _counters(ws: ResilientWebSocket) -> dict[str, Any]:
-        return ws.counter_totals()
-
-    def _fold_counters(self, leg: _Leg) -> None:
-        """Add a closed connection's counters to the totals: its messages to the end, its
-        failures only up to its retirement (what follows a planned rotation is not one)."""
-        final = self._counters(leg.ws)
-        at_retirement = leg.counters_at_retirement
-        if at_retirement is not None:
-            final = {
-                **at_retirement,
-                "messages_received": final["messages_received"],
-                "messages_dropped": final["messages_dropped"],
-            }
-        self._retired_totals = _add_counters(self._retired_totals, final)
+    def _fold_counters(self, leg: Leg) -> None:
+        final = retired_counters(leg.ws.counter_totals(), leg.counters_at_retirement)
+        self._retired_totals = add_counters(self._retired_totals, final)
 
     def counter_totals(self) -> dict[str, Any]:
         """Counters summed over every connection this stream has had (monotonic across
         rotations): attempts, successes, failures, alarms, failures by kind, the backoff
         delay histogram, messages. Safe to call from another thread."""
         leg = self._primary
-        current = self._counters(leg.ws) if leg is not None else {}
-        totals = _add_counters(self._retired_totals, current)
+        current = leg.ws.counter_totals() if leg is not None else {}
+        totals = add_counters(self._retired_totals, current)
         totals["messages_dropped"] = totals.get("messages_dropped", 0) + self._events.dropped
         return totals
 
@@ -792,24 +600,3 @@ class BinanceStream:
             },
         }
         return stats
-
-
-def _add_counters(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = dict(a)
-    for key, value in b.items():
-        if key not in out:
-            out[key] = (
-                dict(value)
-                if isinstance(value, dict)
-                else (list(value) if isinstance(value, list) else value)
-            )
-        elif isinstance(value, dict):
-            merged = dict(out[key])
-            for kind, count in value.items():
-                merged[kind] = merged.get(kind, 0) + count
-            out[key] = merged
-        elif isinstance(value, list):
-            out[key] = [x + y for x, y in zip(out[key], value, strict=True)]
-        else:
-            out[key] = out[key] + value
-    return out

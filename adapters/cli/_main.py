@@ -116,14 +116,19 @@ def _diagram(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from ..demo._run import run_demo
+    from ..demo._storage import StorageError
 
-    return run_demo(
-        quick=args.quick,
-        metrics_port=args.metrics_port,
-        url=args.url,
-        storage=args.storage,
-        report=args.report,
-    )
+    try:
+        return run_demo(
+            quick=args.quick,
+            metrics_port=args.metrics_port,
+            url=args.url,
+            storage=args.storage,
+            report=args.report,
+        )
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _stream(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import anyio
 
 from ...fsm import ConnectionAction, RegulatorConfig, StateChanged, load_config
 from ..binance._stream import DEFAULT_BASE_URL, BinanceStream, validate_streams
-from ..websocket._socket import ConnectionClosedError
+from ..websocket._errors import ConnectionClosedError
 
 __all__ = ["run_stream"]
 

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from ...fsm import format_kv, load_schedule, simulate
+from ._storage import check_storage
 from ._view import make_view
 
 __all__ = ["run_demo"]
@@ -45,6 +46,9 @@ def run_demo(
     report: str = "regulator-report",
 ) -> int:
     started = time.perf_counter()
+    if storage is not None:
+        # before the market phase: a missing driver must not cost the whole run
+        check_storage(storage)
     folder = Path(report)
     folder.mkdir(parents=True, exist_ok=True)
     view = make_view()

@@ -19,7 +19,9 @@ Data flow
     machine --actions (Connect, Wait, SendPing, RaiseAlarm, ...)--> _socket does them
                                         RaiseAlarm/ResolveAlarm --> _notifiers (log, webhook)
 
-Every URL or header that leaves the wing (logs, notices, reasons) goes through ``_redact``.
+Every URL or header that leaves the wing (logs, notices, reasons) goes through ``_redact``;
+every log line's fields come from ``_logfields``. ``_clock`` (the injectable clock), ``_errors``
+and ``_support`` (task groups, the TLS context) are shared with the Binance wing.
 
 .. code-block:: python
 
@@ -30,6 +32,10 @@ from ._buffer import BufferFull as BufferFull
 from ._buffer import OverflowPolicy as OverflowPolicy
 from ._classify import Classified as Classified
 from ._classify import classify_exception as classify_exception
+from ._clock import AnyioClock as AnyioClock
+from ._clock import Clock as Clock
+from ._errors import ConnectionClosedError as ConnectionClosedError
+from ._errors import NotLiveError as NotLiveError
 from ._notifiers import CallbackNotifier as CallbackNotifier
 from ._notifiers import LoggingNotifier as LoggingNotifier
 from ._notifiers import Notice as Notice
@@ -37,12 +43,8 @@ from ._notifiers import Notifier as Notifier
 from ._notifiers import WebhookNotifier as WebhookNotifier
 from ._notifiers import notice_payload as notice_payload
 from ._redact import redact_url as redact_url
-from ._socket import AnyioClock as AnyioClock
-from ._socket import Clock as Clock
-from ._socket import ConnectionClosedError as ConnectionClosedError
-from ._socket import NotLiveError as NotLiveError
 from ._socket import ResilientWebSocket as ResilientWebSocket
-from ._socket import tls_context as tls_context
+from ._support import tls_context as tls_context
 
 __all__ = [
     "AnyioClock",

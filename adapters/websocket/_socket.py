@@ -15,10 +15,9 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
-import certifi
 import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -35,154 +34,31 @@ from ...fsm import (
     PatternDetected,
     PongReceived,
     RaiseAlarm,
-    RegulatorError,
     ResolveAlarm,
     RestoreSubscriptions,
     SendPing,
     Start,
-    StateChanged,
     Stop,
     Tick,
     TransportConnected,
-    Wait,
     format_kv,
     load_config,
 )
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import classify_exception
+from ._clock import AnyioClock, Clock
+from ._errors import ConnectionClosedError, NotLiveError
+from ._logfields import action_log_fields
 from ._notifiers import Notice, Notifier
 from ._redact import redact, redact_url
 from ._session import RegulatorSession
+from ._support import exit_task_group, tls_context
 from ._transport import TrackingTransport
 
-__all__ = [
-    "AnyioClock",
-    "Clock",
-    "ConnectionClosedError",
-    "NotLiveError",
-    "ResilientWebSocket",
-    "action_log_fields",
-    "exit_task_group",
-    "tls_context",
-]
+__all__ = ["ResilientWebSocket"]
 
 LOGGER_NAME = "regulator.connection"
-
-
-class Clock(Protocol):
-    """Where the adapter reads time and sleeps (inject a fast one in tests)."""
-
-    def now(self) -> float: ...
-
-    async def sleep_until(self, deadline: float) -> None: ...
-
-
-class AnyioClock:
-    """The event loop's clock (asyncio or trio)."""
-
-    def now(self) -> float:
-        return anyio.current_time()
-
-    async def sleep_until(self, deadline: float) -> None:
-        await anyio.sleep(max(0.0, deadline - anyio.current_time()))
-
-
-class ConnectionClosedError(RegulatorError):
-    """The machine closed: a fatal failure or exhausted retries (``kind``, ``reason``)."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        self.kind = kind
-        self.reason = reason
-        super().__init__(f"connection closed for good ({kind}): {reason}")
-
-
-class NotLiveError(RegulatorError):
-    """``send()`` was called while the connection is not live."""
-
-
-def action_log_fields(action: ConnectionAction, name: str) -> tuple[int, dict[str, Any]] | None:
-    """The log level and ``key=value`` fields of one action (None: an action not logged).
-
-    The one place the connection's log format is decided (R5.2): the adapter's log lines and
-    the demo's view both render actions through it."""
-    if isinstance(action, StateChanged):
-        return logging.INFO, {
-            "event": "state",
-            "name": name,
-            "source": action.source,
-            "target": action.target,
-            "reason": action.reason,
-        }
-    if isinstance(action, Wait):
-        return logging.INFO, {
-            "event": "backoff",
-            "name": name,
-            "delay": round(action.delay, 3),
-            "attempt": action.attempt,
-        }
-    if isinstance(action, RaiseAlarm):
-        a = action.alarm
-        return logging.ERROR, {
-            "event": "alarm",
-            "name": name,
-            "failures": a.failures_in_window,
-            "window": a.window,
-            "threshold": a.threshold,
-            "last_kind": a.last_kind,
-            "last_reason": a.last_reason,
-        }
-    if isinstance(action, ResolveAlarm):
-        r = action.resolution
-        return logging.INFO, {
-            "event": "resolved",
-            "name": name,
-            "after": round(r.duration, 3),
-            "failures": r.failures_since_raised,
-        }
-    if isinstance(action, PatternDetected):
-        return logging.WARNING, {
-            "event": "pattern",
-            "name": name,
-            "report": action.report.describe(),
-        }
-    if isinstance(action, GiveUp):
-        return logging.ERROR, {
-            "event": "give_up",
-            "name": name,
-            "kind": action.kind,
-            "reason": action.reason,
-        }
-    return None
-
-
-async def exit_task_group(tg: TaskGroup, exc_info: tuple[Any, ...]) -> bool | None:
-    """Leave ``tg``; an exception of the ``async with`` body comes out as itself, not wrapped
-    in an ExceptionGroup with nothing else in it (so ``except ConnectionClosedError`` works)."""
-    exc = exc_info[1]
-    try:
-        return await tg.__aexit__(*exc_info)
-    except BaseExceptionGroup as group:
-        cancelled = anyio.get_cancelled_exc_class()
-        rest = group.subgroup(
-            lambda e: not isinstance(e, BaseExceptionGroup | cancelled) and e is not exc
-        )
-        if exc is not None and rest is None:
-            return False  # only the body's own exception: it propagates unwrapped
-        raise
-
-
-def tls_context(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
-    """certifi's trust store by default; verification cannot be turned off; TLS >= 1.2."""
-    context = ssl_context or ssl.create_default_context(cafile=certifi.where())
-    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
-        raise ValueError(
-            "ssl_context: certificate verification must stay on (got verify_mode="
-            f"{context.verify_mode.name}, check_hostname={context.check_hostname})"
-        )
-    if context.minimum_version < ssl.TLSVersion.TLSv1_2:
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 class ResilientWebSocket:

@@ -12,7 +12,7 @@ import anyio
 from _exchangebed import ExchangeBed
 from _faultbed import Certs
 from regulator.adapters.binance import AttemptBudget, BinanceStream
-from regulator.adapters.binance._stream import _Leg
+from regulator.adapters.binance._leg import Leg
 from regulator.fsm import BinanceConfig, ConnectionConfig
 
 
@@ -42,7 +42,7 @@ def per_event(n: int = 100_000, rounds: int = 3) -> dict[str, float]:
 
     async def through() -> float:
         stream = BinanceStream(["ethusdt@trade"], buffer_size=n + 1)
-        leg = _Leg(ws=None, pacer=None)  # type: ignore[arg-type]
+        leg = Leg(ws=None, pacer=None)  # type: ignore[arg-type]
         stream._primary = leg
         start = time.perf_counter()
         for m in msgs:

@@ -37,8 +37,8 @@ def test_events_replay_and_highlight_the_state_reached() -> None:
     text = render_diagram(
         "connection", events=["start", "transport_connected", "handshake_succeeded", "fail"]
     )
-    assert "backing_off:::active" in text
-    assert "over_threshold:::active" in str(render_diagram("scaler", state="over_threshold"))
+    assert "class backing_off active" in text
+    assert "class over_threshold active" in str(render_diagram("scaler", state="over_threshold"))
 
 
 def test_unknown_event_or_state_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

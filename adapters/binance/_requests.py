@@ -1,0 +1,128 @@
+"""Requests to the exchange and their replies, matched by ``id``.
+
+How it works
+------------
+SUBSCRIBE, UNSUBSCRIBE and LIST_SUBSCRIPTIONS go out as ``{"method", "params", "id"}``; the
+exchange answers each with ``{"result", "id"}`` or an error, in any order, between events.
+Each connection (a :class:`~._leg.Leg`) keeps its requests in flight by id; :meth:`Requests.call`
+sends one once the leg's pacer allows, waits for its reply up to ``timeout`` and counts the
+outcome; :meth:`Requests.settle` hands a reply to its request; :meth:`Requests.fail_all` ends
+every request of a connection that left live, so no caller waits for a reply that cannot come.
+Ids are unique per stream (one counter over all its connections), so a late reply on a
+replaced connection can never settle a request of the new one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from ...fsm import RegulatorError, format_kv
+from ..websocket._errors import NotLiveError
+
+if TYPE_CHECKING:
+    from ._leg import Leg
+
+__all__ = ["BinanceRequestError", "Pending", "RequestTimeout", "Requests", "is_reply"]
+
+
+class BinanceRequestError(RegulatorError):
+    """The exchange answered a request with an error (``code``, ``msg``), or the connection
+    carrying it was lost before the reply."""
+
+    def __init__(self, method: str, code: int | None, msg: str) -> None:
+        self.method = method
+        self.code = code
+        self.msg = msg
+        where = "" if code is None else f" (code {code})"
+        super().__init__(f"{method} failed{where}: {msg}")
+
+
+class RequestTimeout(BinanceRequestError):
+    """No reply within ``request_timeout``."""
+
+
+@attrs.define(eq=False)
+class Pending:
+    """One request in flight: settled once, by its reply or by the loss of its connection."""
+
+    method: str
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    result: Any = None
+    error: BinanceRequestError | None = None
+
+
+def is_reply(message: dict[str, Any]) -> bool:
+    """A reply to a request (not a market event)."""
+    return "id" in message and ("result" in message or "code" in message)
+
+
+class Requests:
+    """Requests of one stream over all its connections, with their counters."""
+
+    def __init__(self, timeout: float, logger: logging.Logger) -> None:
+        self.timeout = timeout
+        self._log = logger
+        self._ids = itertools.count(1)
+        self.sent = 0
+        self.errors = 0
+        self.timeouts = 0
+
+    async def call(self, leg: Leg, method: str, params: list[str] | None = None) -> Any:
+        """Send ``method`` on ``leg`` (paced) and return the exchange's ``result``."""
+        if leg.ws.state != "live":
+            raise NotLiveError(f"{method}: the connection is {leg.ws.state}, not live")
+        await leg.pacer.wait()
+        rid = next(self._ids)
+        request = Pending(method)
+        body: dict[str, Any] = {"method": method, "id": rid}
+        if params is not None:
+            body["params"] = params
+        leg.pending[rid] = request
+        try:
+            await leg.ws.send(json.dumps(body, separators=(",", ":")))
+        except Exception:
+            leg.pending.pop(rid, None)
+            raise
+        self.sent += 1
+        with anyio.move_on_after(self.timeout):
+            await request.done.wait()
+        if not request.done.is_set():
+            leg.pending.pop(rid, None)
+            self.timeouts += 1
+            raise RequestTimeout(method, None, f"no reply within {self.timeout} s")
+        if request.error is not None:
+            self.errors += 1
+            raise request.error
+        return request.result
+
+    def settle(self, leg: Leg, message: dict[str, Any]) -> None:
+        """Hand a reply to the request it answers (an unknown id is logged and dropped)."""
+        rid = message.get("id")
+        request = leg.pending.pop(rid, None) if isinstance(rid, int) else None
+        if request is None:
+            self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=rid))
+            return
+        if "code" in message:
+            code = message.get("code")
+            request.error = BinanceRequestError(
+                request.method,
+                code if isinstance(code, int) else None,
+                str(message.get("msg", "")),
+            )
+        else:
+            request.result = message.get("result")
+        request.done.set()
+
+    @staticmethod
+    def fail_all(leg: Leg, why: str) -> None:
+        """End every request in flight on ``leg`` with ``why`` (its connection is gone)."""
+        pending, leg.pending = leg.pending, {}
+        for request in pending.values():
+            request.error = BinanceRequestError(request.method, None, why)
+            request.done.set()
