@@ -111,8 +111,11 @@ WEBSOCKET_PUBLIC = sorted(
 TORCH_PUBLIC = sorted(
     [
         "GuardedGradScaler",
+        "GuardedShardedGradScaler",
+        "InvalidCheckpointError",
         "NonFiniteInputError",
         "check_finite",
+        "fp16_overflow_fields",
         "non_finite_fields",
         "trainable_parameters",
     ]
@@ -144,6 +147,7 @@ TORCH_PUBLIC = sorted(
             ),
         ),
         ("regulator.adapters.optuna", ["SCALER_ATTRS", "ScalerTrial", "scaler_attributes"]),
+        ("regulator.adapters.lightning", ["ScalerCallback", "scaler_metrics"]),
         (
             "regulator.specs.exchange",
             ["ConnectionRecord", "Exchange", "FaultProxy", "MarketConfig"],

@@ -48,6 +48,7 @@ from ...fsm import (
     StateChanged,
     Wait,
     format_kv,
+    load_config,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
 from ..websocket._clock import Clock
@@ -135,7 +136,7 @@ class BinanceStream(Rotation):
         name: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.rules = binance or BinanceConfig()
+        self.rules = binance or load_config().binance
         wanted = validate_streams(streams)
         self._check_count(len(wanted))
         if not isinstance(base_url, str):
@@ -145,7 +146,7 @@ class BinanceStream(Rotation):
         # checked here, before anything starts: each leg's socket would only check on entry
         check_url(self.url)
         tls_context(ssl_context)
-        self.config = config or ConnectionConfig()
+        self.config = config or load_config().connection
         self.name = name or "binance"
         self.on_gap = on_gap
         self.on_action = on_action

@@ -98,7 +98,7 @@ def _objective(
         torch.manual_seed(trial.number)
         model = Informer(x.shape[-1], d_model=width)
         opt = torch.optim.AdamW(model.parameters(), lr=lr)
-        scaler = GuardedGradScaler(model, "cpu", config=DEMO_SCALER, init_scale=init_scale)
+        scaler = GuardedGradScaler("cpu", model=model, config=DEMO_SCALER, init_scale=init_scale)
         if exporter is not None:
             exporter.register(scaler, name=f"trial-{trial.number}")
         row = {

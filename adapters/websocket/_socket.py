@@ -42,6 +42,7 @@ from ...fsm import (
     Tick,
     TransportConnected,
     format_kv,
+    load_config,
 )
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
@@ -115,7 +116,7 @@ class ResilientWebSocket:
         self.url = url
         self.safe_url = redact_url(url)
         self.name = name or self.safe_url
-        self.config = config or ConnectionConfig()
+        self.config = config or load_config().connection
         self._tls = tls_context(ssl_context) if secure else None
         # a write that cannot finish within the pong timeout means the peer stopped reading
         self.write_timeout = self.config.pong_timeout
