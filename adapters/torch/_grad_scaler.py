@@ -33,6 +33,7 @@ import attrs
 import torch
 
 from ...fsm import ScaleCollapseError, ScalerConfig, format_kv, load_config
+from ...fsm._diagram import mermaid
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from . import _defaults as default
 from ._checkpoint import read_checkpoint
@@ -610,4 +611,4 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
     def diagram(self) -> str:
         """The scaler machine as Mermaid text, the current state highlighted."""
-        return format(self.machine, "mermaid")
+        return mermaid(self.machine)

@@ -44,6 +44,7 @@ from ...fsm import (
     format_kv,
     load_config,
 )
+from ...fsm._diagram import mermaid
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import classify_exception
@@ -219,7 +220,7 @@ class ResilientWebSocket:
 
     def diagram(self) -> str:
         """The connection machine as Mermaid text, the current state highlighted."""
-        return format(self.machine, "mermaid")
+        return mermaid(self.machine)
 
     # -- SessionSink (called by the session's reader) ------------------------------------------
     async def deliver(self, message: str | bytes) -> None:

@@ -511,4 +511,4 @@ def test_pickles_between_iterations() -> None:
 
 def test_diagram_highlights_the_current_state() -> None:
     text = GuardedGradScaler("cpu", model=mlp()).diagram()
-    assert text.startswith("stateDiagram-v2") and "warmup:::active" in text
+    assert text.startswith("stateDiagram-v2") and "class warmup active" in text
