@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml Makefile $(shell find fsm adapters specs -type d -not -name __pycache__)
 
-.PHONY: install test lint typecheck pytest demo docs bench clean
+.PHONY: install test lint typecheck pytest demo docs docs-check dist bench clean
 
 install: $(STAMP)
 
@@ -47,5 +47,18 @@ docs: $(STAMP)
 	$(BIN)/regulator docs generate
 	$(BIN)/mkdocs build --strict
 
+# The docs site and the report opened in headless Chromium (from the system packages: apt-get
+# install chromium graphviz); screenshots go to build/screenshots/, outside the repository.
+docs-check: docs
+	REGULATOR_SCREENSHOTS=$(CURDIR)/build/screenshots $(BIN)/pytest -q \
+		tests/test_site.py tests/demo/test_demo.py
+	@echo "screenshots: build/screenshots/"
+
+# The sdist and the wheel, in dist/: `pip install dist/regulator-*.whl` installs the package
+# without the repository. Built with the venv's setuptools (no isolated build env: offline).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --sdist --wheel --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,7 +3,7 @@
 .. code-block:: python
 
     def objective(trial):
-        scaler = GuardedGradScaler(model, "cuda", config=ScalerConfig())
+        scaler = GuardedGradScaler("cuda", model=model, config=ScalerConfig())
         with ScalerTrial(trial, scaler) as guard:      # a collapse prunes the trial
             for epoch in range(epochs):
                 train_one_epoch(...)                    # scaler.scale/step/update as usual

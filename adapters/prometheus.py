@@ -3,7 +3,8 @@
 The collector holds weak references to registered ``ResilientWebSocket`` and
 ``GuardedGradScaler`` objects; at each scrape it reads their existing counters and states.
 A connection that is closed, or any object that was garbage-collected, disappears from the
-output. Labels carry the ``name`` given at registration, never a raw URL.
+output. Labels carry the ``name`` given at registration, never a raw URL: a name is passed
+through the redaction policy, so one that is a URL loses its secrets.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client.core import (
 from ..fsm import CONNECTION_STATES, DELAY_BUCKETS
 from ..fsm._scaler import SCALER_STATES
 from ._counts import copy_counts
+from ._redact import redaction_policy
 
 __all__ = ["MetricsExporter", "start_metrics_server"]
 
@@ -56,11 +58,11 @@ class MetricsExporter:
                 f" (got {kind})"
             )
         with self._lock:
-            self._objects[name] = weakref.ref(obj)
+            self._objects[redaction_policy.text(name)] = weakref.ref(obj)
 
     def unregister(self, name: str) -> None:
         with self._lock:
-            self._objects.pop(name, None)
+            self._objects.pop(redaction_policy.text(name), None)
 
     def _live(self) -> list[tuple[str, Any]]:
         with self._lock:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from ._errors import ConfigError
-from ._rules import Boolean, Choice, Integer, Number, Optional, Rule
+from ._rules import Boolean, Choice, Integer, Number, Optional, Rule, Scale
 
 __all__ = [
     "BinanceConfig",
@@ -159,7 +159,7 @@ class ScalerConfig:
         legacy_env=("GRAD_SCALER_INIT_SCALE_STRATEGY",),
     )
     init_scale: float = _setting(
-        2.0**16, Number(gt=0), "Initial scale for the fixed strategy.", unit="scale"
+        2.0**16, Scale(), "Initial scale for the fixed strategy.", unit="scale"
     )
     small_model_params: int = _setting(
         1_000_000,
@@ -174,13 +174,13 @@ class ScalerConfig:
         unit="parameters",
     )
     small_model_scale: float = _setting(
-        2.0**16, Number(gt=0), "Initial scale of a small model.", unit="scale"
+        2.0**16, Scale(), "Initial scale of a small model.", unit="scale"
     )
     medium_model_scale: float = _setting(
-        2.0**14, Number(gt=0), "Initial scale of a medium model (bounds inclusive).", unit="scale"
+        2.0**14, Scale(), "Initial scale of a medium model (bounds inclusive).", unit="scale"
     )
     large_model_scale: float = _setting(
-        2.0**12, Number(gt=0), "Initial scale of a large model.", unit="scale"
+        2.0**12, Scale(), "Initial scale of a large model.", unit="scale"
     )
     growth_factor: float = _setting(
         1.2,
@@ -201,7 +201,7 @@ class ScalerConfig:
     )
     max_scale_threshold: float = _setting(
         100_000.0,
-        Number(gt=0),
+        Scale(),
         "A scale above this is over threshold: one WARNING, and resets if it stays (R2.3).",
         unit="scale",
         legacy_env=("GRAD_SCALER_MAX_SCALE",),
@@ -215,7 +215,9 @@ class ScalerConfig:
     reset_fraction: float = _setting(
         0.5,
         Number(gt=0, le=1),
-        "A reset sets the scale to this x the initial scale.",
+        "A reset sets the scale to this x the initial scale, but at most this x"
+        " max_scale_threshold (a run started over the threshold resets below it) and never"
+        " above the current scale.",
         unit="factor",
     )
     overflow_halving_batches: int = _setting(
@@ -231,7 +233,7 @@ class ScalerConfig:
         legacy_env=("GRAD_SCALER_AUTO_RESET",),
     )
     min_scale: float = _setting(
-        1.0, Number(gt=0), "Floor of the scale: it never goes below this.", unit="scale"
+        1.0, Scale(), "Floor of the scale: it never goes below this.", unit="scale"
     )
     collapse_after: int = _setting(
         10,

@@ -176,6 +176,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not UTF-8 text: {exc.reason}"]) from None
 
 
+def _looks_like_ours(name: str) -> bool:
+    """A name meant for us: our prefix in any case (``REGULATOR_CONNECTION_MAX_RETRIES``, one
+    underscore short, would otherwise be ignored silently), ``REGULATOR_CONFIG`` aside."""
+    return name.upper().startswith(ENV_PREFIX) and name != ENV_CONFIG_FILE
+
+
 def _env_overrides(
     env: Mapping[str, str],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], list[str]]:
@@ -192,9 +198,11 @@ def _env_overrides(
     for name in ordered:
         if name in LEGACY_ENV:
             target = LEGACY_ENV[name]
-        elif name.startswith(ENV_PREFIX) and "__" in name:
+        elif _looks_like_ours(name):
             if name not in known:
-                problems.append(f"{name}: unknown environment setting{_suggest(name, list(known))}")
+                problems.append(
+                    f"{name}: unknown environment setting{_suggest(name.upper(), list(known))}"
+                )
                 continue
             target = known[name]
         else:

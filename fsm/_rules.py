@@ -17,7 +17,36 @@ import attrs
 
 from ._errors import ConfigError
 
-__all__ = ["Boolean", "Choice", "Integer", "Number", "Optional", "Rule"]
+__all__ = [
+    "FLOAT32_MAX",
+    "FLOAT32_TINY",
+    "Boolean",
+    "Choice",
+    "Integer",
+    "Number",
+    "Optional",
+    "Rule",
+    "Scale",
+]
+
+#: The largest finite float32 and the smallest normal one: torch keeps the loss scale in a
+#: float32 tensor, so a scale outside [FLOAT32_TINY, FLOAT32_MAX] becomes inf or 0 (NaN weights).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened: a 400-digit integer need not be printed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
 def _is_number(value: object) -> bool:
@@ -74,8 +103,12 @@ class Number(Rule):
 
     def check(self, value: object) -> str | None:
         if not _is_number(value):
-            return f"must be a number (got {value!r})"
+            return f"must be a number (got {_shown(value)})"
         assert isinstance(value, int | float)
+        if isinstance(value, int) and not _fits_float(value):
+            # math.isfinite and float() raise OverflowError on such an int; that error would
+            # end the section's validation and hide every other problem in it
+            return f"must be a finite number within float range (got {_shown(value)})"
         if not math.isfinite(value):
             return f"must be finite (got {value!r})"
         for op, bound in self._bounds():
@@ -110,6 +143,31 @@ class Number(Rule):
         for op, bound in self._bounds():
             out[keys[op]] = bound
         return out
+
+
+class Scale(Number):
+    """A loss scale: a number > 0 that float32 holds as a normal number (no inf, no 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(gt=0)
+
+    def check(self, value: object) -> str | None:
+        message = super().check(value)
+        if message is not None:
+            return message
+        assert isinstance(value, int | float)
+        if not FLOAT32_TINY <= value <= FLOAT32_MAX:
+            return (
+                f"must be within float32's range {FLOAT32_TINY:g} .. {FLOAT32_MAX:g}"
+                f" (got {value!r})"
+            )
+        return None
+
+    def describe(self) -> str:
+        return f"number > 0 within float32's range ({FLOAT32_TINY:g} .. {FLOAT32_MAX:g})"
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "number", "minimum": FLOAT32_TINY, "maximum": FLOAT32_MAX}
 
 
 class Integer(Rule):

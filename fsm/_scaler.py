@@ -332,7 +332,7 @@ class ScalerMachine(StateMachine):
             c.over_threshold_epochs += 1
             if c.over_threshold_epochs >= cfg.reset_after_epochs and cfg.auto_reset:
                 old = c.scale
-                new = max(cfg.reset_fraction * self.initial_scale, cfg.min_scale)
+                new = self.reset_target()
                 self._go("reset_scale")
                 c.resets += 1
                 c.scale = new
@@ -343,7 +343,8 @@ class ScalerMachine(StateMachine):
                         "reset",
                         f"scale {old:g} over max_scale_threshold {cfg.max_scale_threshold:g}"
                         f" for {cfg.reset_after_epochs} epochs: reset to {new:g}"
-                        f" ({cfg.reset_fraction:g} x initial {self.initial_scale:g})",
+                        f" ({cfg.reset_fraction:g} x min(initial {self.initial_scale:g},"
+                        f" threshold {cfg.max_scale_threshold:g}))",
                     )
                 )
         else:
@@ -363,6 +364,18 @@ class ScalerMachine(StateMachine):
         c.epoch_steps = 0
         c.epoch_overflows = 0
         return tuple(actions)
+
+    def reset_target(self) -> float:
+        """Where an R2.3 reset puts the scale.
+
+        R2.3 says "50 % of the initial scale"; its intent is a scale back under the threshold.
+        So the target is ``reset_fraction`` x the initial scale, capped at ``reset_fraction`` x
+        ``max_scale_threshold`` (a run started at 2^40 would otherwise "reset" to 2^39, over
+        the threshold for ever), never above the current scale, and never below ``min_scale``.
+        """
+        cfg = self.config
+        cap = cfg.reset_fraction * min(self.initial_scale, cfg.max_scale_threshold)
+        return max(min(cap, self.counters.scale), cfg.min_scale)
 
     def resync(self, scale: float) -> None:
         """The device says the scale is ``scale`` (epoch-end check, fused optimizers)."""

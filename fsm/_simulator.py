@@ -27,6 +27,7 @@ period, s) and ``until`` (s), and per type ``kind``, ``reason``, ``duration``, `
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
@@ -34,7 +35,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -87,6 +88,32 @@ TCP_LATENCY = 0.05
 HANDSHAKE_LATENCY = 0.15
 PING_RTT = 0.03
 BAD_RECORD_MAC = "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+#: The most virtual time one run may cover (a year): the machine's own pings alone make about
+#: a million events a year at the default 30 s interval.
+MAX_HOURS = 8784.0
+#: The most fault strikes one run may schedule: a schedule is data, and a typo (``every =
+#: 1e-7``) must be an error, not a run that never ends or exhausts memory.
+MAX_STRIKES = 10_000_000
+
+
+def _finite(value: object) -> TypeGuard[int | float]:
+    """A real number a float can hold (TOML integers are unbounded: ``math.isfinite`` raises
+    OverflowError on one beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def check_hours(value: object, name: str = "hours") -> float:
+    """``value`` as virtual hours, or ConfigError naming ``name``, the value and the rule."""
+    if not _finite(value) or not 0 < value <= MAX_HOURS:
+        raise ConfigError(
+            [f"{name}: must be a finite number > 0 and <= {MAX_HOURS:g} (got {value!r})"]
+        )
+    return float(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -100,15 +127,24 @@ class Fault:
     duration: float = 0.0
     retry_after: float | None = None
 
-    def times(self, end: float) -> Iterator[float]:
-        """Every time this fault strikes before ``end``."""
+    def count(self, end: float) -> int:
+        """How many times this fault strikes before ``end`` (without listing them)."""
         stop = end if self.until is None else min(end, self.until)
-        t = self.at
-        while t < stop:
-            yield t
-            if self.every is None:
-                return
-            t += self.every
+        if self.at >= stop:
+            return 0
+        if self.every is None:
+            return 1
+        return math.ceil((stop - self.at) / self.every)
+
+    def strike(self, k: int) -> float:
+        """The time of strike ``k`` (0-based): computed, never accumulated, so every use of
+        the schedule (strikes, window lookups) agrees to the bit."""
+        return self.at + k * (self.every or 0.0)
+
+    def times(self, end: float) -> Iterator[float]:
+        """Every time this fault strikes before ``end``, generated lazily."""
+        for k in range(self.count(end)):
+            yield self.strike(k)
 
 
 @attrs.frozen(kw_only=True)
@@ -215,14 +251,12 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
             if key == "at" and value is None:
                 problems.append(f"{where}.at: is required (seconds from the start)")
             elif value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-                or (key == "every" and value == 0)
+                not _finite(value) or value < 0 or (key == "every" and value == 0)
             ):
                 rule = "> 0" if key == "every" else ">= 0"
                 problems.append(f"{where}.{key}: must be a finite number {rule} (got {value!r})")
+        if "reason" in raw and not isinstance(raw["reason"], str):
+            problems.append(f"{where}.reason: must be a string (got {raw['reason']!r})")
         if "kind" in raw and raw["kind"] not in {k.value for k in FailureKind}:
             problems.append(f"{where}.kind: must be a failure kind (got {raw['kind']!r})")
         if kind in _WINDOW_TYPES and not raw.get("duration"):
@@ -233,8 +267,13 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
             }
             faults.append(Fault(**fields))
     hours = data.get("hours", 1.0)
-    if isinstance(hours, bool) or not isinstance(hours, int | float) or not hours > 0:
-        problems.append(f"hours: must be a number > 0 (got {hours!r})")
+    try:
+        check_hours(hours)
+    except ConfigError as exc:
+        problems += exc.problems
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            problems.append(f"{key}: must be a string (got {data[key]!r})")
     if problems:
         raise ConfigError([f"{path}: {p}" for p in problems])
     return Schedule(
@@ -294,20 +333,48 @@ def _clock(t: float) -> str:
 
 
 class _World:
+    """The schedule's windows, looked up in O(log n) without listing a repeating fault's
+    strikes: a repeating window fault is one arithmetic check (its latest start before ``t``
+    has the latest end, all its windows being as long); one-off windows are sorted by start
+    with a running maximum of their ends, so one bisection finds a window covering ``t``."""
+
     def __init__(self, schedule: Schedule, end: float) -> None:
-        self.windows: dict[str, list[tuple[float, float, Fault]]] = {k: [] for k in _WINDOW_TYPES}
-        self.strikes: list[tuple[float, int]] = []  # (time, index into schedule.faults)
-        for index, fault in enumerate(schedule.faults):
-            for t in fault.times(end):
-                if fault.type in _WINDOW_TYPES:
-                    self.windows[fault.type].append((t, t + fault.duration, fault))
-                if fault.type in ("drop", "outage", "half_open", "server_shutdown"):
-                    self.strikes.append((t, index))
+        self.end = end
+        self.repeating: dict[str, list[Fault]] = {k: [] for k in _WINDOW_TYPES}
+        once: dict[str, list[tuple[float, float, Fault]]] = {k: [] for k in _WINDOW_TYPES}
+        for fault in schedule.faults:
+            if fault.type not in _WINDOW_TYPES or fault.count(end) == 0:
+                continue
+            if fault.every is None:
+                once[fault.type].append((fault.at, fault.at + fault.duration, fault))
+            else:
+                self.repeating[fault.type].append(fault)
+        self.starts: dict[str, list[float]] = {}
+        self.reach: dict[str, list[tuple[float, Fault]]] = {}  # the running (max end, fault)
+        for kind, windows in once.items():
+            windows.sort(key=lambda w: w[0])
+            self.starts[kind] = [w[0] for w in windows]
+            reach: list[tuple[float, Fault]] = []
+            for _, stop, fault in windows:
+                reach.append((stop, fault) if not reach or stop > reach[-1][0] else reach[-1])
+            self.reach[kind] = reach
 
     def active(self, kind: str, t: float) -> Fault | None:
-        for start, end, fault in self.windows[kind]:
-            if start <= t < end:
+        for fault in self.repeating[kind]:
+            n = fault.count(self.end)
+            if t < fault.at or n == 0:
+                continue
+            assert fault.every is not None
+            k = min(n - 1, math.floor((t - fault.at) / fault.every))
+            while k + 1 < n and fault.strike(k + 1) <= t:  # floor's rounding, one step at most
+                k += 1
+            while k > 0 and fault.strike(k) > t:
+                k -= 1
+            if fault.strike(k) <= t < fault.strike(k) + fault.duration:
                 return fault
+        i = bisect.bisect_right(self.starts[kind], t)
+        if i and self.reach[kind][i - 1][0] > t:
+            return self.reach[kind][i - 1][1]
         return None
 
 
@@ -321,7 +388,17 @@ def simulate(
 ) -> SimulationResult:
     """Run ``schedule`` for ``hours`` of virtual time; return the timeline and totals."""
     config = config or ConnectionConfig()
-    span = (schedule.hours if hours is None else hours) * 3600.0
+    span = check_hours(schedule.hours if hours is None else hours) * 3600.0
+    strikes = [fault.count(span) for fault in schedule.faults]
+    if sum(strikes) > MAX_STRIKES:
+        worst = max(range(len(strikes)), key=strikes.__getitem__)
+        raise ConfigError(
+            [
+                f"fault[{worst}]: strikes {strikes[worst]:,} times in {span / 3600.0:g} h; a run"
+                f" may schedule at most {MAX_STRIKES:,} strikes in all (got {sum(strikes):,});"
+                " raise its every, or shorten its until or the hours"
+            ]
+        )
     machine = ConnectionMachine(config, rng=random.Random(seed))
     world = _World(schedule, span)
     lines: list[str] = []
@@ -344,8 +421,21 @@ def simulate(
         seq += 1
         heapq.heappush(queue, (t, seq, what, tag))
 
-    for t, index in world.strikes:
-        later(t, f"strike:{index}")
+    def strike_later(t: float, index: int) -> None:
+        # At equal times a strike comes before anything else, lower fault index first: the
+        # order the strikes had when they were all queued up front.
+        heapq.heappush(queue, (t, index - len(schedule.faults), f"strike:{index}", 0))
+
+    # Lazily: each fault has its next strike queued, and queues the one after when it fires.
+    upcoming_strikes: list[tuple[Iterator[float], int]] = []
+    for index, fault in enumerate(schedule.faults):
+        if fault.type in ("drop", "outage", "half_open", "server_shutdown"):
+            times = fault.times(span)
+            first = next(times, None)
+            if first is not None:
+                upcoming_strikes.append((times, index))
+                strike_later(first, index)
+    strike_times = {index: times for times, index in upcoming_strikes}
 
     connects: list[float] = []
 
@@ -443,7 +533,11 @@ def simulate(
                 continue
             feed(PongReceived(now=now))
         elif what.startswith("strike:"):
-            fault = schedule.faults[int(what.split(":")[1])]
+            index = int(what.split(":")[1])
+            fault = schedule.faults[index]
+            following = next(strike_times[index], None)
+            if following is not None:
+                strike_later(following, index)
             if machine.state != "live":
                 continue
             if fault.type == "drop":

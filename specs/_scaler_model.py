@@ -106,7 +106,9 @@ class ScalerModel:
             return self.scale
         self.epochs_over += 1
         if self.cfg.auto_reset and self.epochs_over >= self.cfg.reset_after_epochs:  # R2.3
-            self.scale = max(self.cfg.reset_fraction * self.initial, self.cfg.min_scale)
+            # R2.3 as read in docs/scaler.md: under the threshold, never above the scale
+            cap = self.cfg.reset_fraction * min(self.initial, self.cfg.max_scale_threshold)
+            self.scale = max(min(cap, self.scale), self.cfg.min_scale)
             self.state = "reset"
             self.resets += 1
             self.epochs_over = 0

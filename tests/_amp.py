@@ -26,12 +26,20 @@ def amp_step(
     data: tuple[torch.Tensor, torch.Tensor],
     *,
     poison: bool = False,
+    held: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One real float16-autocast step; ``poison`` multiplies the loss by inf (an overflow)."""
+    """One real float16-autocast step; ``poison`` multiplies the loss by inf (an overflow).
+
+    ``held`` keeps the model output alive past the step, as a loop's ``output = model(x)``
+    does until the next forward (the scaler's diagnostics see it only then).
+    """
     x, y = data
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.float16):
-        loss = F.mse_loss(model(x), y)
+        output = model(x)
+        loss = F.mse_loss(output, y)
+    if held is not None:
+        held[:] = [output]
     if poison:
         loss = loss * float("inf")
     scaler.scale(loss).backward()

@@ -28,8 +28,8 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         model = DistributedDataParallel(mlp(seed=0))
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         scaler = GuardedGradScaler(
-            model,
             "cpu",
+            model=model,
             config=ScalerConfig(growth_interval=2, max_scale_threshold=2200.0),
             init_scale=2048.0,
         )

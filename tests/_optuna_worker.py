@@ -27,7 +27,9 @@ def objective(trial: optuna.Trial) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     config = ScalerConfig(min_scale=1.0, collapse_after=3)
     collapse = trial.number % 4 == 3  # every 4th trial diverges: always poisoned, low scale
-    scaler = GuardedGradScaler(model, "cpu", config=config, init_scale=4.0 if collapse else None)
+    scaler = GuardedGradScaler(
+        "cpu", model=model, config=config, init_scale=4.0 if collapse else None
+    )
     with ScalerTrial(trial, scaler) as guard:
         for epoch in range(3):
             for i in range(6):

@@ -85,6 +85,7 @@ ALLOWED: dict[str, set[str]] = {
     "adapters.binance": {"fsm", SHARED, "adapters.websocket"},
     "adapters.torch": {"fsm"},
     "adapters.optuna": {"fsm"},
+    "adapters.lightning": {"fsm", "adapters.torch"},
     "adapters.prometheus": {"fsm", SHARED},
     "adapters.demo": {
         "fsm",
@@ -94,6 +95,7 @@ ALLOWED: dict[str, set[str]] = {
         "adapters.binance",
         "adapters.torch",
         "adapters.optuna",
+        "adapters.lightning",
         "adapters.prometheus",
     },
 }

@@ -31,7 +31,7 @@ def train(trial: optuna.Trial, *, poison: bool, init_scale: float | None = None)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     config = ScalerConfig(min_scale=1.0, collapse_after=3)
-    scaler = GuardedGradScaler(model, "cpu", config=config, init_scale=init_scale)
+    scaler = GuardedGradScaler("cpu", model=model, config=config, init_scale=init_scale)
     with ScalerTrial(trial, scaler) as guard:
         for epoch in range(2):
             for i in range(5):
@@ -72,7 +72,7 @@ def test_a_non_finite_objective_is_pruned(tmp_path: Path) -> None:
 
     def objective(trial: optuna.Trial) -> float:
         model = mlp()
-        scaler = GuardedGradScaler(model, "cpu")
+        scaler = GuardedGradScaler("cpu", model=model)
         with ScalerTrial(trial, scaler) as guard:
             guard.end_epoch(float("nan"))
         return 0.0

@@ -105,7 +105,7 @@ def test_scaler_metrics_follow_real_overflows(server: tuple[MetricsExporter, str
     exporter, url = server
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    scaler = GuardedGradScaler(model, "cpu", init_scale=2.0**16)
+    scaler = GuardedGradScaler("cpu", model=model, init_scale=2.0**16)
     exporter.register(scaler, name="informer")
     amp_step(model, opt, scaler, batch(0))
     for i in range(5):

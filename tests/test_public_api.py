@@ -99,19 +99,24 @@ WEBSOCKET_PUBLIC = sorted(
         "NotLiveError",
         "Notifier",
         "OverflowPolicy",
+        "RedactionPolicy",
         "ResilientWebSocket",
         "WebhookNotifier",
         "classify_exception",
         "notice_payload",
         "redact_url",
+        "redaction_policy",
         "tls_context",
     ]
 )
 TORCH_PUBLIC = sorted(
     [
         "GuardedGradScaler",
+        "GuardedShardedGradScaler",
+        "InvalidCheckpointError",
         "NonFiniteInputError",
         "check_finite",
+        "fp16_overflow_fields",
         "non_finite_fields",
         "trainable_parameters",
     ]
@@ -143,6 +148,7 @@ TORCH_PUBLIC = sorted(
             ),
         ),
         ("regulator.adapters.optuna", ["SCALER_ATTRS", "ScalerTrial", "scaler_attributes"]),
+        ("regulator.adapters.lightning", ["ScalerCallback", "scaler_metrics"]),
         (
             "regulator.specs.exchange",
             ["ConnectionRecord", "Exchange", "FaultProxy", "MarketConfig"],

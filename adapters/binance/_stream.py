@@ -53,13 +53,15 @@ from ...fsm import (
     StateChanged,
     Wait,
     format_kv,
+    load_config,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
 from ..websocket._clock import Clock
 from ..websocket._errors import ConnectionClosedError, NotLiveError
+from ..websocket._inputs import check_url
 from ..websocket._notifiers import Notifier
 from ..websocket._socket import ResilientWebSocket
-from ..websocket._support import exit_task_group
+from ..websocket._support import abandon_task_group, exit_task_group, tls_context
 from ._leg import Leg
 from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
@@ -141,12 +143,17 @@ class BinanceStream(Rotation):
         wall_clock: Callable[[], float] | None = None,
         follow_redirects: bool = False,
     ) -> None:
-        self.rules = binance or BinanceConfig()
+        self.rules = binance or load_config().binance
         wanted = validate_streams(streams)
         self._check_count(len(wanted))
+        if not isinstance(base_url, str):
+            raise ValueError(f"base_url: must be a string (got {type(base_url).__name__})")
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/stream"
-        self.config = config or ConnectionConfig()
+        # checked here, before anything starts: each leg's socket would only check on entry
+        check_url(self.url)
+        tls_context(ssl_context)
+        self.config = config or load_config().connection
         self.name = name or "binance"
         self.on_gap = on_gap
         self.on_action = on_action
@@ -214,8 +221,13 @@ class BinanceStream(Rotation):
         self._rotate_now = anyio.Event()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._primary = self._start_leg()
-        self._tg.start_soon(self._watch_rotation)
+        try:
+            self._primary = self._start_leg()
+            self._tg.start_soon(self._watch_rotation)
+        except BaseException as exc:  # leave the task group whole, on either backend
+            tg, self._tg = self._tg, None
+            await abandon_task_group(tg, exc)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:

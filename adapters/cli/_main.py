@@ -1,15 +1,19 @@
 """The ``regulator`` command line: one more adapter over the pure machines.
 
-Exit status: 0 on success, 2 when the input (config, schedule, arguments) is rejected; every
-problem is printed on stderr, one per line.
+Exit status: 0 on success, 2 when the input (config, schedule, arguments, a path or port that
+cannot be used) is rejected; every problem is printed on stderr, one line each, naming the
+argument, the value and the rule. Never a traceback: argparse's own errors are one line too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from ...fsm import (
     BUILTIN_SCHEDULES,
@@ -22,6 +26,7 @@ from ...fsm import (
     simulate,
 )
 from ...fsm._logfmt import format_kv
+from ...fsm._simulator import check_hours
 
 __all__ = ["main"]
 
@@ -48,7 +53,64 @@ def _config_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _problem(argument: str, value: object, rule: str) -> ConfigError:
+    return ConfigError([f"{argument}: {rule} (got {value!r})"])
+
+
+def writable_file(argument: str, value: str) -> Path:
+    """``value`` as a file we may write (its folder exists and is writable), else ConfigError."""
+    path = Path(value)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise _problem(argument, value, "must be a file, not a folder")
+    if not folder.is_dir():
+        raise _problem(argument, value, "must be in an existing folder")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise _problem(argument, value, "must be writable")
+    return path
+
+
+def writable_folder(argument: str, value: str) -> Path:
+    """``value`` as a folder we may write into (created if missing), else ConfigError."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise _problem(argument, value, "must be a folder, not a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _problem(
+            argument, value, f"must be a folder we can create ({exc.strerror})"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise _problem(argument, value, "must be a writable folder")
+    return path
+
+
+def check_port(argument: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise _problem(argument, value, "must be a TCP port, 0 to 65535 (0: any free port)")
+
+
+def _check_base_url(url: str) -> None:
+    from ..websocket._inputs import check_url
+
+    try:
+        check_url(f"{url.rstrip('/')}/stream")
+    except ValueError as exc:
+        raise ConfigError([f"--url: {str(exc).removeprefix('url: ')}"]) from None
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    if args.hours is not None:
+        check_hours(args.hours, "--hours")
     config = load_config(args.config)
     schedule = load_schedule(args.schedule, seed=args.seed)
     hours = args.hours if args.hours is not None else schedule.hours
@@ -79,7 +141,13 @@ def _docs(args: argparse.Namespace) -> int:
 
     from ._docgen import write_pages
 
-    stale = write_pages(Path(args.out), check=args.check)
+    if args.check and not Path(args.out).is_dir():
+        raise _problem("--out", args.out, "must be an existing docs folder")
+    out = Path(args.out) if args.check else writable_folder("--out", args.out)
+    try:
+        stale = write_pages(out, check=args.check)
+    except OSError as exc:
+        raise _problem("--out", args.out, f"must be writable ({exc.strerror})") from None
     for path in stale:
         print(f"{'stale' if args.check else 'wrote'}: {path}")
     if args.check and stale:
@@ -89,9 +157,9 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _diagram(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ._diagram import DiagramError, render_diagram
+
+    path = writable_file("--output", args.output) if args.output else None
 
     try:
         output = render_diagram(
@@ -100,12 +168,14 @@ def _diagram(args: argparse.Namespace) -> int:
     except DiagramError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.output:
-        path = Path(args.output)
-        if isinstance(output, bytes):
-            path.write_bytes(output)
-        else:
-            path.write_text(output, encoding="utf-8")
+    if path is not None:
+        try:
+            if isinstance(output, bytes):
+                path.write_bytes(output)
+            else:
+                path.write_text(output, encoding="utf-8")
+        except OSError as exc:
+            raise _problem("--output", args.output, f"must be writable ({exc.strerror})") from None
         print(f"wrote {path}")
     elif isinstance(output, bytes):
         sys.stdout.buffer.write(output)
@@ -115,18 +185,31 @@ def _diagram(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    check_port("--metrics-port", args.metrics_port)
+    if args.url is not None:
+        _check_base_url(args.url)
     from ..demo._run import run_demo
+    from ..demo._storage import StorageError, check_storage
 
-    return run_demo(
-        quick=args.quick,
-        metrics_port=args.metrics_port,
-        url=args.url,
-        storage=args.storage,
-        report=args.report,
-    )
+    try:
+        # every check before anything is made: a refused run leaves no report folder behind
+        if args.storage is not None:
+            check_storage(args.storage)
+        writable_folder("--report", args.report)  # before minutes of work, not after
+        return run_demo(
+            quick=args.quick,
+            metrics_port=args.metrics_port,
+            url=args.url,
+            storage=args.storage,
+            report=args.report,
+        )
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _stream(args: argparse.Namespace) -> int:
+    check_port("--metrics-port", args.metrics_port)
     from ._stream import run_stream
 
     return run_stream(
@@ -142,7 +225,7 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="regulator",
         description="State machines for a resilient market-data socket and a guarded AMP scaler.",
     )
@@ -235,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed on one line)
+        return int(exc.code or 0)
     try:
         code: int = args.func(args)
     except ConfigError as exc:
@@ -244,4 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `regulator simulate ... | head`
         return 0
+    except MemoryError:
+        print("error: out of memory (is an argument or a schedule too large?)", file=sys.stderr)
+        return 2
     return code

@@ -16,9 +16,11 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from ...fsm import ConnectionAction, RegulatorConfig, StateChanged, load_config
+from ...fsm import ConfigError, ConnectionAction, RegulatorConfig, StateChanged, load_config
 from ..binance._stream import DEFAULT_BASE_URL, BinanceStream, validate_streams
 from ..websocket._errors import ConnectionClosedError
+from ..websocket._inputs import check_url
+from ..websocket._redact import redact_url, redaction_policy
 
 __all__ = ["run_stream"]
 
@@ -29,7 +31,7 @@ class _Watcher:
     """Turns the first failures before any connection into one clear sentence."""
 
     def __init__(self, url: str, err: TextIO) -> None:
-        self.url = url
+        self.url = redact_url(url)  # a listenKey or user:password never reaches the terminal
         self.err = err
         self.ever_live = False
         self.told = False
@@ -46,7 +48,7 @@ class _Watcher:
             kind = history[-1].kind if history else ""  # the failure just recorded
             if kind in _UNREACHABLE and not self.told:
                 self.told = True
-                host = urlsplit(self.url).netloc or self.url
+                host = urlsplit(self.url).netloc.rsplit("@", 1)[-1] or self.url
                 then = (
                     "Giving up."
                     if action.target == "closed"
@@ -62,17 +64,30 @@ class _Watcher:
 
 
 def _client_context(ca: str | None) -> ssl.SSLContext | None:
+    """The trust store of ``--ca``, or ConfigError naming the file and what is wrong with it."""
     if ca is None:
         return None
-    context = ssl.create_default_context(cafile=ca)
-    return context
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except FileNotFoundError:
+        raise ConfigError([f"--ca: must be an existing PEM file (got {ca!r})"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"--ca: must be a PEM file, not a folder (got {ca!r})"]) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"--ca: must be a readable PEM file ({exc.strerror}) (got {ca!r})"]
+        ) from None
+    except ssl.SSLError:
+        raise ConfigError(
+            [f"--ca: must hold PEM CA certificates; none could be loaded (got {ca!r})"]
+        ) from None
 
 
 async def _run(
     streams: list[str],
     url: str,
     config: RegulatorConfig,
-    ca: str | None,
+    context: ssl.SSLContext | None,
     count: int | None,
     duration: float | None,
     metrics_port: int | None,
@@ -85,7 +100,7 @@ async def _run(
         base_url=url,
         config=config.connection,
         binance=config.binance,
-        ssl_context=_client_context(ca),
+        ssl_context=context,
         on_action=watcher,
         name="stream",
     )
@@ -94,7 +109,15 @@ async def _run(
     if metrics_port is not None:
         from ..prometheus import start_metrics_server
 
-        exporter, server = start_metrics_server(metrics_port)
+        try:
+            exporter, server = start_metrics_server(metrics_port)
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    f"--metrics-port: must be a free port we may listen on ({exc.strerror})"
+                    f" (got {metrics_port})"
+                ]
+            ) from None
         exporter.register(stream, name="stream")
         print(f"metrics on http://127.0.0.1:{server.server_port}/metrics", file=err, flush=True)
     printed = 0
@@ -108,10 +131,15 @@ async def _run(
                     if count is not None and printed >= count:
                         break
     except ConnectionClosedError as exc:
-        print(f"regulator stream: gave up: {exc}", file=err, flush=True)
+        print(
+            "regulator stream: gave up:",
+            redaction_policy.text(str(exc), redaction_policy.secrets_of(url)),
+            file=err,
+            flush=True,
+        )
         if not watcher.ever_live and not watcher.told:
             print(
-                f"regulator stream: never connected to {url}; is it reachable?",
+                f"regulator stream: never connected to {watcher.url}; is it reachable?",
                 file=err,
                 flush=True,
             )
@@ -148,6 +176,15 @@ def run_stream(
         problems.append(f"--duration: must be > 0 seconds (got {duration})")
     if max_retries is not None and max_retries < 0:
         problems.append(f"--max-retries: must be >= 0 (got {max_retries})")
+    base = (url or DEFAULT_BASE_URL).rstrip("/")
+    try:
+        check_url(f"{base}/stream")
+    except ValueError as exc:
+        problems.append(f"--url: {str(exc).removeprefix('url: ')}")
+    try:
+        context = _client_context(ca)
+    except ConfigError as exc:
+        problems += exc.problems
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=err)
@@ -171,7 +208,7 @@ def run_stream(
             names,
             (url or DEFAULT_BASE_URL),
             config,
-            ca,
+            context,
             count,
             duration,
             metrics_port,

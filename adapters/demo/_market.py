@@ -20,6 +20,7 @@ from ...fsm import (
     StateChanged,
     Wait,
 )
+from .._redact import redact_url
 from ..binance._stream import BinanceStream
 from ..binance._tracker import Gap
 from ..websocket._logfields import action_log_fields
@@ -43,6 +44,12 @@ class MarketRecord:
     patterns: list[str] = attrs.field(factory=list)
     url: str = ""
     generated: bool = True
+    #: wall-clock time (epoch seconds, UTC) of t = 0: the report shows clock times
+    started_at: float = 0.0
+    #: the connection's state and its reason once the host has stopped the stream (the
+    #: statistics are read while it still runs, so their ``state`` is not the final one)
+    final_state: str = "idle"
+    final_reason: str = ""
 
 
 Schedule = list[tuple[float, str, Callable[[], None]]]
@@ -95,8 +102,8 @@ async def run_market(
     exporter: Any = None,
 ) -> MarketRecord:
     """Run the schedule (or, with ``url``, just stream the real exchange for a while)."""
-    record = MarketRecord()
     t0 = time.monotonic()
+    record = MarketRecord(started_at=time.time())
     factor = 0.7 if quick else 1.0
 
     def now() -> float:
@@ -154,8 +161,8 @@ async def run_market(
     rules = BinanceConfig(rotation_age=4.0 * factor, rotation_overlap_timeout=3.0)
     if url is not None:
         record.generated = False
-        record.url = url
-        view.phase = f"market data from {url}"
+        record.url = redact_url(url)  # the report and the view never show a secret
+        view.phase = f"market data from {record.url}"
         await _consume(
             view,
             record,
@@ -285,6 +292,8 @@ async def _consume(
         record.stats = stream.get_connection_stats()
         tg.cancel_scope.cancel()
     record.duration = now()
+    if record.transitions:
+        _, _, _, record.final_state, record.final_reason = record.transitions[-1]
     record.failures = [
         {"t": round(t, 2), "connection": leg, "state": source, "reason": reason}
         for t, leg, source, target, reason in record.transitions

@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ...fsm import CONNECTION_STATES
 from ...fsm._scaler import SCALER_STATES
+from ..binance._tracker import Gap
 from ._market import MarketRecord
-from ._training import TrainingRecord
+from ._training import SKIPPED_FLAG, TrainingRecord
 
 __all__ = ["write_report"]
 
@@ -46,83 +47,45 @@ def _img(data: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _diagram(machine_cls: Any, final: str, title: str) -> str:
-    """The machine's states and transitions as declared, drawn on a circle; ``final`` filled."""
-    import matplotlib.pyplot as plt
+def _diagram(name: str, final: str, caption: str) -> str:
+    """The machine as declared, drawn like ``regulator diagram`` (Graphviz when ``dot`` is on
+    PATH, otherwise a layout that gives every label its own place); ``final`` filled."""
+    from ...fsm._diagram import diagram_svg
 
-    states = [s.id for s in machine_cls.states]
-    n = len(states)
-    pos = {
-        s: (
-            math.cos(2 * math.pi * i / n + math.pi / 2),
-            math.sin(2 * math.pi * i / n + math.pi / 2),
-        )
-        for i, s in enumerate(states)
-    }
-    edges: dict[tuple[str, str], set[str]] = {}
-    for state in machine_cls.states:
-        for t in state.transitions:
-            edges.setdefault((state.id, t.target.id), set()).add(t.event)
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    for (a, b), events in edges.items():
-        (x1, y1), (x2, y2) = pos[a], pos[b]
-        if a == b:
-            ax.annotate(
-                "",
-                xy=(x1 + 0.05, y1 + 0.12),
-                xytext=(x1 - 0.05, y1 + 0.12),
-                arrowprops={
-                    "arrowstyle": "->",
-                    "connectionstyle": "arc3,rad=-1.5",
-                    "color": "#888",
-                },
-            )
-            continue
-        ax.annotate(
-            "",
-            xy=(x2, y2),
-            xytext=(x1, y1),
-            arrowprops={
-                "arrowstyle": "-|>",
-                "shrinkA": 22,
-                "shrinkB": 22,
-                "connectionstyle": "arc3,rad=0.12",
-                "color": "#888",
-            },
-        )
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        ax.text(
-            mx, my, ", ".join(sorted(events)), fontsize=6.5, color="#444", ha="center", va="center"
-        )
-    for s, (x, y) in pos.items():
-        current = s == final
-        ax.text(
-            x,
-            y,
-            s,
-            ha="center",
-            va="center",
-            fontsize=9,
-            fontweight="bold" if current else "normal",
-            bbox={
-                "boxstyle": "round,pad=0.4",
-                "fc": STATE_COLOURS.get(s, "#ddd") if current else "white",
-                "ec": "#222" if current else "#999",
-                "lw": 2 if current else 1,
-            },
-        )
-    ax.set_xlim(-1.4, 1.4)
-    ax.set_ylim(-1.3, 1.3)
-    ax.axis("off")
-    ax.set_title(f"{title} (final state: {final})")
-    return _png(fig)
+    svg = diagram_svg(name, state=final, caption=caption)
+    return f"<figure id='diagram-{name}' class='diagram'>{svg}</figure>"
+
+
+def _utc(epoch: float, fmt: str = "%H:%M:%S") -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime(fmt)
+
+
+def _clock(market: MarketRecord, t: float) -> str:
+    """Seconds since the start as a UTC clock time, to the hundredth."""
+    stamp = datetime.fromtimestamp(market.started_at + t, UTC)
+    return stamp.strftime("%H:%M:%S.%f")[:-4]
+
+
+def _gap_row(gap: Gap) -> dict[str, Any]:
+    row = gap.as_dict()
+    if gap.field == "k.t":  # kline open times, epoch ms: show the candles' UTC times
+        row["first"] = _utc(gap.first / 1000, "%Y-%m-%d %H:%M UTC")
+        row["last"] = _utc(gap.last / 1000, "%Y-%m-%d %H:%M UTC")
+        row["field"] = "kline open time"
+    elif gap.field in FIELD_NAMES:
+        row["field"] = FIELD_NAMES[gap.field]
+    return row
+
+
+FIELD_NAMES = {"t": "trade id", "a": "aggregate trade id", "u": "depth update id"}
 
 
 def _timeline(market: MarketRecord) -> str:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     order = list(CONNECTION_STATES)
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig, ax = plt.subplots(figsize=(11, 3.4))
     legs: dict[str, list[tuple[float, str]]] = {}
     for t, leg, source, target, _ in market.transitions:
         legs.setdefault(leg, [(t, source)]).append((t, target))
@@ -138,15 +101,26 @@ def _timeline(market: MarketRecord) -> str:
             alpha=0.15,
             label="alarm raised",
         )
+    top = ax.get_xaxis_transform()  # x in data, y in axes units: labels above the plot
     for t, name in market.faults:
-        ax.axvline(t, color="#333", ls=":", lw=1)
-        ax.text(t, len(order) - 0.6, name, rotation=90, fontsize=7, va="top", ha="right")
+        ax.axvline(t, color="#333", ls=":", lw=1, label="fault injected")
+        ax.text(t, 1.02, name, transform=top, rotation=90, fontsize=7, va="bottom", ha="center")
+    ax.set_xlim(0.0, market.duration)
     ax.set_yticks(range(len(order)), order)
-    ax.set_xlabel("seconds since start")
-    ax.set_title("connection states over time (each connection; faults dotted, alarms shaded)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _clock(market, x)[:8]))
+    ax.set_xlabel(f"time (UTC, {_utc(market.started_at, '%Y-%m-%d')})")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=False))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right", ncol=3)
+    # outside the axes, so it never covers a state line
+    ax.legend(
+        unique.values(),
+        unique.keys(),
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="connection",
+        title_fontsize=8,
+    )
     return _png(fig)
 
 
@@ -168,26 +142,67 @@ def _scales(training: TrainingRecord) -> str:
                 ax.axvline(s0, color=STATE_COLOURS["reset"], ls="--", lw=1)
         ax.axhline(training.threshold, color="#c0392b", lw=0.8, ls=":")
         ax.set_yscale("log", base=2)
-        scenario = next((t["scenario"] for t in training.trials if t["number"] == number), "")
-        result = next((t["state"] for t in training.trials if t["number"] == number), "")
+        trial = next((t for t in training.trials if t["number"] == number), {})
+        health, flagged = _health(trial)
         ax.set_ylabel(f"trial {number}", fontsize=8)
-        ax.set_title(f"trial {number}: {scenario}, {result}", fontsize=8, loc="left")
+        ax.set_title(
+            f"trial {number}: {trial.get('scenario', '')}, {trial.get('state', '')}; {health}",
+            fontsize=8,
+            loc="left",
+            color="#c0392b" if flagged else "#222",
+            fontweight="bold" if flagged else "normal",
+        )
     axes[-1, 0].set_xlabel("optimizer step")
     handles = [Line2D([], [], color=STATE_COLOURS[s], lw=3, label=s) for s in SCALER_STATES] + [
-        Line2D([], [], color="#c0392b", ls=":", label="max_scale_threshold")
+        Line2D([], [], color="#c0392b", ls=":", label="max_scale_threshold"),
+        Line2D([], [], color=STATE_COLOURS["reset"], ls="--", label="reset"),
     ]
-    axes[0, 0].legend(handles=handles, fontsize=7, ncol=6, loc="upper right")
-    fig.suptitle("loss scale per trial, coloured by scaler state (resets dashed)")
+    # outside the axes, so it never covers a trace
+    axes[0, 0].legend(
+        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="state"
+    )
     return _png(fig)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def _best_flag(training: TrainingRecord) -> str:
+    """A warning when the study's best trial is one that skipped most of its steps."""
+    best = (training.best or {}).get("number")
+    trial = next((t for t in training.trials if t["number"] == best), None)
+    if trial is None or not _health(trial)[1]:
+        return ""
+    return f" <b class='warn'>(flagged: {html.escape(_health(trial)[0])})</b>"
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({100.0 * part / whole:.0f}%)" if whole else f"{part}/0"
+
+
+def _health(trial: dict[str, Any]) -> tuple[str, bool]:
+    """A trial's overflow and skipped-step rates, and whether it is flagged: a trial that
+    skipped more than SKIPPED_FLAG of its optimizer steps learned from far fewer updates than
+    its step count says, whatever its state."""
+    steps = int(trial.get("steps") or 0)
+    skipped = int(trial.get("skipped") or 0)
+    overflows = int(trial.get("scaler", {}).get("overflow_count") or 0)
+    text = f"overflowed {_rate(overflows, steps)}, skipped {_rate(skipped, steps)}"
+    flagged = steps > 0 and skipped / steps > SKIPPED_FLAG
+    if flagged:
+        text = f"\u26a0 {text}: over {SKIPPED_FLAG:.0%} of the updates skipped"
+    return text, flagged
+
+
+def _table(
+    rows: list[dict[str, Any]], columns: list[str], flagged: list[bool] | None = None
+) -> str:
     if not rows:
         return "<p><em>none</em></p>"
+    marks = flagged or [False] * len(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in rows
+        ("<tr class='flagged'>" if mark else "<tr>")
+        + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns)
+        + "</tr>"
+        for r, mark in zip(rows, marks, strict=True)
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -212,17 +227,19 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    from ...fsm import ConnectionMachine
-    from ...fsm._scaler import ScalerMachine
-
     folder.mkdir(parents=True, exist_ok=True)
-    final_conn = market.stats.get("state", "idle")
+    final_conn = market.final_state if market.final_state in CONNECTION_STATES else "idle"
+    conn_caption = f"final state: {final_conn}" + (
+        f", {market.final_reason}" if market.final_reason else ""
+    )
     final_scaler = "warmup"
+    scaler_caption = "no trial ran: initial state"
     if training is not None and training.trials:
-        last = training.trials[-1]["scaler"]
-        final_scaler = str(last.get("state", "warmup"))
+        last = training.trials[-1]
+        final_scaler = str(last["scaler"].get("state", "warmup"))
         if final_scaler not in SCALER_STATES:
             final_scaler = "warmup"
+        scaler_caption = f"final state of trial {last['number']} (the last): {final_scaler}"
     source = (
         "generated by the exchange simulator (a seeded random walk with clustered"
         " volatility), not market data"
@@ -236,16 +253,19 @@ def write_report(
         "<style>body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}"
         "img{max-width:100%}table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}"
-        ".grid{display:flex;gap:1em;flex-wrap:wrap}.note{color:#666;font-size:13px}</style>",
+        ".note{color:#666;font-size:13px}figure.diagram{margin:1em 0;overflow-x:auto}"
+        "figure.diagram svg:not(.regulator-layout){max-width:100%;height:auto}"
+        "tr.flagged td{background:#fde2e1}.warn{color:#c0392b}</style>",
         "</head><body><h1>regulator demo report</h1>",
         f"<p class='note'>Market data: {html.escape(source)}. {market.duration:.1f} s of"
-        f" streaming, {len(market.faults)} scripted faults.</p>",
+        f" streaming from {_clock(market, 0.0)} UTC on {_utc(market.started_at, '%Y-%m-%d')},"
+        f" {len(market.faults)} scripted faults. Times are UTC.</p>",
         "<h2 id='diagrams'>State diagrams</h2>",
-        f"<p>Final states: connection <b>{html.escape(final_conn)}</b>, scaler of the last"
-        f" trial <b>{html.escape(final_scaler)}</b> (filled).</p><div class='grid'>",
-        _img(_diagram(ConnectionMachine, final_conn, "connection"), "connection diagram"),
-        _img(_diagram(ScalerMachine, final_scaler, "scaler (last trial)"), "scaler diagram"),
-        "</div>",
+        f"<p>Final states (filled): connection <b>{html.escape(final_conn)}</b>"
+        + (f" ({html.escape(market.final_reason)})" if market.final_reason else "")
+        + f", scaler of the last trial <b>{html.escape(final_scaler)}</b>.</p>",
+        _diagram("connection", final_conn, conn_caption),
+        _diagram("scaler", final_scaler, scaler_caption),
         "<h2 id='timeline'>Connection timeline</h2>",
         _img(_timeline(market), "connection timeline"),
         "<h3>Totals</h3>",
@@ -278,11 +298,17 @@ def write_report(
             ],
         ),
         "<h2 id='faults'>Faults injected</h2>",
-        _table([{"t (s)": round(t, 2), "fault": n} for t, n in market.faults], ["t (s)", "fault"]),
+        _table(
+            [{"time (UTC)": _clock(market, t), "fault": n} for t, n in market.faults],
+            ["time (UTC)", "fault"],
+        ),
         "<h2 id='failures'>Failure history</h2>",
-        _table(market.failures, ["t", "connection", "state", "reason"]),
+        _table(
+            [{**f, "time (UTC)": _clock(market, f["t"])} for f in market.failures],
+            ["time (UTC)", "connection", "state", "reason"],
+        ),
         "<h2 id='gaps'>Gaps detected</h2>",
-        _table([g.as_dict() for g in market.gaps], ["stream", "field", "first", "last", "count"]),
+        _table([_gap_row(g) for g in market.gaps], ["stream", "field", "first", "last", "count"]),
         "<h2 id='patterns'>Pattern detector</h2>",
         "<p>Live run: "
         + (
@@ -304,7 +330,13 @@ def write_report(
             f" <code>{html.escape(training.storage)}</code>, {training.samples} samples of"
             " closed 1-minute klines; best: "
             + html.escape(_fmt(training.best) if training.best else "none")
+            + _best_flag(training)
             + "</p>",
+            "<p class='note'>Overflowed: steps whose gradients held an inf or NaN (the"
+            " scaler's count). Skipped: steps the optimizer did not take (AdamW's own step"
+            f" count). A trial that skipped over {SKIPPED_FLAG:.0%} of its steps is flagged"
+            " \u26a0: its value rests on far fewer updates than it seems, whatever its"
+            " state.</p>",
             _table(
                 [
                     {
@@ -312,12 +344,14 @@ def write_report(
                         "scenario": t["scenario"],
                         "state": t["state"],
                         "value": t["value"],
+                        "steps": _health(t)[0],
                         "params": t["params"],
                         "scaler": t["scaler"],
                     }
                     for t in training.trials
                 ],
-                ["trial", "scenario", "state", "value", "params", "scaler"],
+                ["trial", "scenario", "state", "value", "steps", "params", "scaler"],
+                flagged=[_health(t)[1] for t in training.trials],
             ),
         ]
     parts.append("</body></html>")

@@ -24,7 +24,8 @@ from typing import Any
 
 import anyio
 
-from ...fsm import format_kv, load_schedule, simulate
+from ...fsm import ConfigError, format_kv, load_schedule, simulate
+from ._storage import check_storage
 from ._view import make_view
 
 __all__ = ["run_demo"]
@@ -45,6 +46,9 @@ def run_demo(
     report: str = "regulator-report",
 ) -> int:
     started = time.perf_counter()
+    if storage is not None:
+        # before the market phase: a missing driver must not cost the whole run
+        check_storage(storage)
     folder = Path(report)
     folder.mkdir(parents=True, exist_ok=True)
     view = make_view()
@@ -72,7 +76,15 @@ def _run(
         if metrics_port is not None:
             from ..prometheus import start_metrics_server
 
-            exporter, server = start_metrics_server(metrics_port)
+            try:
+                exporter, server = start_metrics_server(metrics_port)
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        "--metrics-port: must be a free port we may listen on"
+                        f" ({exc.strerror}) (got {metrics_port})"
+                    ]
+                ) from None
             view.line(event="metrics", url=f"http://127.0.0.1:{server.server_port}/metrics")
         from ._market import run_market
 

@@ -16,9 +16,10 @@ from typing import Any
 import attrs
 
 from ...fsm import ScalerConfig
+from ._storage import open_storage, redact_storage
 from ._view import View
 
-__all__ = ["DEMO_SCALER", "TrainingRecord", "kline_dataset", "run_study"]
+__all__ = ["DEMO_SCALER", "SKIPPED_FLAG", "TrainingRecord", "kline_dataset", "run_study"]
 
 #: Fast growth under a low threshold, so a few short epochs show over_threshold and a reset.
 DEMO_SCALER = ScalerConfig(
@@ -60,6 +61,16 @@ def kline_dataset(klines: list[dict[str, Any]]) -> tuple[Any, Any]:
     return x, y
 
 
+#: A trial that skipped more than this fraction of its optimizer steps is flagged in the report:
+#: its value comes from far fewer updates than its step count says.
+SKIPPED_FLAG = 0.2
+
+
+def _record_steps(trial: Any, steps: int, taken: int) -> None:
+    trial.set_user_attr("steps", steps)
+    trial.set_user_attr("steps_skipped", steps - taken)
+
+
 def _objective(
     x: Any, y: Any, epochs: int, view: View, record: TrainingRecord, exporter: Any
 ) -> Callable[[Any], float]:
@@ -87,7 +98,7 @@ def _objective(
         torch.manual_seed(trial.number)
         model = Informer(x.shape[-1], d_model=width)
         opt = torch.optim.AdamW(model.parameters(), lr=lr)
-        scaler = GuardedGradScaler(model, "cpu", config=DEMO_SCALER, init_scale=init_scale)
+        scaler = GuardedGradScaler("cpu", model=model, config=DEMO_SCALER, init_scale=init_scale)
         if exporter is not None:
             exporter.register(scaler, name=f"trial-{trial.number}")
         row = {
@@ -114,13 +125,14 @@ def _objective(
                 for _epoch in range(epochs):
                     model.train()
                     for idx in batches:
+                        # counted before the step: a collapse raised inside it still counts
+                        step += 1
                         opt.zero_grad(set_to_none=True)
                         with torch.autocast("cpu", dtype=torch.float16):
                             loss = gmadl_loss(model(train_x[idx]), train_y[idx], a=a, b=1.5)
                         scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
                         scaler.step(opt)
                         scaler.update()
-                        step += 1
                         scale, state = scaler.get_scale(), scaler.state  # host mirror: no sync
                         if (scale, state) != trace[-1][1:]:
                             trace.append((step, scale, state))
@@ -146,10 +158,12 @@ def _objective(
                         state=scaler.state,
                     )
         except optuna.TrialPruned as pruned:
+            _record_steps(trial, step, _optimizer_steps(opt, model))
             row["result"] = "pruned"
             trial.set_user_attr("scale_trace", trace)
             view.line(event="pruned", trial=trial.number, scenario=scenario, reason=str(pruned))
             raise
+        _record_steps(trial, step, _optimizer_steps(opt, model))
         row["result"] = "complete"
         trial.set_user_attr("scale_trace", trace)
         return guard.best if guard.best is not None else math.inf
@@ -173,7 +187,7 @@ def run_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    record = TrainingRecord(storage=_safe(storage))
+    record = TrainingRecord(storage=redact_storage(storage))
     x, y = kline_dataset(klines)
     # The scaler scenarios (overflow_halved in the first epoch, then reset) are tuned to about
     # this many samples; how many klines the market phase collects varies with its faults.
@@ -186,7 +200,7 @@ def run_study(
     view.line(
         event="study",
         name=record.study_name,
-        storage=_safe(storage),
+        storage=redact_storage(storage),
         samples=len(x),
         trials=trials,
         epochs=epochs,
@@ -196,7 +210,7 @@ def run_study(
     )
     study = optuna.create_study(
         study_name=record.study_name,
-        storage=storage,
+        storage=open_storage(storage),
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=1),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
@@ -216,6 +230,8 @@ def run_study(
                 "value": t.value,
                 "params": dict(t.params),
                 "scenario": t.user_attrs.get("scenario", "tuned"),
+                "steps": t.user_attrs.get("steps", 0),
+                "skipped": t.user_attrs.get("steps_skipped", 0),
                 "scaler": {
                     k[len("scaler_") :]: v
                     for k, v in t.user_attrs.items()
@@ -230,7 +246,8 @@ def run_study(
     return record
 
 
-def _safe(storage: str) -> str:
-    from ..websocket._redact import redact_url
-
-    return redact_url(storage)
+def _optimizer_steps(opt: Any, model: Any) -> int:
+    """Steps the optimizer really took (AdamW counts them per parameter): read once per epoch,
+    so the skipped-step rate is measured, not inferred from the scaler's own overflow count."""
+    state = opt.state.get(next(model.parameters()), {})
+    return int(state["step"]) if "step" in state else 0

@@ -8,11 +8,13 @@ How it stays free of extra host-device syncs (the per-step cost is plain float a
 * **The scale, per step, without reading it.** A float32 host mirror replays torch's update
   rule (backoff on overflow; growth after ``growth_interval`` clean steps if finite), so
   ``get_scale()``, the threshold checks and ``state_dict()`` never touch the device.
+* **Steps the host cannot see** (fused optimizers, which never call ``_maybe_opt_step``, and
+  an ``unscale_()`` whose ``step()`` was skipped) run on the device: the overflow count, the
+  streak and the extra halving are tensor ops, the mirror is marked stale and ``get_scale()``
+  reads the device, like torch. The next host step folds the device's values back in with the
+  same single read torch does anyway, so the mirror never lags behind.
 * **Verified once per epoch.** ``end_epoch()`` reads the device scale and growth tracker in one
   sync, logs a mismatch loudly at ERROR, and re-syncs the mirror.
-* **Fused optimizers** (``fused=True``) never call ``_maybe_opt_step``: there the overflow
-  count, the consecutive-overflow streak and the extra halving run as tensor ops on the device,
-  and the lifecycle reads them at ``end_epoch()``; ``get_scale()`` then reads the device.
 
 Decisions use only facts every DDP rank shares (all-reduced gradients give every rank the same
 found-inf flags), so every rank keeps the same scale and state without a collective.
@@ -30,14 +32,19 @@ from typing import Any
 import attrs
 import torch
 
-from ...fsm import ScaleCollapseError, ScalerConfig, format_kv
+from ...fsm import ScaleCollapseError, ScalerConfig, format_kv, load_config
+from ...fsm._diagram import mermaid
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
-from ._finite import NonFiniteInputError, non_finite_fields
+from . import _defaults as default
+from ._checkpoint import read_checkpoint
+from ._finite import NonFiniteInputError
+from ._hooks import OutputProbe
 
-__all__ = ["GuardedGradScaler"]
+__all__ = ["GuardedGradScaler", "trainable_parameters"]
 
 LOGGER_NAME = "regulator.scaler"
 _F32 = struct.Struct("f")
+_TORCH_NUMBERS = ("growth_factor", "backoff_factor", "growth_interval")
 
 
 def _f32(value: float) -> float:
@@ -47,19 +54,6 @@ def _f32(value: float) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list | tuple):
-        for item in value:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -67,64 +61,94 @@ def trainable_parameters(model: torch.nn.Module) -> int:
 class GuardedGradScaler(torch.amp.GradScaler):
     """A drop-in ``torch.amp.GradScaler`` whose loss scale cannot run away.
 
+    The positional arguments are torch's, with torch's meaning: every call that works with
+    ``torch.amp.GradScaler`` works unchanged. What the guard adds is keyword-only.
+
     Args:
-        model: the trained model: its trainable parameter count picks the initial scale
-            (R2.1), its gradients and latest output feed the anomaly diagnostics (R3.2).
-            Kept by weak reference.
         device: as for ``GradScaler`` ("cuda", "cpu", ...).
-        config: the lifecycle rules; ``init_scale``, ``growth_factor``, ``backoff_factor`` and
-            ``growth_interval`` keyword arguments override it (``GradScaler``'s names).
-        enabled: False makes it a no-op, like ``GradScaler``.
+        init_scale, growth_factor, backoff_factor, growth_interval: torch's numbers. Passed
+            explicitly they win over the config (validated as torch validates them, and then
+            by the config's rules); left out, the config decides (R2.2: growth 1.2 every 2000
+            steps). The lifecycle rules (threshold, resets, extra halving, floor) apply either
+            way.
+        enabled: False makes it a no-op, like ``GradScaler`` (nothing is validated then).
+        model: the trained model. Its trainable parameter count picks the initial scale
+            (R2.1; without a model the initial scale is the config's ``init_scale``) and its
+            gradients and latest output feed the anomaly diagnostics (R3.2). Held weakly; the
+            hooks put on it hold the scaler weakly too, so ``copy.deepcopy(model)`` and
+            ``torch.save(model)`` work at any point of a step and a saved model does not
+            reference regulator.
+        config: the lifecycle rules; default ``load_config().scaler``: the file named by
+            ``REGULATOR_CONFIG`` and the environment (R4.3, R5.4).
         dtype: the autocast dtype; ``torch.bfloat16`` needs no loss scaling: the scaler then
             says so once and runs disabled.
-        check_inputs: also check every forward's inputs for NaN/Inf (one sync per step).
+        check_inputs: check every forward's positional and keyword inputs for NaN/Inf (one
+            sync per forward; needs ``model``); under fp16 autocast, values beyond float16's
+            range (> 65504) are reported once per field at WARNING.
         logger: where anomalies and epoch lines go (default ``regulator.scaler``).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 torch's positional order; ``model`` is keyword-only.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module | None = None,
         device: str = "cuda",
-        *,
-        config: ScalerConfig | None = None,
-        init_scale: float | None = None,
-        growth_factor: float | None = None,
-        backoff_factor: float | None = None,
-        growth_interval: int | None = None,
+        init_scale: float | None = default.INIT_SCALE,
+        growth_factor: float | None = default.GROWTH_FACTOR,
+        backoff_factor: float | None = default.BACKOFF_FACTOR,
+        growth_interval: int | None = default.GROWTH_INTERVAL,
         enabled: bool = True,
+        *,
+        model: torch.nn.Module | None = None,
+        config: ScalerConfig | None = None,
         dtype: torch.dtype = torch.float16,
         check_inputs: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
-        config = config if config is not None else ScalerConfig()
-        overrides: dict[str, Any] = {
+        if isinstance(device, torch.nn.Module):
+            raise TypeError(
+                "device: got a model; the first positional argument is the device, as for"
+                ' torch.amp.GradScaler: write GuardedGradScaler("cuda", model=model)'
+            )
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model: must be a torch.nn.Module (got {type(model).__name__}); the first"
+                " positional argument is the device, as for torch.amp.GradScaler: write"
+                ' GuardedGradScaler("cuda", model=model)'
+            )
+        base = config if config is not None else load_config().scaler
+        explicit: dict[str, Any] = {
             name: value
             for name, value in (
                 ("growth_factor", growth_factor),
                 ("backoff_factor", backoff_factor),
                 ("growth_interval", growth_interval),
             )
-            if value is not None
+            if not default.is_default(value)
         }
-        if init_scale is not None:
-            overrides.update(init_scale_strategy="fixed", init_scale=float(init_scale))
-        if overrides:
-            config = attrs.evolve(config, **overrides)
-        self.config = config
         self._log = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.trainable_parameters = trainable_parameters(model) if model is not None else None
-        initial = config.initial_scale_for(self.trainable_parameters)
+        initial: float = (
+            base.initial_scale_for(self.trainable_parameters)
+            if init_scale is None or default.is_default(init_scale)
+            else init_scale
+        )
         bf16 = dtype == torch.bfloat16
+        # torch validates (growth > 1, backoff < 1, only when enabled) and picks the device
         super().__init__(
             device,
             init_scale=initial,
-            growth_factor=config.growth_factor,
-            backoff_factor=config.backoff_factor,
-            growth_interval=config.growth_interval,
+            growth_factor=explicit.get("growth_factor", base.growth_factor),
+            backoff_factor=explicit.get("backoff_factor", base.backoff_factor),
+            growth_interval=explicit.get("growth_interval", base.growth_interval),
             enabled=enabled and not bf16,
         )
+        if not default.is_default(init_scale):
+            explicit.update(init_scale_strategy="fixed", init_scale=init_scale)
+        # Then the config's rules, on what torch accepted (a disabled scaler checks nothing).
+        self.config = attrs.evolve(base, **explicit) if explicit and self._enabled else base
+        initial = float(initial) if self._enabled else self.config.initial_scale_for(None)
         if bf16 and enabled:
             self._log.info(
                 format_kv(
@@ -133,7 +157,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
                     " the scaler runs disabled",
                 )
             )
-        self.machine = ScalerMachine(config, initial_scale=initial)
+        self.machine = ScalerMachine(self.config, initial_scale=initial)
         self._mirror = _f32(initial)
         self._tracker = 0
         self._mirror_exact = True
@@ -141,40 +165,49 @@ class GuardedGradScaler(torch.amp.GradScaler):
         # per iteration
         self._host_checked = 0
         self._found_inf = False
-        # device-side counters for fused optimizers: [overflows, streak, halvings]
+        # device-side counters for steps the host does not see: [overflows, streak, halvings]
         self._device_counters: torch.Tensor | None = None
-        # the model, weakly, and the latest output (a reference, no copy)
-        self._model_ref: weakref.ReferenceType[torch.nn.Module] | None = None
-        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._last_output: Any = None
         self._warned_bf16_output = bf16
-        self._check_inputs = check_inputs
-        if model is not None:
-            self._model_ref = weakref.ref(model)
-            self._hooks.append(model.register_forward_hook(self._remember_output))
-            if check_inputs:
-                self._hooks.append(model.register_forward_pre_hook(self._check_forward_inputs))
+        self._fp16_fields_warned: set[str] = set()
+        self._device_steps = 0
+        self._model_ref = None if model is None else weakref.ref(model)
+        self._probe: OutputProbe | None = None
+        if model is not None and (self._enabled or check_inputs):
+            self._probe = OutputProbe(self, model, check_inputs)
+        if self._probe is not None and self._enabled:
+            self._probe.attach()  # on until the first output tells a bf16 model apart
+        self._probe_wanted = True
+        self._fast = False  # armed by _settle() once the lifecycle is in its common state
 
-    # -- hooks -------------------------------------------------------------------------
-    def _remember_output(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self._last_output = output
-        if not self._warned_bf16_output:
-            tensor = _first_tensor(output)
-            if tensor is not None and tensor.dtype == torch.bfloat16:
-                self._warned_bf16_output = True
-                self._log.warning(
-                    format_kv(
-                        event="bf16",
-                        message="model output is bfloat16, which needs no loss scaling;"
-                        " construct the scaler with dtype=torch.bfloat16 or enabled=False",
-                    )
-                )
+    # -- what the hooks report (they hold the scaler weakly; see _hooks.py) -------------------
+    def _note_bf16_output(self) -> None:
+        if self._warned_bf16_output:
+            return
+        self._warned_bf16_output = True
+        self._log.warning(
+            format_kv(
+                event="bf16",
+                message="model output is bfloat16, which needs no loss scaling;"
+                " construct the scaler with dtype=torch.bfloat16 or enabled=False",
+            )
+        )
 
-    def _check_forward_inputs(self, module: torch.nn.Module, args: Any) -> None:
-        problems = non_finite_fields(args)
-        if problems:
-            field, nans, infs = problems[0]
-            raise NonFiniteInputError(self.machine.counters.epoch_steps, field, nans, infs)
+    def _reject_input(self, field: str, nans: int, infs: int) -> None:
+        raise NonFiniteInputError(self.machine.counters.epoch_steps, field, nans, infs)
+
+    def _note_fp16_overflow(self, field: str) -> None:
+        if field in self._fp16_fields_warned:
+            return
+        self._fp16_fields_warned.add(field)
+        self._log.warning(
+            format_kv(
+                event="fp16_range",
+                field=field,
+                batch=self.machine.counters.epoch_steps,
+                message=f"input {field!r} holds finite values beyond float16's range (> 65504);"
+                " under float16 autocast they become inf and every step overflows",
+            )
+        )
 
     # -- torch's hooks into the step ---------------------------------------------------------
     def _maybe_opt_step(
@@ -184,8 +217,12 @@ class GuardedGradScaler(torch.amp.GradScaler):
         *args: Any,
         **kwargs: Any,
     ) -> float | None:
-        # The same single read torch does (its only per-step sync); we keep the answer.
-        found = sum(v.item() for v in optimizer_state["found_inf_per_device"].values())
+        found_infs = optimizer_state["found_inf_per_device"].values()
+        if self._mirror_exact:
+            # The same single read torch does (its only per-step sync); we keep the answer.
+            found = sum(v.item() for v in found_infs)
+        else:
+            found = self._fold_device_state(list(found_infs))  # still one read
         self._host_checked += 1
         if found:
             self._found_inf = True
@@ -195,6 +232,24 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         """Update the scale (torch's rule), then let the lifecycle react (R2.3, R2.4)."""
+        if self._fast and new_scale is None and not self._found_inf:
+            # The common step (stable, clean, no growth due, nothing to watch; _fast is armed
+            # only when enabled): torch's update plus three counters, as the general path
+            # below would do them.
+            checked = self._host_checked
+            tracker = self._tracker + 1
+            if (
+                checked
+                and checked == len(self._per_optimizer_states)
+                and tracker + 1 < self._growth_interval
+            ):
+                super().update()
+                self._host_checked = 0
+                self._tracker = tracker
+                counters = self.machine.counters
+                counters.steps += 1
+                counters.epoch_steps += 1
+                return
         if not self._enabled:
             return
         if new_scale is not None:
@@ -203,27 +258,64 @@ class GuardedGradScaler(torch.amp.GradScaler):
             value = new_scale if isinstance(new_scale, float) else float(new_scale.item())
             self._mirror = _f32(value)
             self.machine.counters.scale = self._mirror
-            self._end_iteration()
+            self._host_checked = 0
+            self._found_inf = False
+            self._settle()
             return
         host = self._host_checked > 0 and self._host_checked == len(self._per_optimizer_states)
-        found: torch.Tensor | None = None
-        if not host:
-            found = self._combined_found_inf()
+        found: torch.Tensor | None = None if host else self._combined_found_inf()
         super().update()
+        self._host_checked = 0
         if host:
             overflowed = self._found_inf
+            self._found_inf = False
             self._replay(overflowed)
             actions = self.machine.step(overflowed, self._mirror)
             if actions is not None:
                 self._act(actions)
         else:
             assert found is not None
+            self._found_inf = False
             self._device_step(found)
-        self._end_iteration()
+        self._settle()
 
-    def _end_iteration(self) -> None:
-        self._host_checked = 0
-        self._found_inf = False
+    def _settle(self) -> None:
+        """After anything but the common step: steer the output hook, arm the fast path.
+
+        The output hook is on only while the next step may bring an anomaly: a forward hook
+        costs every forward torch's slow module-call path (about 1.5 us), and in the common case
+        (stable, no overflow streak, no growth over the threshold due) nothing needs it.
+        """
+        c = self.machine.counters
+        self._fast = (
+            self.machine.state == "stable"
+            and self._mirror_exact
+            and c.streak == 0
+            and c.floor_streak == 0
+            and self._mirror <= self.config.max_scale_threshold
+        )
+        probe = self._probe
+        if probe is None:
+            return
+        cfg = self.config
+        wanted = (
+            self.machine.state != "stable"  # warmup, over threshold (a reset may come), ...
+            or not self._mirror_exact
+            or self.machine.counters.streak + 1 >= cfg.overflow_halving_batches
+            or self._mirror <= cfg.min_scale  # a collapse may come
+            or (  # the next clean step grows the scale over the threshold
+                self._tracker + 1 >= self._growth_interval
+                and self._mirror * self._growth_factor > cfg.max_scale_threshold
+            )
+            or not probe.output_dtype_seen
+        )
+        self._fast = self._fast and not wanted
+        if wanted != self._probe_wanted:
+            self._probe_wanted = wanted
+            if wanted:
+                probe.attach()
+            else:
+                probe.detach()
 
     def _replay(self, overflowed: bool) -> None:
         """torch's ``_amp_update_scale_`` on the float32 mirror."""
@@ -247,14 +339,18 @@ class GuardedGradScaler(torch.amp.GradScaler):
         ]
         if not found:
             raise AssertionError("No inf checks were recorded prior to update.")
-        return torch.stack(found).sum()
+        return torch.stack([f.reshape(()) for f in found]).sum()
 
     def _device_step(self, found: torch.Tensor) -> None:
-        """The fused-optimizer path: count, streak and halve on the device, no sync."""
+        """A step the host did not see: count, streak and halve on the device, no sync."""
         scale, _ = self._check_scale_growth_tracker("update")
         if self._device_counters is None:
             self._device_counters = torch.zeros(3, dtype=torch.float32, device=scale.device)
         counters = self._device_counters
+        c = self.machine.counters
+        if self._mirror_exact:
+            counters[1].fill_(c.streak)  # carry the host's streak over (a host number: no sync)
+            self._device_steps = 0
         over = (found > 0).to(torch.float32)
         counters[0].add_(over)
         counters[1].add_(1.0).mul_(over)
@@ -262,10 +358,43 @@ class GuardedGradScaler(torch.amp.GradScaler):
         scale.mul_(1.0 - 0.5 * halve).clamp_(min=self.config.min_scale)
         counters[2].add_(halve)
         counters[1].mul_(1.0 - halve)
-        c = self.machine.counters
         c.steps += 1
         c.epoch_steps += 1
+        self._device_steps += 1
         self._mirror_exact = False
+        self._fast = False
+
+    def _read_device(self, extra: list[torch.Tensor]) -> list[float]:
+        """Scale, growth tracker, device counters and ``extra`` in one read (one sync)."""
+        assert self._scale is not None and self._growth_tracker is not None
+        parts = [self._scale.float().reshape(1), self._growth_tracker.float().reshape(1)]
+        if self._device_counters is not None:
+            parts.append(self._device_counters)
+        parts += [t.to(self._scale.device).float().reshape(-1) for t in extra]
+        values: list[float] = torch.cat(parts).tolist()
+        return values
+
+    def _fold_device_state(self, found_infs: list[torch.Tensor]) -> float:
+        """The first host step after device steps: adopt the device's scale and counters."""
+        values = self._read_device(found_infs)
+        counted = 5 if self._device_counters is not None else 2
+        self._adopt(values[:counted])
+        return sum(values[counted:])
+
+    def _adopt(self, values: list[float]) -> None:
+        device_scale, tracker = values[0], int(values[1])
+        if self._device_counters is not None:
+            overflows, streak, halvings = (int(v) for v in values[2:5])
+            c = self.machine.counters
+            c.overflows += overflows
+            c.epoch_overflows += overflows
+            c.halvings += halvings
+            if not self._mirror_exact:
+                c.streak = streak  # device steps since the last fold: the device knows it
+            self._device_counters.zero_()
+        self._mirror, self._tracker = device_scale, tracker
+        self._mirror_exact = True
+        self.machine.resync(self._mirror)
 
     # -- lifecycle actions -----------------------------------------------------------------
     def _set_scale(self, value: float) -> None:
@@ -311,13 +440,14 @@ class GuardedGradScaler(torch.amp.GradScaler):
         return total if self._mirror_exact else total / max(self.get_scale(), 1e-30)
 
     def _output_stats(self) -> dict[str, Any]:
-        tensor = _first_tensor(self._last_output)
+        tensor = self._probe.latest_output() if self._probe is not None else None
         if tensor is None:
-            return {"output": None}
+            # not kept alive on purpose: only while the caller still holds it
+            return {"output": "released" if self._probe is not None else None}
         data = tensor.detach().float()
         finite = data[torch.isfinite(data)]
         nan = int(torch.isnan(data).sum())
-        stats: dict[str, Any] = {
+        return {
             "output_mean": float(finite.mean()) if finite.numel() else None,
             "output_std": float(finite.std()) if finite.numel() > 1 else None,
             "output_min": float(finite.min()) if finite.numel() else None,
@@ -325,7 +455,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
             "output_nan": nan,
             "output_inf": int(data.numel() - finite.numel() - nan),
         }
-        return stats
 
     def _diagnostics(self, anomaly: Anomaly) -> dict[str, Any]:
         """Everything R3.2 asks for; computed only now, on an anomaly."""
@@ -362,25 +491,15 @@ class GuardedGradScaler(torch.amp.GradScaler):
             "over_threshold_epochs": summary.over_threshold_epochs,
         }
         self._log.info(format_kv(**fields))
+        self._settle()
         return fields
 
     def _verify_mirror(self) -> None:
         if self._scale is None or self._growth_tracker is None:
             return  # no step yet
-        parts = [self._scale.float().reshape(1), self._growth_tracker.float().reshape(1)]
-        if self._device_counters is not None:
-            parts.append(self._device_counters)
-        values = torch.cat(parts).tolist()  # the one sync of the epoch
+        values = self._read_device([])  # the one sync of the epoch
         device_scale, tracker = values[0], int(values[1])
-        if self._device_counters is not None:
-            overflows, _streak, halvings = (int(v) for v in values[2:5])
-            c = self.machine.counters
-            c.overflows += overflows
-            c.epoch_overflows += overflows
-            c.halvings += halvings
-            self._device_counters[0].zero_()
-            self._device_counters[2].zero_()
-        elif device_scale != self._mirror or tracker != self._tracker:
+        if self._mirror_exact and (device_scale != self._mirror or tracker != self._tracker):
             self.mirror_mismatches += 1
             self._log.error(
                 format_kv(
@@ -392,13 +511,11 @@ class GuardedGradScaler(torch.amp.GradScaler):
                     message="the host mirror of the scale diverged from the device; re-synced",
                 )
             )
-        self._mirror, self._tracker = device_scale, tracker
-        self._mirror_exact = True
-        self.machine.resync(self._mirror)
+        self._adopt(values)
 
     # -- reading ---------------------------------------------------------------------------------
     def get_scale(self) -> float:
-        """The current scale, from the host mirror: no device sync (fused optimizers: synced)."""
+        """The current scale: the host mirror, no device sync (after device steps: synced)."""
         if not self._enabled:
             return 1.0
         if self._mirror_exact:
@@ -443,29 +560,55 @@ class GuardedGradScaler(torch.amp.GradScaler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``GuardedGradScaler`` or a plain ``GradScaler`` checkpoint.
 
-        From a plain checkpoint the lifecycle starts in ``stable`` at the saved scale.
+        Everything is checked first; a bad checkpoint (a scale that is NaN, inf, <= 0 or not
+        representable in float32, a missing key, a wrong type) raises
+        :class:`InvalidCheckpointError` naming the key and value, and changes nothing.
+
+        A guarded checkpoint restores torch's numbers and the lifecycle. A plain one gives the
+        scale and growth tracker; the configured growth factor, backoff and growth interval
+        (R2.2) stay in force (one INFO line says so), and the lifecycle starts in ``stable``.
         """
-        super().load_state_dict(state_dict)
         if not self._enabled:
-            return
-        self._mirror = _f32(float(state_dict["scale"]))
-        self._tracker = int(state_dict["_growth_tracker"])
+            return  # as torch: a disabled scaler ignores checkpoints
+        loaded = read_checkpoint(state_dict, self.config)
+        super().load_state_dict({**state_dict, **loaded.torch_numbers})
+        self.config = loaded.config
+        self._mirror = loaded.scale
+        self._tracker = loaded.growth_tracker
         self._mirror_exact = True
-        snapshot = state_dict.get("regulator")
-        if snapshot is not None:
-            self.machine = ScalerMachine.restore(snapshot, self.config)
+        self._host_checked = 0
+        self._found_inf = False
+        if self._device_counters is not None:
+            self._device_counters.zero_()
+        if loaded.machine is not None:
+            self.machine = loaded.machine
         else:
-            initial = self.machine.initial_scale
-            self.machine = ScalerMachine(self.config, initial_scale=initial, _start_value="stable")
+            self.machine = ScalerMachine(
+                self.config, initial_scale=self.machine.initial_scale, _start_value="stable"
+            )
+            ignored = {
+                k: state_dict[k] for k in _TORCH_NUMBERS if state_dict[k] != getattr(self, f"_{k}")
+            }
+            self._log.info(
+                format_kv(
+                    event="plain_checkpoint",
+                    scale=self._mirror,
+                    growth_tracker=self._tracker,
+                    **{f"kept_{k}": getattr(self, f"_{k}") for k in _TORCH_NUMBERS},
+                    message="a plain GradScaler checkpoint: its scale and growth tracker are"
+                    " loaded; the configured growth_factor, backoff_factor and growth_interval"
+                    f" (R2.2) stay in force{' over ' + str(ignored) if ignored else ''}",
+                )
+            )
         self.machine.counters.scale = self._mirror
+        self._settle()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        for name in ("_model_ref", "_last_output"):
-            state[name] = None
-        state["_hooks"] = []
+        state["_model_ref"] = None
+        state["_probe"] = None
         return state
 
     def diagram(self) -> str:
         """The scaler machine as Mermaid text, the current state highlighted."""
-        return format(self.machine, "mermaid")
+        return mermaid(self.machine)

@@ -6,7 +6,8 @@ What it binds
 performs the HTTP upgrade, httpx-ws (with our session, ``_session.py``) moves frames. The
 machine decides the lifecycle; this wing only does what its actions say.
 
-May import: ``regulator.fsm``, anyio, httpx, httpx-ws, wsproto, certifi. Never another wing,
+May import: ``regulator.fsm``, the shared ``adapters/_*`` helpers, anyio, httpx, httpx-ws,
+wsproto, certifi. Never another wing,
 the command line or the demo.
 
 Data flow
@@ -19,7 +20,8 @@ Data flow
     machine --actions (Connect, Wait, SendPing, RaiseAlarm, ...)--> _socket does them
                                         RaiseAlarm/ResolveAlarm --> _notifiers (log, webhook)
 
-Every URL or header that leaves the wing (logs, notices, reasons) goes through ``_redact``;
+Every URL, header or text that leaves the wing (logs, notices, reasons, stats, exceptions)
+goes through the one redaction policy (``adapters/_redact.py``, ``redaction_policy``);
 every log line's fields come from ``_logfields``. ``_clock`` (the injectable clock), ``_errors``
 and ``_support`` (task groups, the TLS context) are shared with the Binance wing.
 
@@ -42,7 +44,9 @@ from ._notifiers import Notice as Notice
 from ._notifiers import Notifier as Notifier
 from ._notifiers import WebhookNotifier as WebhookNotifier
 from ._notifiers import notice_payload as notice_payload
+from ._redact import RedactionPolicy as RedactionPolicy
 from ._redact import redact_url as redact_url
+from ._redact import redaction_policy as redaction_policy
 from ._socket import ResilientWebSocket as ResilientWebSocket
 from ._support import tls_context as tls_context
 
@@ -58,10 +62,12 @@ __all__ = [
     "Notice",
     "Notifier",
     "OverflowPolicy",
+    "RedactionPolicy",
     "ResilientWebSocket",
     "WebhookNotifier",
     "classify_exception",
     "notice_payload",
     "redact_url",
+    "redaction_policy",
     "tls_context",
 ]

@@ -44,7 +44,10 @@ class MessageBuffer(Generic[Message]):
         self._items: deque[Message] = deque()
         self._readable = anyio.Event()
         self._writable = anyio.Event()
+        # received == delivered + dropped + failed + len(self), whatever the policy
         self.dropped = 0
+        self.delivered = 0
+        self.failed = 0  # refused by ``fail``: the message that found the buffer full
         self.closed = False
         self.paused = False
 
@@ -61,9 +64,17 @@ class MessageBuffer(Generic[Message]):
                 self.dropped += 1
                 break
             if self.policy == "fail":
+                self.failed += 1
                 raise BufferFull(f"consumer too slow: {self.size} messages buffered")
+            if self.closed:  # nobody will make room: the message is discarded, and counted
+                self.dropped += 1
+                return None
             self._writable = anyio.Event()
-            await self._writable.wait()
+            try:
+                await self._writable.wait()
+            except BaseException:  # cancelled while waiting (the connection ended): discarded
+                self.dropped += 1
+                raise
         self._items.append(item)
         self._readable.set()
         return dropped
@@ -84,6 +95,7 @@ class MessageBuffer(Generic[Message]):
             self._readable = anyio.Event()
             await self._readable.wait()
         item = self._items.popleft()
+        self.delivered += 1
         self._writable.set()
         return item
 

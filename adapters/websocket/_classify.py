@@ -27,6 +27,7 @@ from httpx_ws import (
 from httpx_ws._api import EndOfStream as HttpxWsEndOfStream
 
 from ._buffer import BufferFull
+from ._guards import GuardFailure
 
 __all__ = ["Classified", "MessageTooBig", "classify_exception"]
 
@@ -90,6 +91,8 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
             reason = link.reason or str(link)
             return (90, "ssl", str(reason), None)
     for link in _chain(exc):
+        if isinstance(link, GuardFailure):  # our own refusals know their kind
+            return (85, link.kind, str(link), None)
         if isinstance(link, WebSocketUpgradeError):
             status = link.response.status_code
             if status == 429:

@@ -10,6 +10,11 @@
   ``max_message_size_bytes`` is only a read chunk size, and nothing else bounds it).
 * It catches the failure where the network stream raises, so the original exception (with
   ``ssl.SSLError.reason``, which trio's path loses) reaches the classifier.
+* It checks the opening handshake per RFC 6455 (httpx-ws checks only the status) before the
+  session starts: the constructor is the first place the response is seen.
+* Every write (the host's sends, pings, answers to pings, the close frame) has a deadline,
+  ``sink.write_timeout``: a peer that stopped reading fills the send buffer, and a write stuck
+  on it would hold the write lock forever and starve the heartbeat behind it.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Protocol
 
 import anyio
+import httpcore
 import wsproto.events
-from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, WebSocketNetworkError
 from httpx_ws._ping import AsyncPingManager
 
 from ._classify import MessageTooBig
+from ._guards import SendBlocked, check_handshake
 
 __all__ = ["RegulatorSession", "SessionSink", "TolerantPingManager"]
 
@@ -30,6 +37,7 @@ class SessionSink(Protocol):
     """Where a session's reader delivers (implemented by ResilientWebSocket)."""
 
     max_message_bytes: int
+    write_timeout: float
 
     async def deliver(self, message: str | bytes) -> None: ...
 
@@ -59,13 +67,37 @@ class RegulatorSession(AsyncWebSocketSession):
     sink: ClassVar[SessionSink]
 
     def __init__(self, stream: Any, **kwargs: Any) -> None:
+        response = kwargs.get("response")
+        if response is not None:  # raising here: httpx-ws has started nothing yet
+            check_handshake(response.status_code, response.request.headers, response.headers)
         super().__init__(stream, **kwargs)
         self._ping_manager = TolerantPingManager(self.sink.unsolicited_pong)
 
+    async def send(self, event: wsproto.events.Event) -> None:
+        # httpx-ws's send does the same write without a deadline
+        try:
+            await self._write(event)
+        except httpcore.WriteError as exc:
+            raise WebSocketNetworkError() from exc  # the cause keeps the real reason
+
     async def _write(self, event: wsproto.events.Event) -> None:
         data = self.connection.send(event)
-        async with self._write_lock:
-            await self.stream.write(data)
+        limit = self.sink.write_timeout
+        with anyio.move_on_after(limit) as scope:
+            async with self._write_lock:
+                await self.stream.write(data)
+        if scope.cancelled_caught:
+            # part of a frame may be out: the stream is unusable, the connection must go
+            raise SendBlocked(
+                f"send blocked: a {type(event).__name__} frame could not be written within"
+                f" {limit:g} s (the peer stopped reading)"
+            )
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        # httpx-ws closes shielded from cancellation; a peer that stopped reading would hold
+        # that close (and the socket's exit) forever. Bounded, the transport closes the rest.
+        with anyio.move_on_after(self.sink.write_timeout):
+            await super().close(code, reason)
 
     async def _background_receive(self, max_bytes: int) -> None:
         sink = self.sink

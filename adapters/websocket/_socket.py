@@ -43,17 +43,21 @@ from ...fsm import (
     Tick,
     TransportConnected,
     format_kv,
+    load_config,
 )
+from ...fsm._diagram import mermaid
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import classify_exception
 from ._clock import AnyioClock, Clock
 from ._errors import ConnectionClosedError, NotLiveError
+from ._guards import InsecureContext, SendBlocked
+from ._inputs import check_count, check_headers, check_seconds, check_url
 from ._logfields import action_log_fields, iso_utc
 from ._notifiers import Notice, Notifier
-from ._redact import redact, redact_url
+from ._redact import guard_third_party_logs, redact_url, redaction_policy
 from ._session import RegulatorSession
-from ._support import exit_task_group, tls_context
+from ._support import abandon_task_group, exit_task_group, tls_context, tls_problem
 from ._transport import TrackingTransport
 
 __all__ = ["ResilientWebSocket"]
@@ -113,17 +117,23 @@ class ResilientWebSocket:
         wall_clock: Callable[[], float] | None = None,
         follow_redirects: bool = False,
     ) -> None:
-        if max_message_bytes < 1:
-            raise ValueError(f"max_message_bytes: must be >= 1 (got {max_message_bytes!r})")
+        # Everything is checked before anything starts: a bad argument changes nothing.
+        check_count("max_message_bytes", max_message_bytes)
+        check_count("buffer_size", buffer_size)
+        check_seconds("notify_timeout", notify_timeout)
+        secure = check_url(url)
+        self.headers = check_headers(headers)
         self.url = url
         self.safe_url = redact_url(url)
         self.name = name or self.safe_url
-        self.config = config or ConnectionConfig()
-        self._tls = tls_context(ssl_context) if url.startswith(("wss:", "https:")) else None
+        self.config = config or load_config().connection
+        self._tls = tls_context(ssl_context) if secure else None
+        # a write that cannot finish within the pong timeout means the peer stopped reading
+        self.write_timeout = self.config.pong_timeout
+        guard_third_party_logs()
         self.on_connect = on_connect
         self.notifiers = list(notifiers)
         self.max_message_bytes = max_message_bytes
-        self.headers = dict(headers or {})
         self.clock: Clock = clock or AnyioClock()
         self.machine = ConnectionMachine(self.config, rng=rng)
         self.notify_timeout = notify_timeout
@@ -131,7 +141,8 @@ class ResilientWebSocket:
         self.on_action = on_action
         self.wall_clock: Callable[[], float] = wall_clock or time.time
         self.follow_redirects = follow_redirects
-        self._failing: BaseException | None = None  # the exception being handled, for logs
+        # the failure being handled and its redacted traceback, for the log lines it causes
+        self._failing: tuple[BaseException, str] | None = None
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._buffer: MessageBuffer[str | bytes] = MessageBuffer(buffer_size, overflow_policy)
         self._tg: TaskGroup | None = None
@@ -155,7 +166,12 @@ class ResilientWebSocket:
         self._inbox_send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](100)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._supervise)
+        try:
+            self._tg.start_soon(self._supervise)
+        except BaseException as exc:  # leave the task group whole, on either backend
+            tg, self._tg = self._tg, None
+            await abandon_task_group(tg, exc)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -199,9 +215,12 @@ class ResilientWebSocket:
                 await session.send_bytes(data)
         except anyio.get_cancelled_exc_class():
             raise
-        except Exception as exc:  # closing under us: the reader reports the failure itself
+        except Exception as exc:
+            if isinstance(exc, SendBlocked):  # only this sender knows: fail the connection
+                self.reader_failed(session, exc)
+            # otherwise it is closing under us: the reader reports the failure itself
             raise NotLiveError(
-                f"send: the connection was lost ({type(exc).__name__}: {exc})"
+                f"send: the connection was lost ({type(exc).__name__}: {self._redact(str(exc))})"
             ) from exc
 
     @property
@@ -221,7 +240,7 @@ class ResilientWebSocket:
 
     def diagram(self) -> str:
         """The connection machine as Mermaid text, the current state highlighted."""
-        return format(self.machine, "mermaid")
+        return mermaid(self.machine)
 
     # -- SessionSink (called by the session's reader) ------------------------------------------
     async def deliver(self, message: str | bytes) -> None:
@@ -261,9 +280,11 @@ class ResilientWebSocket:
         logged = action_log_fields(action, self.name)
         if logged is not None:
             level, fields = logged
-            # an ERROR caused by a failure (alarm, give-up) carries its stack too (R3.1)
-            failing = self._failing if level >= logging.ERROR else None
-            self._log.log(level, format_kv(**fields), exc_info=failing)
+            if level >= logging.ERROR and self._failing is not None:
+                # an ERROR caused by a failure (alarm, give-up) carries its stack too (R3.1)
+                self._log_failure(level, format_kv(**fields))
+            else:
+                self._log.log(level, format_kv(**fields))
 
     def _notify(self, notice: Notice) -> None:
         if self._tg is None:
@@ -277,14 +298,24 @@ class ResilientWebSocket:
                 await notifier(notice)
         except Exception as exc:  # a broken notifier never breaks the connection
             self.notifier_failures += 1
+            # a webhook's URL carries its token, and httpx puts the URL in its messages
+            secrets = redaction_policy.secrets_of(
+                getattr(notifier, "url", None), getattr(notifier, "headers", None)
+            )
+            error = redaction_policy.text(f"{type(exc).__name__}: {exc}", secrets)
             self._log.warning(
                 format_kv(
                     event="notifier_failed",
                     name=self.name,
                     notifier=type(notifier).__name__,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=self._redact(error),
                 )
             )
+
+    def _redact(self, text: str) -> str:
+        """``text`` with this socket's secrets (URL, headers) and anything secret-looking masked."""
+        # computed per call (failures are rare): a host may extend the policy at any time
+        return redaction_policy.text(text, redaction_policy.secrets_of(self.url, self.headers))
 
     def _failed(self, exc: BaseException, now: float) -> None:
         if self.machine.state not in ("connecting", "handshaking", "live"):
@@ -292,15 +323,17 @@ class ResilientWebSocket:
         found = classify_exception(exc)
         # The one place a URL's secrets can enter: everything downstream (the machine's
         # records and reasons, logs, stats, alarms) is built from these redacted strings.
-        reason = redact(found.reason, self.url)
-        detail = redact(found.detail, self.url)
+        reason = self._redact(found.reason)
+        detail = self._redact(found.detail)
         kind = found.kind
         if found.location is not None:
             kind = self._redirected(found.location)
         wall = self.wall_clock()
         # R3.1: the stack (exc_info: every handler formats it), the state, the reconnect
         # counter (consecutive failures so far, R1.4) and the time, monotonic and wall (UTC).
-        self._log.warning(
+        self._failing = (exc, detail)
+        self._log_failure(
+            logging.WARNING,
             format_kv(
                 event="failure",
                 name=self.name,
@@ -312,9 +345,7 @@ class ResilientWebSocket:
                 at=round(now, 3),
                 wall=iso_utc(wall),
             ),
-            exc_info=exc,
         )
-        self._failing = exc
         try:
             self._handle(
                 ConnectionFailed(
@@ -328,6 +359,27 @@ class ResilientWebSocket:
             )
         finally:
             self._failing = None
+
+    def _log_failure(self, level: int, message: str) -> None:
+        """Log ``message`` with the failure being handled as ``exc_info``, its text redacted:
+        handlers format ``exc_text`` when it is set, so no URL secret reaches a log file."""
+        if self._failing is None:
+            self._log.log(level, message)
+            return
+        if not self._log.isEnabledFor(level):
+            return
+        exc, redacted = self._failing
+        record = self._log.makeRecord(
+            self._log.name,
+            level,
+            __file__,
+            0,
+            message,
+            (),
+            (type(exc), exc, exc.__traceback__),
+        )
+        record.exc_text = redacted
+        self._log.handle(record)
 
     def _redirected(self, location: str) -> str:
         """A 3xx to the upgrade: fatal, unless the host opted into following it."""
@@ -382,6 +434,11 @@ class ResilientWebSocket:
         scope = anyio.CancelScope(deadline=self._anyio_deadline(deadline))
         transport = TrackingTransport(self._tls)
         try:
+            # The context is the caller's and mutable: checked again before every attempt, so
+            # verification switched off after construction fails the attempt, never connects.
+            problem = tls_problem(self._tls) if self._tls is not None else None
+            if problem is not None:
+                raise InsecureContext(problem)
             # One deadline around the whole of aconnect_ws bounds TCP + TLS + upgrade (R1.5);
             # httpx-ws offers no other way that does not corrupt the cancel-scope stack.
             with scope:
@@ -458,14 +515,17 @@ class ResilientWebSocket:
                     await self.on_connect(self)
                 self._buffer.resume()
             elif isinstance(action, SendPing):
-                try:
-                    pong = await session.ping()
-                except Exception as exc:
-                    self._failed(exc, self.clock.now())
-                    return
-                tg.start_soon(self._await_pong, pong, generation)
+                # In a task of its own: a ping waiting for the write lock (a host's send stuck
+                # on a full send buffer) must not stop this loop, whose next deadline is the
+                # pong's (R1.2 holds whatever the host does).
+                tg.start_soon(self._ping, session, generation)
 
-    async def _await_pong(self, pong: anyio.Event, generation: int) -> None:
+    async def _ping(self, session: RegulatorSession, generation: int) -> None:
+        try:
+            pong = await session.ping()
+        except Exception as exc:
+            self.reader_failed(session, exc)
+            return
         await pong.wait()
         if self._inbox_send is not None:
             self._inbox_send.send_nowait(("pong", generation))
@@ -487,6 +547,8 @@ class ResilientWebSocket:
             "delay_sum": m.delay_sum,
             "messages_received": self.messages_received,
             "messages_dropped": self._buffer.dropped,
+            "messages_delivered": self._buffer.delivered,
+            "messages_failed": self._buffer.failed,
         }
 
     def get_connection_stats(self) -> dict[str, Any]:
@@ -503,6 +565,9 @@ class ResilientWebSocket:
             "connected_since": self.connected_since,
             "messages_received": self.messages_received,
             "messages_dropped": self._buffer.dropped,
+            # received == delivered + dropped + failed + buffered, under every policy
+            "messages_delivered": self._buffer.delivered,
+            "messages_failed": self._buffer.failed,
             "messages_buffered": len(self._buffer),
             # in the adapter clock's time base, like connected_since
             "last_message_at": None if last is None else now - (time.monotonic() - last),

@@ -18,7 +18,7 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 device = "cpu"
 
 # before: scaler = torch.amp.GradScaler(device)
-scaler = GuardedGradScaler(model, device, config=ScalerConfig())  # the one changed line
+scaler = GuardedGradScaler(device, model=model, config=ScalerConfig())  # the one changed line
 
 for epoch in range(3):
     for i in range(0, len(x), 32):

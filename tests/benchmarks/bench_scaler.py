@@ -37,57 +37,77 @@ class _Encoder(nn.Module):
 
 def _setup(kind: str, guarded: bool) -> tuple[Any, ...]:
     torch.manual_seed(0)
-    model = _mlp() if kind == "mlp" else _Encoder()
-    x = torch.randn(64, 32) if kind == "mlp" else torch.randn(32, 48, 1)
-    y = torch.randn(64 if kind == "mlp" else 32, 1)
+    if kind == "tiny":  # the guard's cost is most visible where the step costs least
+        model: nn.Module = nn.Linear(8, 8)
+        x, y = torch.randn(4, 8), torch.randn(4, 8)
+    elif kind == "mlp":
+        model, x, y = _mlp(), torch.randn(64, 32), torch.randn(64, 1)
+    else:
+        model, x, y = _Encoder(), torch.randn(32, 48, 1), torch.randn(32, 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = (
-        GuardedGradScaler(model, "cpu", config=ScalerConfig(max_scale_threshold=1e30))
+        GuardedGradScaler("cpu", model=model, config=ScalerConfig(max_scale_threshold=1e30))
         if guarded
         else torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_factor=1.2)
     )
     return model, opt, scaler, x, y
 
 
-def _steps(setup: tuple[Any, ...], n: int) -> float:
+def _step(setup: tuple[Any, ...]) -> int:
+    """Nanoseconds of one whole step: forward under autocast, scale, backward, step, update."""
     model, opt, scaler, x, y = setup
-    start = time.perf_counter()
-    for _ in range(n):
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.float16):
-            loss = F.mse_loss(model(x), y)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    return (time.perf_counter() - start) / n
+    start = time.perf_counter_ns()
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = F.mse_loss(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return time.perf_counter_ns() - start
 
 
-def step_time(kind: str, blocks: int, per_block: int) -> dict[str, Any]:
+def step_time(kind: str, steps: int) -> dict[str, Any]:
+    """The whole step, guarded vs plain, interleaved step by step (alternating who goes first).
+
+    Each figure is the median of single-step times: on a shared machine the neighbours add
+    outliers, which the median ignores. The spread is that of 10 interleaved subsets.
+    """
     plain, guarded = _setup(kind, False), _setup(kind, True)
-    _steps(plain, 5), _steps(guarded, 5)
-    a, b = [], []
-    for i in range(blocks):  # interleaved, alternating who goes first
-        first, second = (plain, guarded) if i % 2 == 0 else (guarded, plain)
-        t1, t2 = _steps(first, per_block), _steps(second, per_block)
-        (a if first is plain else b).append(t1)
-        (b if first is plain else a).append(t2)
+    for _ in range(20):
+        _step(plain), _step(guarded)
+    a: list[int] = []
+    b: list[int] = []
+    for i in range(steps):
+        if i % 2:
+            b.append(_step(guarded))
+            a.append(_step(plain))
+        else:
+            a.append(_step(plain))
+            b.append(_step(guarded))
     pa, pb = statistics.median(a), statistics.median(b)
-    ratios = sorted(y / x for x, y in zip(a, b, strict=True))
+    subsets = sorted(statistics.median(b[k::10]) / statistics.median(a[k::10]) for k in range(10))
+    added = sorted(
+        (statistics.median(b[k::10]) - statistics.median(a[k::10])) / 1e3 for k in range(10)
+    )
     return {
-        "plain_ms": pa * 1e3,
-        "guarded_ms": pb * 1e3,
+        "plain_ms": pa / 1e6,
+        "guarded_ms": pb / 1e6,
         "ratio_of_medians": pb / pa,
-        "ratio": statistics.median(ratios),
-        "ratio_p10": ratios[len(ratios) // 10],
-        "ratio_p90": ratios[9 * len(ratios) // 10],
-        "steps": blocks * per_block,
+        "ratio": pb / pa,
+        "ratio_p10": subsets[0],
+        "ratio_p90": subsets[-1],
+        "added_us": (pb - pa) / 1e3,
+        "added_us_min": added[0],
+        "added_us_max": added[-1],
+        "steps": steps,
         "params": sum(p.numel() for p in plain[0].parameters()),
+        "hooks_at_end": len(guarded[0]._forward_hooks),
     }
 
 
 def host_cost(n: int = 200_000) -> dict[str, float]:
     """The guard's own per-step host work: the mirror replay plus machine.step (fast path)."""
-    scaler = GuardedGradScaler(None, "cpu", config=ScalerConfig(max_scale_threshold=1e30))
+    scaler = GuardedGradScaler("cpu", config=ScalerConfig(max_scale_threshold=1e30))
     machine = scaler.machine
     machine.step(False, 65536.0)
     start = time.perf_counter()
@@ -113,9 +133,11 @@ def syncs() -> dict[str, int]:
     out = {}
     for name, guarded in (("plain", False), ("guarded", True)):
         setup = _setup("mlp", guarded)
-        _steps(setup, 2)
+        for _ in range(2):
+            _step(setup)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            _steps(setup, 10)
+            for _ in range(10):
+                _step(setup)
         out[name] = sum(1 for e in prof.events() if e.name == "aten::_local_scalar_dense")
     return out
 
@@ -133,3 +155,28 @@ def memory(n: int = 1_000_000) -> dict[str, float]:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return {"steps": n, "bytes_held_delta": after - before}
+
+
+def main() -> None:
+    """The scaler section alone (``python tests/benchmarks/bench_scaler.py``): whole-step
+    figures, guarded vs plain, for docs/performance.md."""
+    import logging
+
+    logging.getLogger("regulator").addHandler(logging.NullHandler())
+    logging.getLogger("regulator").propagate = False
+    torch.set_num_threads(1)
+    for kind, steps in (("tiny", 20_000), ("mlp", 2_000), ("encoder", 300)):
+        r = step_time(kind, steps)
+        print(
+            f"{kind} ({r['params']:,} params): plain {r['plain_ms'] * 1e3:.1f} us,"
+            f" guarded {r['guarded_ms'] * 1e3:.1f} us, added {r['added_us']:.2f} us"
+            f" (10 subsets {r['added_us_min']:.2f}..{r['added_us_max']:.2f}),"
+            f" ratio {r['ratio']:.4f} ({r['ratio_p10']:.4f}..{r['ratio_p90']:.4f}),"
+            f" {r['steps']} steps each, hooks on at the end: {r['hooks_at_end']}",
+            flush=True,
+        )
+    print(host_cost(), send_cost(), syncs(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

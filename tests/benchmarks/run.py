@@ -58,8 +58,9 @@ def main() -> None:
 
     n_msgs, rounds = (5_000, 1) if QUICK else (30_000, 3)
     print("scaler: step time ...", flush=True)
-    mlp = scal.step_time("mlp", 6 if QUICK else 24, 20)
-    enc = scal.step_time("encoder", 4 if QUICK else 16, 8)
+    tiny = scal.step_time("tiny", 4_000 if QUICK else 20_000)
+    mlp = scal.step_time("mlp", 400 if QUICK else 2_000)
+    enc = scal.step_time("encoder", 60 if QUICK else 300)
     host = scal.host_cost()
     send = scal.send_cost()
     syncs = scal.syncs()
@@ -93,13 +94,18 @@ def main() -> None:
 
     say("## Scaler\n")
     say(
-        "Float16 autocast training steps on the CPU (1 torch thread), Adam, `GuardedGradScaler`"
-        " vs `torch.amp.GradScaler`, same seed, blocks of steps interleaved (alternating which"
-        ' goes first). The "encoder" is a 2-layer transformer encoder (d_model 32) standing in'
-        " for the Informer, which is not built yet.\n"
+        "Whole float16-autocast training steps on the CPU (1 torch thread), Adam,"
+        " `GuardedGradScaler` vs `torch.amp.GradScaler`, same seed: forward (with the guard's"
+        " hook when it is on), scale, backward, step (`_maybe_opt_step` override), update (its"
+        " override, the mirror, the machine). Steps interleaved one by one, alternating who goes"
+        " first; each figure is the median of single-step times (the neighbours on a shared"
+        " machine add outliers the median ignores), the spread that of 10 interleaved subsets."
+        ' "tiny" is `Linear(8, 8)`, where the guard\'s cost is most visible; the "encoder" is a'
+        " 2-layer transformer encoder (d_model 32).\n"
     )
     rows = []
     for label, r in (
+        (f"tiny ({tiny['params']:,} params)", tiny),
         (f"MLP ({mlp['params']:,} params)", mlp),
         (f"encoder ({enc['params']:,} params)", enc),
     ):
@@ -107,13 +113,15 @@ def main() -> None:
             [
                 label,
                 r["steps"],
-                r["plain_ms"],
-                r["guarded_ms"],
-                r["ratio"],
-                r["ratio_of_medians"],
-                f"{r['ratio_p10']:.2f}..{r['ratio_p90']:.2f}",
-                "<= 1.01",
-                _verdict(r["ratio"] <= 1.01),
+                r["plain_ms"] * 1e3,
+                r["guarded_ms"] * 1e3,
+                f"{r['added_us']:.2f} ({r['added_us_min']:.2f}..{r['added_us_max']:.2f})",
+                f"{r['ratio']:.4f} ({r['ratio_p10']:.4f}..{r['ratio_p90']:.4f})",
+                "<= 2 us",
+                # a spread of hundreds of us around 0 bounds the cost, it does not measure it
+                "noise"
+                if r["added_us_min"] < 0 < r["added_us_max"] and r["added_us_max"] > 20
+                else _verdict(r["added_us"] <= 2),
             ]
         )
     say(
@@ -121,30 +129,22 @@ def main() -> None:
             [
                 "model",
                 "steps each",
-                "plain ms/step",
-                "guarded ms/step",
-                "ratio (median of paired blocks)",
-                "ratio of medians",
-                "paired ratios p10..p90",
+                "plain us/step",
+                "guarded us/step",
+                "added us/step (subsets)",
+                "ratio (subsets)",
                 "target",
                 "verdict",
             ],
             rows,
         )
     )
-    share = host["host_us_per_step"] / (mlp["plain_ms"] * 1e3) * 100
     say(
-        f"\nThe guard's own host work is {host['host_us_per_step']:.2f} us per step (below), i.e."
-        f" {share:.4f} % of a {mlp['plain_ms']:.1f} ms MLP step; its syncs are torch's own."
-        " Paired block ratios on this shared 2-core machine spread as shown, so a step-time"
-        " ratio inside that spread is noise, not the guard."
+        f"\nOf the whole-step cost, the guard's own host work (mirror replay + machine.step) is"
+        f" {host['host_us_per_step']:.2f} us; the rest is the two overrides. In the common step"
+        " (stable, clean, no growth due) the output hook is off and `update` takes a fast path;"
+        " its syncs are torch's own."
     )
-    for label, r in (("MLP", mlp), ("encoder", enc)):
-        if r["ratio"] > 1.01:
-            say(
-                f" The {label} target is missed in this run: {r['ratio']:.3f} sits inside its"
-                f" paired spread {r['ratio_p10']:.2f}..{r['ratio_p90']:.2f}."
-            )
     say("\n")
     say(
         _table(

@@ -429,3 +429,16 @@ def test_initial_scales_below_the_floor_are_rejected() -> None:
     assert caught.value.problems == (
         "scaler.init_scale: must be >= min_scale (got init_scale=5.0, min_scale=10.0)",
     )
+
+
+@pytest.mark.spec("R4.4")
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("init_scale", 1e39), ("min_scale", 1e-50), ("max_scale_threshold", 4e38)],
+)
+def test_scales_outside_float32_are_rejected(key: str, value: float) -> None:
+    # torch keeps the scale in float32: 1e39 becomes inf and 1e-50 becomes 0 (NaN weights)
+    with pytest.raises(ConfigError, match=rf"scaler\.{key}: must be within float32's range"):
+        ScalerConfig(**{key: value})
+    with pytest.raises(ConfigError, match=rf"scaler\.{key}: must be within float32's range"):
+        load_config(env={f"REGULATOR_SCALER__{key.upper()}": str(value)})

@@ -43,6 +43,32 @@ def test_over_threshold_then_reset_at_the_third_epoch_end() -> None:
 
 
 @pytest.mark.spec("R2.3")
+def test_a_run_started_over_the_threshold_resets_below_it() -> None:
+    # 0.5 x 2^40 would still be far over the threshold: the target is capped at 0.5 x threshold
+    m = ScalerMachine(ScalerConfig(), initial_scale=2.0**40)
+    m.step(False, 2.0**40)
+    assert m.state == "over_threshold"
+    for _ in range(2):
+        m.end_epoch()
+    actions = m.end_epoch()
+    assert SetScale(value=50_000.0, reason="reset") in actions
+    m.step(False, 50_000.0)
+    assert m.state == "stable" and m.counters.scale <= ScalerConfig().max_scale_threshold
+
+
+@pytest.mark.spec("R2.3")
+def test_the_reset_target_never_exceeds_the_current_scale_nor_falls_below_the_floor() -> None:
+    cfg = ScalerConfig(reset_fraction=1.0, max_scale_threshold=1000.0, min_scale=600.0)
+    m = ScalerMachine(cfg, initial_scale=2.0**16)
+    m.counters.scale = 900.0
+    assert m.reset_target() == 900.0  # never above the scale it replaces
+    m.counters.scale = 2e5
+    assert m.reset_target() == 1000.0  # reset_fraction 1 caps at the threshold, not over it
+    floor = ScalerConfig(reset_fraction=0.1, min_scale=2.0**14, large_model_scale=2.0**14)
+    assert ScalerMachine(floor, initial_scale=2.0**16).reset_target() == 2.0**14
+
+
+@pytest.mark.spec("R2.3")
 def test_epochs_over_threshold_must_be_consecutive() -> None:
     m = ScalerMachine(ScalerConfig(), initial_scale=2.0**16)
     m.step(False, 2e5)

@@ -1,0 +1,118 @@
+"""Scaler checkpoints: bad ones change nothing, plain ones keep the configured rules (R5.3)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+import torch
+from _amp import amp_step, batch, mlp
+from regulator.adapters.torch import GuardedGradScaler, InvalidCheckpointError
+from regulator.fsm import ScalerConfig, parse_kv
+
+LOGGER = "regulator.scaler"
+
+
+def trained(**kwargs: Any) -> GuardedGradScaler:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = GuardedGradScaler("cpu", model=model, **kwargs)
+    for i in range(3):
+        amp_step(model, opt, scaler, batch(i), poison=i == 1)
+    return scaler
+
+
+def _without(state: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != key}
+
+
+def _bad_snapshot(state: dict[str, Any], **counters: Any) -> dict[str, Any]:
+    snapshot = dict(state["regulator"])
+    snapshot["counters"] = {**snapshot["counters"], **counters}
+    return {**state, "regulator": snapshot}
+
+
+BAD: list[tuple[str, Any, str]] = [
+    (
+        "nan scale",
+        lambda s: {**s, "scale": math.nan},
+        r"scale: must be a finite number > 0 \(got nan\)",
+    ),
+    ("inf scale", lambda s: {**s, "scale": math.inf}, r"scale: .* \(got inf\)"),
+    ("zero scale", lambda s: {**s, "scale": 0.0}, r"scale: .* \(got 0\.0\)"),
+    ("negative scale", lambda s: {**s, "scale": -4.0}, r"scale: .* \(got -4\.0\)"),
+    (
+        "float64-only scale",
+        lambda s: {**s, "scale": 1e39},
+        r"scale: must be representable in float32",
+    ),
+    ("tiny scale", lambda s: {**s, "scale": 1e-50}, r"scale: must be representable in float32"),
+    ("string scale", lambda s: {**s, "scale": "big"}, r"scale: must be a number \(got 'big'\)"),
+    ("missing key", lambda s: _without(s, "_growth_tracker"), r"_growth_tracker: missing"),
+    (
+        "float interval",
+        lambda s: {**s, "growth_interval": 2.5},
+        r"growth_interval: must be an integer",
+    ),
+    (
+        "bad growth",
+        lambda s: {**s, "growth_factor": 0.5},
+        r"growth_factor: must be > 1 \(got 0\.5\)",
+    ),
+    (
+        "bad lifecycle",
+        lambda s: _bad_snapshot(s, scale=math.nan),
+        r"regulator: not a scaler lifecycle",
+    ),
+    ("unknown counter", lambda s: _bad_snapshot(s, bogus=1), r"regulator: not a scaler lifecycle"),
+    ("not a dict", lambda s: [s], r"\$: must be a dict"),
+]
+
+
+@pytest.mark.spec("R5.3")
+@pytest.mark.parametrize(("case", "corrupt", "message"), BAD, ids=[b[0] for b in BAD])
+def test_a_bad_checkpoint_raises_one_clear_error_and_changes_nothing(
+    case: str, corrupt: Any, message: str
+) -> None:
+    source = trained(init_scale=4096.0, growth_interval=2)
+    target = trained(init_scale=256.0)
+    before = (target.state_dict(), target.get_scale(), target.state, target.config)
+    device_before = target._scale.item()  # type: ignore[union-attr]
+    with pytest.raises(InvalidCheckpointError, match=message):
+        target.load_state_dict(corrupt(source.state_dict()))
+    assert (target.state_dict(), target.get_scale(), target.state, target.config) == before
+    assert target._scale.item() == device_before  # type: ignore[union-attr]
+
+
+@pytest.mark.spec("R5.3")
+@pytest.mark.spec("R2.2")
+def test_a_plain_checkpoint_keeps_the_configured_growth_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    plain = torch.amp.GradScaler("cpu", init_scale=2048.0, growth_factor=2.0, growth_interval=3)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    for i in range(4):
+        amp_step(model, opt, plain, batch(i))
+    scaler = GuardedGradScaler("cpu", model=model, config=ScalerConfig(growth_interval=1000))
+    scaler.load_state_dict(plain.state_dict())
+    assert scaler.get_scale() == plain.get_scale() == 4096.0
+    assert scaler._get_growth_tracker() == 1
+    assert (scaler.get_growth_factor(), scaler.get_growth_interval()) == (1.2, 1000)
+    (line,) = [r.getMessage() for r in caplog.records if "event=plain_checkpoint" in r.getMessage()]
+    fields = parse_kv(line)
+    assert (fields["kept_growth_factor"], fields["kept_growth_interval"]) == ("1.2", "1000")
+    assert "R2.2" in fields["message"]
+
+
+@pytest.mark.spec("R5.3")
+def test_a_guarded_checkpoint_restores_torchs_numbers_like_gradscaler() -> None:
+    source = GuardedGradScaler("cpu", 3.0, 4.0, 0.5, 2)
+    target = GuardedGradScaler("cpu", 6.0, 7.0, 0.8, 1)
+    target.load_state_dict(source.state_dict())
+    assert (target.get_scale(), target.get_growth_factor()) == (3.0, 4.0)
+    assert (target.get_backoff_factor(), target.get_growth_interval()) == (0.5, 2)
+    assert target.config.growth_factor == 4.0
