@@ -323,6 +323,10 @@ async def test_secrets_in_the_url_never_reach_stats_or_logs(
     text = json.dumps(ws.get_connection_stats()) + "\n".join(r.getMessage() for r in caplog.records)
     assert key not in text and "hunter2" not in text
     assert ws.get_connection_stats()["url"] == "wss://127.0.0.1:9/ws/***?token=***&x=1"
+    # the failure line's stack (exc_info, R3.1) is formatted from its redacted text
+    formatted = "\n".join(logging.Formatter().format(r) for r in caplog.records)
+    assert "Traceback" in formatted
+    assert key not in formatted and "hunter2" not in formatted
 
 
 @pytest.mark.spec("R5.2")
