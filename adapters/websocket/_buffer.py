@@ -54,6 +54,16 @@ class MessageBuffer(Generic[Message]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def offer(self, item: Message) -> bool:
+        """Append ``item`` if there is room (the reader's fast path, no await); else False."""
+        items = self._items
+        if len(items) >= self.size:
+            return False
+        items.append(item)
+        if len(items) == 1:  # a consumer only ever waits on an empty (or paused) buffer
+            self._readable.set()
+        return True
+
     async def put(self, item: Message) -> None:
         while len(self._items) >= self.size:
             if self.policy == "drop_oldest":
