@@ -21,12 +21,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol
 
 import anyio
+import anyio.abc
 import httpcore
 import wsproto.events
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, WebSocketNetworkError
+from httpx_ws._api import EndOfStream as HttpxWsEndOfStream
 from httpx_ws._ping import AsyncPingManager
 
 from ._classify import MessageTooBig
@@ -111,9 +114,13 @@ class RegulatorSession(AsyncWebSocketSession):
         deliver_many = sink.deliver_many
         batch: list[str | bytes] = []
         failure: FrameError | None = None
+        pending, read = self._reader()
         try:
             while not self._should_close.is_set():
-                data = await self._read_stream(max_bytes)
+                if pending:
+                    data, pending = pending, b""
+                else:
+                    data = await read(max_bytes)
                 try:
                     events = decoder.feed(data)
                 except FrameError as exc:
@@ -150,6 +157,45 @@ class RegulatorSession(AsyncWebSocketSession):
         except Exception as exc:  # every way a connection dies: the adapter classifies it
             self._should_close.set()
             sink.reader_failed(self, exc)
+
+    def _reader(self) -> tuple[bytes, Callable[[int], Awaitable[bytes]]]:
+        """(bytes already read past the 101, the cheapest read the stream allows).
+
+        httpcore's ``read`` opens a cancel scope (``fail_after(None)``) and an exception map
+        per call, under an upgrade wrapper's own call: at low message rates, where each message
+        is a read of its own, that was most of the reader's work. So the anyio or trio stream
+        under httpcore's upgrade stream is read directly (the wrapper's leftover bytes first);
+        its exceptions carry the same causes (``ssl.SSLError`` included), which is all the
+        classifier looks at. Any other stream keeps httpx-ws's read.
+        """
+        stream: Any = self.stream
+        network: Any = getattr(stream, "_stream", None)
+        raw: Any = getattr(network, "_stream", None)
+        if type(stream).__name__ == "AsyncHTTP11UpgradeStream":
+            kind = type(network).__name__
+            if kind == "AnyIOStream" and isinstance(raw, anyio.abc.ByteReceiveStream):
+                receive = raw.receive
+
+                async def read_anyio(max_bytes: int) -> bytes:
+                    try:
+                        return await receive(max_bytes)
+                    except anyio.EndOfStream:
+                        raise HttpxWsEndOfStream() from None
+
+                leading, stream._leading_data = stream._leading_data, b""
+                return bytes(leading), read_anyio
+            if kind == "TrioStream" and hasattr(raw, "receive_some"):
+                receive_some = raw.receive_some
+
+                async def read_trio(max_bytes: int) -> bytes:
+                    data: bytes = await receive_some(max_bytes)
+                    if not data:
+                        raise HttpxWsEndOfStream()
+                    return data
+
+                leading, stream._leading_data = stream._leading_data, b""
+                return bytes(leading), read_trio
+        return b"", self._read_stream
 
     async def _answer_close(self, close: Close) -> None:
         # wsproto learns of the close from the frame itself (re-framed as the server sent it,

@@ -1,0 +1,272 @@
+"""The receive path (issue 18): msgs/s, latency and memory per connection of ResilientWebSocket
+(asyncio and trio) against the `websockets` client, on the same wss transport.
+
+Method: the server (``receive_server.py``) runs in its own process and writes pre-encoded
+147-byte text frames, so it is not what is measured; each client run is a fresh process; the
+clients take turns within each round (interleaved rounds) and each figure is a median over the
+rounds, compared as a ratio of medians within this one run. Every run checks that all messages
+arrived, in order (after the clock stops).
+
+``python bench_receive.py`` prints the tables; ``run.py`` puts them into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+CLIENTS = ("ResilientWebSocket asyncio", "ResilientWebSocket trio", "websockets")
+
+
+# -- the clients (each run in a process of its own) --------------------------------------------
+def _seq(message: str | bytes) -> int:
+    text = message if isinstance(message, str) else message.decode()
+    at = text.index('"seq":') + 6
+    return int(text[at : at + 9])
+
+
+def _context(ca: str) -> Any:
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca)
+    return context
+
+
+async def _ours(url: str, ca: str, n: int) -> dict[str, Any]:
+    from regulator.adapters.websocket import ResilientWebSocket
+    from regulator.fsm import ConnectionConfig
+
+    got: list[Any] = []
+    config = ConnectionConfig(ping_interval=60.0, pong_timeout=10.0)
+    start = 0.0
+    async with ResilientWebSocket(url, ssl_context=_context(ca), config=config) as ws:
+        async for message in ws:
+            if not got:
+                start = time.perf_counter()
+            got.append(message)
+            if len(got) == n:
+                break
+        elapsed = time.perf_counter() - start
+        dropped = ws.messages_dropped
+    return {"rate": (n - 1) / elapsed, "in_order": _in_order(got, n), "dropped": dropped}
+
+
+async def _websockets(url: str, ca: str, n: int) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    got: list[Any] = []
+    async with connect(
+        url, ssl=_context(ca), compression=None, max_size=1 << 20, ping_interval=None
+    ) as ws:
+        got.append(await ws.recv())
+        start = time.perf_counter()
+        for _ in range(n - 1):
+            got.append(await ws.recv())
+        elapsed = time.perf_counter() - start
+    return {"rate": (n - 1) / elapsed, "in_order": _in_order(got, n), "dropped": 0}
+
+
+def _in_order(got: list[Any], n: int) -> bool:
+    return len(got) == n and all(_seq(m) == i for i, m in enumerate(got))
+
+
+async def _latency(name: str, url: str, ca: str, n: int) -> list[float]:
+    delays: list[float] = []
+    if name == "websockets":
+        from websockets.asyncio.client import connect
+
+        async with connect(url, ssl=_context(ca), compression=None, ping_interval=None) as ws:
+            for _ in range(n):
+                message = await ws.recv()
+                delays.append(time.perf_counter() - json.loads(message)["t"])
+        return delays
+    from regulator.adapters.websocket import ResilientWebSocket
+    from regulator.fsm import ConnectionConfig
+
+    config = ConnectionConfig(ping_interval=60.0, pong_timeout=10.0)
+    async with ResilientWebSocket(url, ssl_context=_context(ca), config=config) as ws:
+        async for message in ws:
+            delays.append(time.perf_counter() - json.loads(message)["t"])
+            if len(delays) == n:
+                break
+    return delays
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def _memory(name: str, url: str, ca: str, count: int) -> float:
+    import anyio
+
+    context = _context(ca)  # one shared context, as a host with many connections does
+    before = _rss()
+    async with contextlib.AsyncExitStack() as stack:
+        if name == "websockets":
+            from websockets.asyncio.client import connect
+
+            for _ in range(count):
+                await stack.enter_async_context(
+                    connect(url, ssl=context, compression=None, ping_interval=None)
+                )
+        else:
+            from regulator.adapters.websocket import ResilientWebSocket
+            from regulator.fsm import ConnectionConfig
+
+            config = ConnectionConfig(ping_interval=60.0, pong_timeout=10.0)
+            sockets = [
+                await stack.enter_async_context(
+                    ResilientWebSocket(url, ssl_context=context, config=config)
+                )
+                for _ in range(count)
+            ]
+            with anyio.fail_after(120):
+                while sum(ws.state == "live" for ws in sockets) < count:
+                    await anyio.sleep(0.05)
+        await anyio.sleep(0.5)
+        return (_rss() - before) / count
+
+
+def client_main(argv: list[str]) -> None:
+    import logging
+
+    import anyio
+
+    logging.getLogger("regulator").addHandler(logging.NullHandler())
+    logging.getLogger("regulator").propagate = False
+    task, name, url, ca, arg = argv
+    backend = "trio" if name.endswith("trio") else "asyncio"
+    result: Any
+    if task == "throughput":
+        fn = _websockets if name == "websockets" else _ours
+        result = anyio.run(fn, url, ca, int(arg), backend=backend)
+    elif task == "latency":
+        result = anyio.run(_latency, name, url, ca, int(arg), backend=backend)
+    else:
+        result = anyio.run(_memory, name, url, ca, int(arg), backend=backend)
+    print(json.dumps(result))
+
+
+# -- the driver ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _server() -> Iterator[tuple[int, str]]:
+    from _faultbed import Certs
+
+    certs = Certs()
+    with tempfile.TemporaryDirectory() as tmp:
+        pem = os.path.join(tmp, "server.pem")
+        ca = os.path.join(tmp, "ca.pem")
+        certs.cert.private_key_and_cert_chain_pem.write_to_path(pem)
+        certs.ca.cert_pem.write_to_path(ca)
+        server = subprocess.Popen(
+            [sys.executable, str(HERE / "receive_server.py"), pem, pem],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            yield port, ca
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def _client(task: str, name: str, url: str, ca: str, arg: int) -> Any:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "bench_receive.py"), task, name, url, ca, str(arg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
+    with _server() as (port, ca):
+        url = f"wss://127.0.0.1:{port}/blast/{n}"
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CLIENTS}
+        for i in range(rounds):
+            order = CLIENTS if i % 2 == 0 else CLIENTS[::-1]  # neither goes first every time
+            for name in order:
+                runs[name].append(_client("throughput", name, url, ca, n))
+    base = statistics.median(r["rate"] for r in runs["websockets"])
+    rows = []
+    for name in CLIENTS:
+        rate = statistics.median(r["rate"] for r in runs[name])
+        rows.append(
+            {
+                "client": name,
+                "msgs_per_s": rate,
+                "vs_websockets": rate / base,
+                "runs": len(runs[name]),
+                "all_in_order": all(r["in_order"] and r["dropped"] == 0 for r in runs[name]),
+            }
+        )
+    return rows
+
+
+def latency(rate: float, n: int, rounds: int) -> list[dict[str, Any]]:
+    delays: dict[str, list[float]] = {name: [] for name in CLIENTS}
+    with _server() as (port, ca):
+        url = f"wss://127.0.0.1:{port}/paced/{n}/{rate:g}"
+        for i in range(rounds):
+            order = CLIENTS if i % 2 == 0 else CLIENTS[::-1]
+            for name in order:
+                delays[name].extend(_client("latency", name, url, ca, n))
+    rows = []
+    for name in CLIENTS:
+        values = sorted(delays[name])
+        rows.append(
+            {
+                "client": name,
+                "count": len(values),
+                "p50_ms": values[len(values) // 2] * 1e3,
+                "p99_ms": values[int(len(values) * 0.99)] * 1e3,
+            }
+        )
+    return rows
+
+
+def memory(count: int) -> list[dict[str, Any]]:
+    with _server() as (port, ca):
+        url = f"wss://127.0.0.1:{port}/idle"
+        return [
+            {"client": name, "kib": _client("memory", name, url, ca, count) / 1024}
+            for name in CLIENTS
+        ]
+
+
+def main() -> None:
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    n, rounds = (50_000, 1) if quick else (200_000, 5)
+    for row in throughput(n, rounds):
+        print(row, flush=True)
+    for row in latency(1000.0, 1000 if quick else 3000, 1 if quick else 2):
+        print(row, flush=True)
+    for row in memory(50 if quick else 200):
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        client_main(sys.argv[1:])
+    else:
+        main()
