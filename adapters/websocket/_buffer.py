@@ -100,9 +100,12 @@ class MessageBuffer(Generic[Message]):
                 raise anyio.EndOfStream
             self._readable = anyio.Event()
             await self._readable.wait()
-        item = self._items.popleft()
+        items = self._items
+        was_full = len(items) >= self.size
+        item = items.popleft()
         self.delivered += 1
-        self._writable.set()
+        if was_full:  # a ``block`` put waits only on a full buffer
+            self._writable.set()
         return item
 
     def close(self) -> None:
