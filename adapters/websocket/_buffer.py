@@ -93,6 +93,18 @@ class MessageBuffer(Generic[Message]):
         self.paused = False
         self._readable.set()
 
+    def get_nowait(self) -> Message:
+        """The next message if one may be taken now; else raises ``anyio.WouldBlock``."""
+        items = self._items
+        if not items or (self.paused and not self.closed):
+            raise anyio.WouldBlock
+        was_full = len(items) >= self.size
+        item = items.popleft()
+        self.delivered += 1
+        if was_full:  # a ``block`` put waits only on a full buffer
+            self._writable.set()
+        return item
+
     async def get(self) -> Message:
         """The next message; raises ``anyio.EndOfStream`` once closed and drained."""
         while not self._items or (self.paused and not self.closed):
@@ -100,13 +112,7 @@ class MessageBuffer(Generic[Message]):
                 raise anyio.EndOfStream
             self._readable = anyio.Event()
             await self._readable.wait()
-        items = self._items
-        was_full = len(items) >= self.size
-        item = items.popleft()
-        self.delivered += 1
-        if was_full:  # a ``block`` put waits only on a full buffer
-            self._writable.set()
-        return item
+        return self.get_nowait()
 
     def close(self) -> None:
         self.closed = True

@@ -193,7 +193,7 @@ class FrameDecoder:
                 if end - start < 2:
                     self._head = data[pos:]
                     return
-                length = int.from_bytes(data[start : start + 2], "big")
+                length = data[start] << 8 | data[start + 1]
                 start += 2
                 if length < 126:
                     self._check_header(first, 0)

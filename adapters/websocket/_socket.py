@@ -177,6 +177,10 @@ class ResilientWebSocket:
         return self
 
     async def __anext__(self) -> str | bytes:
+        try:  # the per-message path: a buffered message is taken without a coroutine
+            return self._buffer.get_nowait()
+        except anyio.WouldBlock:
+            pass
         try:
             return await self._buffer.get()
         except anyio.EndOfStream:
