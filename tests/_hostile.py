@@ -6,7 +6,8 @@ can use it), TLS with the trustme certificate, answering the upgrade as told.
 offered). After a good 101 it never reads again (``stall``): a dead peer whose receive
 buffer fills, so the client's writes block. With ``script`` (bytes), it instead writes those
 bytes after the first 101 (server frames, valid or not) and then reads what the client sends back,
-decoded by wsproto's server side, into ``received`` (one list of events per connection).
+decoded by wsproto's server side, into ``received`` (one list of events per connection); with
+mode ``vanish`` it closes the socket right after the script instead (no close_notify).
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ class HostileServer:
         client = wsproto.Connection(wsproto.ConnectionType.SERVER)  # decodes the client's frames
         assert self.script is not None
         conn.sendall(self.script)
+        if self.mode == "vanish":  # gone without a close frame or TLS close_notify
+            conn.close()
+            return
         while not self.stopping.is_set():
             data = conn.recv(65536)
             if not data:

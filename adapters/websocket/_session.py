@@ -180,7 +180,11 @@ class RegulatorSession(AsyncWebSocketSession):
                     try:
                         return await receive(max_bytes)
                     except anyio.EndOfStream:
-                        raise HttpxWsEndOfStream() from None
+                        pass
+                    # raised outside the handler, as httpcore's b"" led to: an EOF without
+                    # close_notify stays a network failure (anyio keeps the SSLError as the
+                    # context of its EndOfStream, and the classifier reads contexts)
+                    raise HttpxWsEndOfStream()
 
                 leading, stream._leading_data = stream._leading_data, b""
                 return bytes(leading), read_anyio

@@ -132,3 +132,20 @@ async def test_a_message_over_the_bound_is_refused_from_its_header_with_1009(
     assert record.kind == "protocol"
     assert "max_message_bytes=10000" in record.reason
     assert close_code(received) == 1009
+
+
+async def test_a_server_vanishing_without_a_close_frame_is_a_network_failure(
+    certs: Certs,
+) -> None:
+    # no close frame, no TLS close_notify: the TLS layer's EOF error must not turn it into `ssl`
+    with HostileServer(certs.server_context(), "vanish", script=raw_frame(1, b"last")) as server:
+        ws = ResilientWebSocket(
+            server.url, config=ConnectionConfig(**CONFIG), ssl_context=certs.client_context()
+        )
+        async with ws:
+            with anyio.fail_after(10):
+                assert await ws.receive() == "last"
+                while not ws.machine.history:
+                    await anyio.sleep(0.01)
+    record = ws.machine.history[0]
+    assert (record.kind, record.reason) == ("network", "connection closed without a close frame")
