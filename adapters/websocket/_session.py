@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 import httpcore
 import wsproto.events
+from anyio.lowlevel import checkpoint
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, WebSocketNetworkError
 from httpx_ws._api import EndOfStream as HttpxWsEndOfStream
 from httpx_ws._ping import AsyncPingManager
@@ -145,6 +146,10 @@ class RegulatorSession(AsyncWebSocketSession):
                 if batch:
                     await deliver_many(batch)
                     batch = []
+                    # let a waiting consumer take them before this task sets up its next read
+                    # (an SSL read attempt and a reader registration): measured, that is most
+                    # of the latency this task adds at low rates; one loop turn per read else
+                    await checkpoint()
                 if failure is not None:
                     self._should_close.set()
                     # RFC 6455 section 7.1.7: fail the connection with the code that says why
