@@ -195,9 +195,16 @@ def _server() -> Iterator[tuple[int, str]]:
             server.wait(10)
 
 
+# BENCH_BASELINE_PYTHON=/path/to/other/venv/bin/python adds a row: the same client run by
+# another installation of regulator (e.g. the main branch's venv), for a before/after figure.
+BASELINE = os.environ.get("BENCH_BASELINE_PYTHON")
+BASELINE_NAME = "ResilientWebSocket asyncio, baseline"
+
+
 def _client(task: str, name: str, url: str, ca: str, arg: int) -> Any:
+    python = BASELINE if name == BASELINE_NAME and BASELINE else sys.executable
     out = subprocess.run(
-        [sys.executable, str(HERE / "bench_receive.py"), task, name, url, ca, str(arg)],
+        [python, str(HERE / "bench_receive.py"), task, name, url, ca, str(arg)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -209,14 +216,15 @@ def _client(task: str, name: str, url: str, ca: str, arg: int) -> Any:
 def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
     with _server() as (port, ca):
         url = f"wss://127.0.0.1:{port}/blast/{n}"
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CLIENTS}
+        clients = (*CLIENTS, BASELINE_NAME) if BASELINE else CLIENTS
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
         for i in range(rounds):
-            order = CLIENTS if i % 2 == 0 else CLIENTS[::-1]  # neither goes first every time
+            order = clients if i % 2 == 0 else clients[::-1]  # neither goes first every time
             for name in order:
                 runs[name].append(_client("throughput", name, url, ca, n))
     base = statistics.median(r["rate"] for r in runs["websockets"])
     rows = []
-    for name in CLIENTS:
+    for name in runs:
         rate = statistics.median(r["rate"] for r in runs[name])
         rows.append(
             {
@@ -289,6 +297,10 @@ def tables(
     base_lat, base_mem = lat_by["websockets"], mem_by["websockets"]
     out = []
     for r in rows:
+        if r["client"] not in lat_by:  # the baseline: throughput only
+            out.append([r["client"], f"{r['msgs_per_s']:,.0f}", f"{r['vs_websockets']:.2f}"])
+            out[-1] += ["yes" if r["all_in_order"] else "**no**", "-", "-", "-", "-", "-"]
+            continue
         ours = r["client"] != "websockets"
         la, me = lat_by[r["client"]], mem_by[r["client"]]
         out.append(
