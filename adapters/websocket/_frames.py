@@ -45,8 +45,9 @@ __all__ = ["Close", "Event", "FrameDecoder", "FrameError", "Ping", "Pong"]
 
 # close codes RFC 6455 section 7.4.1 defines (1004 reserved; 1005, 1006, 1015 never sent)
 _DEFINED_CODES: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
-# not in the RFC but registered with IANA and sent by real servers (wsproto accepts them too)
-_REGISTERED_CODES: Final = frozenset({1012, 1013, 1014})
+# registered with IANA after the RFC and sent by real servers (restart, try again later);
+# 1014 (bad gateway) is refused, as wsproto refuses it: the reference this decoder is held to
+_REGISTERED_CODES: Final = frozenset({1012, 1013})
 
 _PROTOCOL_ERROR: Final = 1002
 _INVALID_DATA: Final = 1007

@@ -137,7 +137,7 @@ def control_frame(draw: st.DrawFn) -> bytes:
 
 
 VALID_CLOSE_CODES = st.one_of(
-    st.sampled_from([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014]),
+    st.sampled_from([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013]),
     st.integers(3000, 4999),
 )
 
@@ -206,7 +206,7 @@ def invalid_frame(draw: st.DrawFn) -> list[bytes]:
     if kind == "close_1_byte":
         return [raw_frame(8, b"\x03")]
     if kind == "close_bad_code":
-        code = draw(st.sampled_from([0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000]))
+        code = draw(st.sampled_from([0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2000, 2999, 5000]))
         return [raw_frame(8, struct.pack("!H", code))]
     return [raw_frame(8, struct.pack("!H", 1000) + b"\xff")]
 
