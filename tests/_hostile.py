@@ -4,7 +4,10 @@ can use it), TLS with the trustme certificate, answering the upgrade as told.
 ``mode`` picks the answer: ``good`` (a correct 101), ``bad_accept``, ``no_upgrade``,
 ``no_connection``, ``extension`` (an extension nobody offered), ``subprotocol`` (one nobody
 offered). After a good 101 it never reads again (``stall``): a dead peer whose receive
-buffer fills, so the client's writes block.
+buffer fills, so the client's writes block. With ``script`` (bytes), it instead writes those
+bytes after the first 101 (server frames, valid or not) and then reads what the client sends back,
+decoded by wsproto's server side, into ``received`` (one list of events per connection); with
+mode ``vanish`` it closes the socket right after the script instead (no close_notify).
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ def accept_for(key: str) -> str:
 
 
 class HostileServer:
-    def __init__(self, context: ssl.SSLContext | None, mode: str = "good") -> None:
+    def __init__(
+        self, context: ssl.SSLContext | None, mode: str = "good", script: bytes | None = None
+    ) -> None:
         self.context = context
         self.mode = mode
+        self.script = script
+        self.received: list[list[Any]] = []
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # a small receive buffer: a client's sends fill it (and its own send buffer) quickly
@@ -105,7 +112,28 @@ class HostileServer:
             lines = ["HTTP/1.1 101 Switching Protocols", *(f"{k}: {v}" for k, v in answer.items())]
             conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
             self.upgrades += 1
+            if self.script is not None and self.upgrades == 1:  # later ones stall
+                self._play(conn)
+                return
             # never read again: the peer is dead but the TCP connection stays open
             self.stopping.wait()
         except (OSError, ssl.SSLError):
             return
+
+    def _play(self, conn: Any) -> None:
+        import wsproto
+
+        events: list[Any] = []
+        self.received.append(events)
+        client = wsproto.Connection(wsproto.ConnectionType.SERVER)  # decodes the client's frames
+        assert self.script is not None
+        conn.sendall(self.script)
+        if self.mode == "vanish":  # gone without a close frame or TLS close_notify
+            conn.close()
+            return
+        while not self.stopping.is_set():
+            data = conn.recv(65536)
+            if not data:
+                return
+            client.receive_data(data)
+            events.extend(client.events())

@@ -3,8 +3,9 @@
 What it binds
 -------------
 ``regulator.fsm.ConnectionMachine`` to a real socket: httpx opens the TCP/TLS connection and
-performs the HTTP upgrade, httpx-ws (with our session, ``_session.py``) moves frames. The
-machine decides the lifecycle; this wing only does what its actions say.
+performs the HTTP upgrade, httpx-ws (with our session, ``_session.py``) writes frames and our
+reader, with its own decoder (``_frames.py``), reads them. The machine decides the
+lifecycle; this wing only does what its actions say.
 
 May import: ``regulator.fsm``, the shared ``adapters/_*`` helpers, anyio, httpx, httpx-ws,
 wsproto, certifi. Never another wing,
@@ -14,7 +15,8 @@ Data flow
 ---------
 ::
 
-    network --bytes--> _transport (counts, keeps the SSL reason) --> httpx-ws/_session (frames)
+    network --bytes--> _transport (counts, keeps the SSL reason) --> _session's reader
+        --> _frames (decodes server frames: messages, ping/pong/close, or a close code)
         --> _socket.ResilientWebSocket: message --> _buffer (bounded) --> host's ``async for``
                                         fault   --> _classify --> ConnectionFailed --> machine
     machine --actions (Connect, Wait, SendPing, RaiseAlarm, ...)--> _socket does them

@@ -54,6 +54,16 @@ class MessageBuffer(Generic[Message]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def offer(self, item: Message) -> bool:
+        """Append ``item`` if there is room (the reader's fast path, no await); else False."""
+        items = self._items
+        if len(items) >= self.size:
+            return False
+        items.append(item)
+        if len(items) == 1:  # a consumer only ever waits on an empty (or paused) buffer
+            self._readable.set()
+        return True
+
     async def put(self, item: Message) -> Message | None:
         """Buffer ``item``; return the message dropped to make room (``drop_oldest``), so a
         caller that knows what messages mean can report the loss (None: nothing dropped)."""
@@ -87,6 +97,18 @@ class MessageBuffer(Generic[Message]):
         self.paused = False
         self._readable.set()
 
+    def get_nowait(self) -> Message:
+        """The next message if one may be taken now; else raises ``anyio.WouldBlock``."""
+        items = self._items
+        if not items or (self.paused and not self.closed):
+            raise anyio.WouldBlock
+        was_full = len(items) >= self.size
+        item = items.popleft()
+        self.delivered += 1
+        if was_full:  # a ``block`` put waits only on a full buffer
+            self._writable.set()
+        return item
+
     async def get(self) -> Message:
         """The next message; raises ``anyio.EndOfStream`` once closed and drained."""
         while not self._items or (self.paused and not self.closed):
@@ -94,10 +116,7 @@ class MessageBuffer(Generic[Message]):
                 raise anyio.EndOfStream
             self._readable = anyio.Event()
             await self._readable.wait()
-        item = self._items.popleft()
-        self.delivered += 1
-        self._writable.set()
-        return item
+        return self.get_nowait()
 
     def close(self) -> None:
         self.closed = True
