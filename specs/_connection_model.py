@@ -12,6 +12,10 @@ configuration with::
 
     TestMyConnection = connection_lifecycle_spec(load_config("prod.toml").connection).TestCase
     TestMyConnection.settings = settings(max_examples=200, stateful_step_count=60)
+
+``machine_class`` checks a host's own subclass of the machine instead. The returned class
+records which declared transitions (source, event, target) its examples exercised
+(:func:`regulator.specs.coverage_report`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..fsm import (
     TransportConnected,
     Wait,
 )
+from ._coverage import TransitionRecorder
 
 __all__ = [
     "CONNECTION_TABLE",
@@ -190,13 +195,22 @@ def connection_configs(draw_jitter: bool = True) -> st.SearchStrategy[Connection
 
 def connection_lifecycle_spec(
     config: ConnectionConfig | None = None,
+    *,
+    machine_class: type[ConnectionMachine] = ConnectionMachine,
 ) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
 
-    With ``config`` None each run draws a config from :func:`connection_configs`.
+    With ``config`` None each run draws a config from :func:`connection_configs`;
+    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    in a short example on any valid config: time jumps to the next deadline or by any
+    fraction of the config's longest period, and a failed attempt can be followed by its
+    retry in one step.
     """
+    recorder = TransitionRecorder(machine_class)
 
     class ConnectionLifecycle(RuleBasedStateMachine):
+        transitions = recorder
+
         def __init__(self) -> None:
             super().__init__()
             self.machine: ConnectionMachine | None = None
@@ -205,15 +219,18 @@ def connection_lifecycle_spec(
             self.seen_closed = False
             self.actions: list[Any] = []
 
-        # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config
-        @precondition(lambda self: self.machine is None)
+        # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config.
+        # Once a machine is closed a fresh one starts, so one example covers many lifecycles.
+        @precondition(lambda self: self.model is None or self.model.state == "closed")
         @rule(
             cfg=connection_configs() if config is None else st.just(config),
             seed=st.integers(0, 2**16),
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
-            self.machine = ConnectionMachine(cfg, rng=random.Random(seed))
+            self.machine = machine_class(cfg, rng=random.Random(seed))
+            self.machine.add_listener(recorder)  # type: ignore[no-untyped-call]
             self.model = ConnectionModel(cfg)
+            self.seen_closed = False
 
         def _m(self) -> tuple[ConnectionMachine, ConnectionModel]:
             assert self.machine is not None and self.model is not None
@@ -300,6 +317,13 @@ def connection_lifecycle_spec(
             expected = model.recover() if model.cfg.stable_after == 0.0 else False
             assert len(resolved) == int(expected), (resolved, expected)
 
+        @precondition(lambda self: self.model is not None and self.model.state == "connecting")
+        @rule()
+        def establish(self) -> None:
+            """TCP, TLS and upgrade succeed in one step: live is one rule away."""
+            self.transport_connected()
+            self.handshake_succeeded()
+
         @precondition(lambda self: self.model is not None and self.model.state == "live")
         @rule()
         def vouch_healthy(self) -> None:
@@ -328,6 +352,15 @@ def connection_lifecycle_spec(
                 )
             )
             self._model_fail(self.now, kind, retry_after)
+
+        @precondition(lambda self: self.model is not None and self.model.state in FAILABLE)
+        @rule(kind=st.sampled_from(["fatal", "banned"]), in_handshake=st.booleans())
+        def fail_hard(self, kind: str, in_handshake: bool) -> None:
+            """A failure that gives up (fatal) or alarms at once (a ban), in any state; from
+            connecting, optionally once the TCP connection is up."""
+            if in_handshake and self._m()[1].state == "connecting":
+                self.transport_connected()
+            self.fail(kind, None)
 
         @precondition(lambda self: self.model is not None and self.model.state != "closed")
         @rule()
@@ -375,8 +408,55 @@ def connection_lifecycle_spec(
         @rule(dt=st.floats(0.0, 120.0))
         def advance(self, dt: float) -> None:
             """Time passes; the model fires its deadlines in order, like the rules say."""
+            self._advance_to(self.now + dt)
+
+        @precondition(
+            lambda self: self.model is not None and self._model_next(self.model) is not None
+        )
+        @rule(late=st.sampled_from([0.0, 0.0, 1e-3]))
+        def advance_to_deadline(self, late: float) -> None:
+            """Time jumps to the next deadline (a retry, a ping, a missing pong, a handshake
+            past its deadline, the moment a connection becomes healthy), whatever the config."""
             _, model = self._m()
-            target = self.now + dt
+            due = self._model_next(model)
+            assert due is not None
+            self._advance_to(max(self.now, due) + late)
+
+        @precondition(lambda self: self.model is not None)
+        @rule(fraction=st.floats(0.0, 2.0))
+        def jump(self, fraction: float) -> None:
+            """Time jumps by any fraction of the config's longest period (an alarm window
+            expiring, a backoff capped at max_delay)."""
+            _, model = self._m()
+            cfg = model.cfg
+            horizon = max(
+                cfg.alarm_window,
+                cfg.max_delay,
+                cfg.ping_interval + cfg.pong_timeout,
+                cfg.handshake_timeout,
+                cfg.stable_after,
+            )
+            self._advance_to(self.now + fraction * horizon)
+
+        @precondition(lambda self: self.model is not None and self.model.state in FAILABLE)
+        @rule(
+            kind=st.sampled_from(
+                [k.value for k in FailureKind if k.value not in ("fatal", "server_closed")]
+            ),
+            connected=st.booleans(),
+        )
+        def failed_attempt(self, kind: str, connected: bool) -> None:
+            """A failed reconnect attempt and its retry, in one step (R1.1, R1.3)."""
+            _, model = self._m()
+            self.fail(kind, None)
+            if model.state in ("backing_off", "alarmed"):
+                assert model.retry_at is not None
+                self._advance_to(model.retry_at)
+                if connected and model.state == "connecting":
+                    self.transport_connected()
+
+        def _advance_to(self, target: float) -> None:
+            _, model = self._m()
             actions = self._apply(Tick(now=target))
             index = 0
             while True:
