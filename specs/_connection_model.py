@@ -455,6 +455,44 @@ def connection_lifecycle_spec(
                 if connected and model.state == "connecting":
                     self.transport_connected()
 
+        @precondition(lambda self: self.model is not None and self.model.state != "closed")
+        @rule(pick=st.integers(0, 5))
+        def take_declared_transition(self, pick: int) -> None:
+            """Take one of the transitions declared out of the current state, each as likely
+            as the others: the rare ones (a fatal failure mid-handshake, a stop while backing
+            off) are as close as the common ones, like XState's model-based test paths."""
+            _, model = self._m()
+            choices = sorted(t for t in recorder.declared if t[0] == model.state)
+            if not choices:
+                return
+            _, event, target = choices[pick % len(choices)]
+            if event == "fail":
+                kind = {"closed": "fatal", "alarmed": "banned"}.get(target, "ssl")
+                self.fail(kind, None)
+            elif event == "retry":
+                self.advance_to_deadline(0.0)
+            elif event in ("start", "transport_connected", "handshake_succeeded", "stop"):
+                getattr(self, event)()
+
+        @precondition(
+            lambda self: self.model is not None and self.model.state in ("backing_off", "alarmed")
+        )
+        @rule(vouched=st.booleans())
+        def reconnect_healthy(self, vouched: bool) -> None:
+            """The retry succeeds and the connection becomes healthy, in one step: the counter
+            reset (R1.4) and the end of an alarm's episode (R1.3) are one rule away."""
+            _, model = self._m()
+            assert model.retry_at is not None
+            self._advance_to(model.retry_at)
+            if model.state != "connecting":
+                return
+            self.establish()
+            if vouched:
+                self.vouch_healthy()
+            elif not model.recovered:
+                assert model.live_since is not None
+                self._advance_to(model.live_since + model.cfg.stable_after)
+
         def _advance_to(self, target: float) -> None:
             _, model = self._m()
             actions = self._apply(Tick(now=target))
@@ -473,6 +511,7 @@ def connection_lifecycle_spec(
                 ):
                     # R1.4 with stable_after; it ends an alarm's episode (R1.3)
                     if model.recover():
+                        assert index < len(actions), actions
                         assert isinstance(actions[index], ResolveAlarm), actions[index:]
                         index += 1
                     continue

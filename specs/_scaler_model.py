@@ -244,6 +244,28 @@ def scaler_lifecycle_spec(
             self.steps(True, count - model.streak if until == "halving" else count)
 
         @precondition(lambda self: self.machine is not None)
+        @rule(pick=st.integers(0, 5))
+        def take_declared_transition(self, pick: int) -> None:
+            """Drive one of the transitions declared out of the current state, each as likely
+            as the others (an extra halving while over the threshold is as close as a
+            calibration)."""
+            _, model = self._both()
+            choices = sorted(t for t in recorder.declared if t[0] == model.state)
+            if not choices:
+                return
+            event = choices[pick % len(choices)][1]
+            if event in ("calibrated", "settle", "resume"):
+                self.steps(False, 1)
+            elif event == "exceed":
+                self.resync("threshold", 2.0)
+            elif event == "recover":
+                self.resync("threshold", 0.5)
+            elif event == "reset_scale":
+                self.end_epoch(True)
+            elif event == "halve":
+                self.overflow_run("halving")
+
+        @precondition(lambda self: self.machine is not None)
         @rule()
         def grow(self) -> None:
             """Clean steps up to and including the next growth, in one rule (R2.2)."""

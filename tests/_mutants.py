@@ -132,7 +132,6 @@ CONNECTION_MUTANTS: dict[str, ConnectionMutant] = {
     "first ping late (R1.2)": _late_first_ping,
     "ping interval x 2 (R1.2)": _connection_config(ping_interval=lambda c: c.ping_interval * 2),
     "pong timeout x 2 (R1.2)": _connection_config(pong_timeout=lambda c: c.pong_timeout * 2),
-    "alarm window / 2 (R1.3)": _connection_config(alarm_window=lambda c: c.alarm_window / 2),
     "history size + 1 (R3.3)": _connection_config(history_size=lambda c: c.history_size + 1),
     "stable_after x 2 (R1.4 healthy)": _connection_config(
         stable_after=lambda c: c.stable_after * 2 + 1
@@ -160,6 +159,20 @@ def _initial_scale_boundary(mp: pytest.MonkeyPatch) -> type[ScalerMachine]:
         if trainable_parameters <= self.small_model_params:  # R2.1 says <
             return self.small_model_scale
         if trainable_parameters <= self.large_model_params:
+            return self.medium_model_scale
+        return self.large_model_scale
+
+    mp.setattr(ScalerConfig, "initial_scale_for", broken)
+    return ScalerMachine
+
+
+def _large_boundary(mp: pytest.MonkeyPatch) -> type[ScalerMachine]:
+    def broken(self: ScalerConfig, trainable_parameters: int | None) -> float:
+        if self.init_scale_strategy == "fixed" or trainable_parameters is None:
+            return self.init_scale
+        if trainable_parameters < self.small_model_params:
+            return self.small_model_scale
+        if trainable_parameters < self.large_model_params:  # R2.1 says up to large inclusive
             return self.medium_model_scale
         return self.large_model_scale
 
@@ -196,6 +209,7 @@ def _never_over_threshold(mp: pytest.MonkeyPatch) -> type[ScalerMachine]:
 
 SCALER_MUTANTS: dict[str, ScalerMutant] = {
     "initial scale boundary <= small (R2.1)": _initial_scale_boundary,
+    "initial scale boundary < large (R2.1)": _large_boundary,
     "reset to 100 % of initial (R2.3)": _reset_to_full,
     "reset fraction / 2 (R2.3)": _scaler_config(reset_fraction=lambda c: c.reset_fraction / 2),
     "reset after one more epoch (R2.3)": _scaler_config(
