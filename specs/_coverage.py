@@ -7,7 +7,13 @@ from typing import Any
 
 from statemachine import StateMachine
 
-__all__ = ["Transition", "TransitionRecorder", "coverage_report", "declared_transitions"]
+__all__ = [
+    "Transition",
+    "TransitionRecorder",
+    "coverage_report",
+    "declared_transitions",
+    "next_transition",
+]
 
 #: (source state, event, target state), by state id.
 Transition = tuple[str, str, str]
@@ -21,6 +27,31 @@ def declared_transitions(machine_class: type[StateMachine]) -> frozenset[Transit
         for transition in state.transitions
         for event in transition.events
     )
+
+
+def next_transition(
+    declared: frozenset[Transition], taken: set[Transition], state: str, pick: int = 0
+) -> Transition | None:
+    """The first transition of a shortest path from ``state`` to a declared transition not in
+    ``taken`` (breadth first, guards ignored); ``pick`` chooses among the nearest such
+    transitions. None when every reachable one was taken."""
+    paths: dict[str, Transition | None] = {state: None}
+    frontier = [state]
+    while frontier:
+        following: list[str] = []
+        nearest: list[Transition] = []
+        for here in frontier:
+            for transition in sorted(t for t in declared if t[0] == here):
+                first = paths[here] or transition
+                if transition not in taken:
+                    nearest.append(first)
+                if transition[2] not in paths:
+                    paths[transition[2]] = first
+                    following.append(transition[2])
+        if nearest:
+            return nearest[pick % len(nearest)]
+        frontier = following
+    return None
 
 
 class TransitionRecorder:
