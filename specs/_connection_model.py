@@ -414,14 +414,17 @@ def connection_lifecycle_spec(
         @precondition(
             lambda self: self.model is not None and self._model_next(self.model) is not None
         )
-        @rule(late=st.sampled_from([0.0, 0.0, 1e-3]))
-        def advance_to_deadline(self, late: float) -> None:
-            """Time jumps to the next deadline (a retry, a ping, a missing pong, a handshake
-            past its deadline, the moment a connection becomes healthy), whatever the config."""
+        @rule(late=st.sampled_from([0.0, 0.0, 1e-3]), count=st.integers(1, 3))
+        def advance_to_deadline(self, late: float, count: int = 1) -> None:
+            """Time jumps to the next deadline, ``count`` times (a retry, a ping, a missing
+            pong, a handshake past its deadline, the moment a connection becomes healthy),
+            whatever the config."""
             _, model = self._m()
-            due = self._model_next(model)
-            assert due is not None
-            self._advance_to(max(self.now, due) + late)
+            for _ in range(count):
+                due = self._model_next(model)
+                if due is None:
+                    return
+                self._advance_to(max(self.now, due) + late)
 
         @precondition(lambda self: self.model is not None)
         @rule(fraction=st.floats(0.0, 2.0))
