@@ -487,8 +487,8 @@ def connection_lifecycle_spec(
         @precondition(
             lambda self: self.model is not None and self.model.state in ("backing_off", "alarmed")
         )
-        @rule(vouched=st.booleans())
-        def reconnect_healthy(self, vouched: bool) -> None:
+        @rule(vouched=st.booleans(), then_ping=st.booleans())
+        def reconnect_healthy(self, vouched: bool, then_ping: bool = False) -> None:
             """The retry succeeds and the connection becomes healthy, in one step: the counter
             reset (R1.4) and the end of an alarm's episode (R1.3) are one rule away."""
             _, model = self._m()
@@ -502,6 +502,8 @@ def connection_lifecycle_spec(
             elif not model.recovered:
                 assert model.live_since is not None
                 self._advance_to(model.live_since + model.cfg.stable_after)
+            if then_ping and model.state == "live":
+                self.advance_to_deadline(0.0, 1)  # the first ping (R1.2)
 
         def _advance_to(self, target: float) -> None:
             _, model = self._m()
