@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from regulator.fsm import ConnectionConfig, ConnectionMachine, ScalerConfig
 from regulator.fsm._scaler import ScalerMachine
-from regulator.specs import connection_lifecycle_spec, coverage_report, scaler_lifecycle_spec
+from regulator.specs import (
+    connection_lifecycle_spec,
+    coverage_report,
+    declared_transitions,
+    next_transition,
+    scaler_lifecycle_spec,
+)
 
 #: The documented settings, made deterministic. A mutant is judged on the first failing
 #: example: shrinking would only make the report prettier.
@@ -117,11 +123,24 @@ def test_the_default_suites_exercise_every_declared_transition() -> None:
 
 def test_a_host_subclass_is_what_the_suite_checks() -> None:
     """machine_class is the class driven, and the report names it."""
+    made: list[ConnectionMachine] = []
 
     class HostMachine(ConnectionMachine):
-        pass
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
 
     spec = connection_lifecycle_spec(ConnectionConfig(), machine_class=HostMachine)
     run_state_machine_as_test(spec, settings=DOCUMENTED)
+    assert made
     assert coverage_report(spec).startswith("HostMachine: ")
-    assert ScalerMachine is not HostMachine
+
+
+def test_next_transition_walks_a_shortest_path_to_an_untaken_transition() -> None:
+    """From idle with only start taken, the path to connecting's transitions starts with it."""
+    declared = declared_transitions(ConnectionMachine)
+    taken = {t for t in declared if t[0] == "idle"}
+    step = next_transition(declared, taken, "idle")
+    assert step == ("idle", "start", "connecting")
+    assert next_transition(declared, set(declared), "idle") is None
+    assert ScalerMachine.__name__ in coverage_report(scaler_lifecycle_spec())
