@@ -448,16 +448,27 @@ def connection_lifecycle_spec(
                 [k.value for k in FailureKind if k.value not in ("fatal", "server_closed")]
             ),
             connected=st.booleans(),
+            run=st.sampled_from(["one", "one", "past_history", "past_alarm"]),
         )
-        def failed_attempt(self, kind: str, connected: bool) -> None:
-            """A failed reconnect attempt and its retry, in one step (R1.1, R1.3)."""
+        def failed_attempt(self, kind: str, connected: bool, run: str = "one") -> None:
+            """A failed reconnect attempt and its retry, in one step (R1.1, R1.3); or a run
+            of them, one more than the history keeps (R3.3) or than the alarm allows (R1.3),
+            whatever the config's counts."""
             _, model = self._m()
-            self.fail(kind, None)
-            if model.state in ("backing_off", "alarmed"):
-                assert model.retry_at is not None
-                self._advance_to(model.retry_at)
-                if connected and model.state == "connecting":
-                    self.transport_connected()
+            count = {
+                "one": 1,
+                "past_history": model.cfg.history_size + 1,
+                "past_alarm": model.cfg.alarm_failures + 1,
+            }[run]
+            for _ in range(count):
+                if model.state not in FAILABLE:
+                    return
+                self.fail(kind, None)
+                if model.state in ("backing_off", "alarmed"):
+                    assert model.retry_at is not None
+                    self._advance_to(model.retry_at)
+                    if connected and model.state == "connecting":
+                        self.transport_connected()
 
         @precondition(lambda self: self.model is not None and self.model.state != "closed")
         @rule(picks=st.lists(st.integers(0, 8), min_size=1, max_size=12))
