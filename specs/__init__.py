@@ -8,6 +8,10 @@ from ._connection_model import CONNECTION_TABLE as CONNECTION_TABLE
 from ._connection_model import ConnectionModel as ConnectionModel
 from ._connection_model import connection_configs as connection_configs
 from ._connection_model import connection_lifecycle_spec as connection_lifecycle_spec
+from ._coverage import TransitionRecorder as TransitionRecorder
+from ._coverage import coverage_report as coverage_report
+from ._coverage import declared_transitions as declared_transitions
+from ._coverage import next_transition as next_transition
 from ._scaler_model import ScalerModel as ScalerModel
 from ._scaler_model import scaler_configs as scaler_configs
 from ._scaler_model import scaler_lifecycle_spec as scaler_lifecycle_spec
@@ -17,8 +21,12 @@ __all__ = [
     "CONNECTION_TABLE",
     "ConnectionModel",
     "ScalerModel",
+    "TransitionRecorder",
     "connection_configs",
     "connection_lifecycle_spec",
+    "coverage_report",
+    "declared_transitions",
+    "next_transition",
     "scaler_configs",
     "scaler_lifecycle_spec",
     "torch_update",

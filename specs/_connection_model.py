@@ -12,6 +12,10 @@ configuration with::
 
     TestMyConnection = connection_lifecycle_spec(load_config("prod.toml").connection).TestCase
     TestMyConnection.settings = settings(max_examples=200, stateful_step_count=60)
+
+``machine_class`` checks a host's own subclass of the machine instead. The returned class
+records which declared transitions (source, event, target) its examples exercised
+(:func:`regulator.specs.coverage_report`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..fsm import (
     TransportConnected,
     Wait,
 )
+from ._coverage import TransitionRecorder, next_transition
 
 __all__ = [
     "CONNECTION_TABLE",
@@ -190,13 +195,22 @@ def connection_configs(draw_jitter: bool = True) -> st.SearchStrategy[Connection
 
 def connection_lifecycle_spec(
     config: ConnectionConfig | None = None,
+    *,
+    machine_class: type[ConnectionMachine] = ConnectionMachine,
 ) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
 
-    With ``config`` None each run draws a config from :func:`connection_configs`.
+    With ``config`` None each run draws a config from :func:`connection_configs`;
+    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    in a short example on any valid config: time jumps to the next deadline or by any
+    fraction of the config's longest period, and a failed attempt can be followed by its
+    retry in one step.
     """
+    recorder = TransitionRecorder(machine_class)
 
     class ConnectionLifecycle(RuleBasedStateMachine):
+        transitions = recorder
+
         def __init__(self) -> None:
             super().__init__()
             self.machine: ConnectionMachine | None = None
@@ -204,16 +218,20 @@ def connection_lifecycle_spec(
             self.now = 0.0
             self.seen_closed = False
             self.actions: list[Any] = []
+            self.taken: set[tuple[str, str, str]] = set()
 
-        # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config
-        @precondition(lambda self: self.machine is None)
+        # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config.
+        # Once a machine is closed a fresh one starts, so one example covers many lifecycles.
+        @precondition(lambda self: self.model is None or self.model.state == "closed")
         @rule(
             cfg=connection_configs() if config is None else st.just(config),
             seed=st.integers(0, 2**16),
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
-            self.machine = ConnectionMachine(cfg, rng=random.Random(seed))
+            self.machine = machine_class(cfg, rng=random.Random(seed))
+            self.machine.add_listener(recorder)  # type: ignore[no-untyped-call]
             self.model = ConnectionModel(cfg)
+            self.seen_closed = False
 
         def _m(self) -> tuple[ConnectionMachine, ConnectionModel]:
             assert self.machine is not None and self.model is not None
@@ -300,6 +318,13 @@ def connection_lifecycle_spec(
             expected = model.recover() if model.cfg.stable_after == 0.0 else False
             assert len(resolved) == int(expected), (resolved, expected)
 
+        @precondition(lambda self: self.model is not None and self.model.state == "connecting")
+        @rule()
+        def establish(self) -> None:
+            """TCP, TLS and upgrade succeed in one step: live is one rule away."""
+            self.transport_connected()
+            self.handshake_succeeded()
+
         @precondition(lambda self: self.model is not None and self.model.state == "live")
         @rule()
         def vouch_healthy(self) -> None:
@@ -328,6 +353,15 @@ def connection_lifecycle_spec(
                 )
             )
             self._model_fail(self.now, kind, retry_after)
+
+        @precondition(lambda self: self.model is not None and self.model.state in FAILABLE)
+        @rule(kind=st.sampled_from(["fatal", "banned"]), in_handshake=st.booleans())
+        def fail_hard(self, kind: str, in_handshake: bool) -> None:
+            """A failure that gives up (fatal) or alarms at once (a ban), in any state; from
+            connecting, optionally once the TCP connection is up."""
+            if in_handshake and self._m()[1].state == "connecting":
+                self.transport_connected()
+            self.fail(kind, None)
 
         @precondition(lambda self: self.model is not None and self.model.state != "closed")
         @rule()
@@ -375,8 +409,115 @@ def connection_lifecycle_spec(
         @rule(dt=st.floats(0.0, 120.0))
         def advance(self, dt: float) -> None:
             """Time passes; the model fires its deadlines in order, like the rules say."""
+            self._advance_to(self.now + dt)
+
+        @precondition(
+            lambda self: self.model is not None and self._model_next(self.model) is not None
+        )
+        @rule(late=st.sampled_from([0.0, 0.0, 1e-3]), count=st.integers(1, 3))
+        def advance_to_deadline(self, late: float, count: int = 1) -> None:
+            """Time jumps to the next deadline, ``count`` times (a retry, a ping, a missing
+            pong, a handshake past its deadline, the moment a connection becomes healthy),
+            whatever the config."""
             _, model = self._m()
-            target = self.now + dt
+            for _ in range(count):
+                due = self._model_next(model)
+                if due is None:
+                    return
+                self._advance_to(max(self.now, due) + late)
+
+        @precondition(lambda self: self.model is not None)
+        @rule(fraction=st.floats(0.0, 2.0))
+        def jump(self, fraction: float) -> None:
+            """Time jumps by any fraction of the config's longest period (an alarm window
+            expiring, a backoff capped at max_delay)."""
+            _, model = self._m()
+            cfg = model.cfg
+            horizon = max(
+                cfg.alarm_window,
+                cfg.max_delay,
+                cfg.ping_interval + cfg.pong_timeout,
+                cfg.handshake_timeout,
+                cfg.stable_after,
+            )
+            self._advance_to(self.now + fraction * horizon)
+
+        @precondition(lambda self: self.model is not None and self.model.state in FAILABLE)
+        @rule(
+            kind=st.sampled_from(
+                [k.value for k in FailureKind if k.value not in ("fatal", "server_closed")]
+            ),
+            connected=st.booleans(),
+            run=st.sampled_from(["one", "one", "past_history", "past_alarm"]),
+        )
+        def failed_attempt(self, kind: str, connected: bool, run: str = "one") -> None:
+            """A failed reconnect attempt and its retry, in one step (R1.1, R1.3); or a run
+            of them, one more than the history keeps (R3.3) or than the alarm allows (R1.3),
+            whatever the config's counts."""
+            _, model = self._m()
+            count = {
+                "one": 1,
+                "past_history": model.cfg.history_size + 1,
+                "past_alarm": model.cfg.alarm_failures + 1,
+            }[run]
+            for _ in range(count):
+                if model.state not in FAILABLE:
+                    return
+                self.fail(kind, None)
+                if model.state in ("backing_off", "alarmed"):
+                    assert model.retry_at is not None
+                    self._advance_to(model.retry_at)
+                    if connected and model.state == "connecting":
+                        self.transport_connected()
+
+        @precondition(lambda self: self.model is not None and self.model.state != "closed")
+        @rule(picks=st.lists(st.integers(0, 8), min_size=1, max_size=12))
+        def walk_declared_transitions(self, picks: list[int]) -> None:
+            """Model-based test paths, like XState's: a few steps along a shortest
+            path of declared transitions to one this example has not taken yet, so the rare
+            ones (a fatal failure mid-handshake, a stop while backing off) are as close as the
+            common ones. Guards are the machine's: a step may land elsewhere; the path is
+            planned again from there."""
+            _, model = self._m()
+            for pick in picks:
+                choice = next_transition(recorder.declared, self.taken, model.state, pick)
+                if choice is None:
+                    return
+                self.taken.add(choice)  # also when a guard sends it elsewhere: no loop
+                _, event, target = choice
+                if event == "fail":
+                    kind = {"closed": "fatal", "alarmed": "banned"}.get(target, "ssl")
+                    self.fail(kind, None)
+                elif event == "retry":
+                    self.advance_to_deadline(0.0)
+                elif event in ("start", "transport_connected", "handshake_succeeded", "stop"):
+                    getattr(self, event)()
+                else:
+                    return  # an event a host's subclass added: not driven here
+
+        @precondition(
+            lambda self: self.model is not None and self.model.state in ("backing_off", "alarmed")
+        )
+        @rule(vouched=st.booleans(), then_ping=st.booleans())
+        def reconnect_healthy(self, vouched: bool, then_ping: bool = False) -> None:
+            """The retry succeeds and the connection becomes healthy, in one step: the counter
+            reset (R1.4) and the end of an alarm's episode (R1.3) are one rule away."""
+            _, model = self._m()
+            assert model.retry_at is not None
+            self._advance_to(model.retry_at)
+            if model.state != "connecting":
+                return
+            self.establish()
+            if vouched:
+                self.vouch_healthy()
+            elif not model.recovered:
+                assert model.live_since is not None
+                self._advance_to(model.live_since + model.cfg.stable_after)
+            if then_ping and model.state == "live":
+                self.advance_to_deadline(0.0, 1)  # the first ping (R1.2)
+
+        def _advance_to(self, target: float) -> None:
+            _, model = self._m()
             actions = self._apply(Tick(now=target))
             index = 0
             while True:
@@ -393,6 +534,7 @@ def connection_lifecycle_spec(
                 ):
                     # R1.4 with stable_after; it ends an alarm's episode (R1.3)
                     if model.recover():
+                        assert index < len(actions), actions
                         assert isinstance(actions[index], ResolveAlarm), actions[index:]
                         index += 1
                     continue

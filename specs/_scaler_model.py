@@ -8,6 +8,8 @@ configuration with::
 
     from regulator.specs import scaler_lifecycle_spec
     TestMyScaler = scaler_lifecycle_spec(my_scaler_config, initial_scale=2.0**16).TestCase
+
+``machine_class`` checks a host's own subclass of the machine instead.
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from ..fsm import ScalerConfig
 from ..fsm._scaler import Anomaly, ScalerMachine, SetScale
+from ._coverage import TransitionRecorder, next_transition
 
-__all__ = ["ScalerModel", "scaler_configs", "scaler_lifecycle_spec", "torch_update"]
+__all__ = [
+    "ScalerModel",
+    "initial_scale_by_size",
+    "scaler_configs",
+    "scaler_lifecycle_spec",
+    "torch_update",
+]
 
 _F32 = struct.Struct("f")
 
@@ -100,6 +109,15 @@ class ScalerModel:
             self.state = "stable"
         return self.scale
 
+    def resync(self, scale: float) -> None:
+        """The host tells the scale read back from the device."""
+        self.scale = scale
+        if self.state == "stable" and scale > self.cfg.max_scale_threshold:  # R2.3
+            self.state = "over_threshold"
+            self.warnings.append("over_threshold")
+        elif self.state == "over_threshold" and scale <= self.cfg.max_scale_threshold:
+            self.state = "stable"
+
     def end_epoch(self) -> float:
         if self.state != "over_threshold":
             self.epochs_over = 0
@@ -138,18 +156,42 @@ def scaler_configs() -> st.SearchStrategy[ScalerConfig]:
     )
 
 
+def initial_scale_by_size(cfg: ScalerConfig, parameters: int | None) -> float:
+    """R2.1 as written: fewer than small -> small scale, up to large inclusive -> medium."""
+    if cfg.init_scale_strategy == "fixed" or parameters is None:
+        return cfg.init_scale
+    if parameters < cfg.small_model_params:
+        return cfg.small_model_scale
+    if parameters > cfg.large_model_params:
+        return cfg.large_model_scale
+    return cfg.medium_model_scale
+
+
 def scaler_lifecycle_spec(
-    config: ScalerConfig | None = None, *, initial_scale: float | None = None
+    config: ScalerConfig | None = None,
+    *,
+    initial_scale: float | None = None,
+    machine_class: type[ScalerMachine] = ScalerMachine,
 ) -> type[RuleBasedStateMachine]:
-    """A ``RuleBasedStateMachine`` checking ScalerMachine against :class:`ScalerModel`."""
+    """A ``RuleBasedStateMachine`` checking ScalerMachine against :class:`ScalerModel`.
+
+    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    in a short example on any valid config: a rule runs clean steps up to the next growth at
+    once, and another sets the scale near the threshold, the floor or the initial scale
+    through ``resync`` (what a host does with the scale read back from the device).
+    """
+    recorder = TransitionRecorder(machine_class)
 
     class ScalerLifecycle(RuleBasedStateMachine):
+        transitions = recorder
+
         def __init__(self) -> None:
             super().__init__()
             self.machine: ScalerMachine | None = None
             self.model: ScalerModel | None = None
             self.scale = 0.0
             self.tracker = 0
+            self.taken: set[tuple[str, str, str]] = set()
 
         @precondition(lambda self: self.machine is None)
         @rule(
@@ -160,7 +202,8 @@ def scaler_lifecycle_spec(
         )
         def setup(self, cfg: ScalerConfig, initial: float) -> None:
             initial = max(initial, cfg.min_scale)
-            self.machine = ScalerMachine(cfg, initial_scale=initial)
+            self.machine = machine_class(cfg, initial_scale=initial)
+            self.machine.add_listener(recorder)  # type: ignore[no-untyped-call]
             self.model = ScalerModel(cfg, initial, scale=initial)
             self.scale = initial
 
@@ -192,16 +235,108 @@ def scaler_lifecycle_spec(
                 assert self.scale == expected, (self.scale, expected)
 
         @precondition(lambda self: self.machine is not None)
+        @rule(until=st.sampled_from(["halving", "collapse"]))
+        def overflow_run(self, until: str) -> None:
+            """Exactly enough consecutive overflows for the extra halving (R2.4) or for a
+            collapse at the floor, in one rule, whatever the config's counts."""
+            _, model = self._both()
+            cfg = model.cfg
+            count = cfg.overflow_halving_batches if until == "halving" else cfg.collapse_after
+            self.steps(True, count - model.streak if until == "halving" else count)
+
+        @precondition(lambda self: self.machine is not None)
+        @rule(picks=st.lists(st.integers(0, 8), min_size=1, max_size=12))
+        def walk_declared_transitions(self, picks: list[int]) -> None:
+            """Model-based test paths: a few steps along a shortest path of
+            declared transitions to one this example has not taken yet (an extra halving
+            while over the threshold is as close as a calibration)."""
+            _, model = self._both()
+            for pick in picks:
+                choice = next_transition(recorder.declared, self.taken, model.state, pick)
+                if choice is None:
+                    return
+                self.taken.add(choice)  # also when a guard sends it elsewhere: no loop
+                event = choice[1]
+                if event in ("calibrated", "settle", "resume"):
+                    self.steps(False, 1)
+                elif event == "exceed":
+                    self.resync("threshold", 2.0)
+                elif event == "recover":
+                    self.resync("threshold", 0.5)
+                elif event == "reset_scale":
+                    self.end_epoch(True)
+                elif event == "halve":
+                    if model.state == "over_threshold":  # stay over it through the streak
+                        cfg = model.cfg
+                        rise = (1 / cfg.backoff_factor) ** (cfg.overflow_halving_batches + 1)
+                        self.resync("threshold", rise)
+                    self.overflow_run("halving")
+                else:
+                    return  # an event a host's subclass added: not driven here
+
+        @precondition(lambda self: self.machine is not None)
         @rule()
-        def end_epoch(self) -> None:
+        def grow(self) -> None:
+            """Clean steps up to and including the next growth, in one rule (R2.2)."""
             machine, model = self._both()
-            warnings_before = len(model.warnings)
-            expected = model.end_epoch()
-            actions = machine.end_epoch()
-            self._apply(actions)
-            anomalies = [a.kind for a in actions if isinstance(a, Anomaly)]
-            assert anomalies == model.warnings[warnings_before:]
-            assert self.scale == expected
+            remaining = model.cfg.growth_interval - self.tracker
+            self.steps(False, 1)
+            if remaining > 2:
+                # after one clean step nothing changes until the growth: counters only
+                for _ in range(remaining - 2):
+                    self.tracker += 1
+                    assert machine.step(False, self.scale) is None
+            if remaining > 1:
+                self.steps(False, 1)
+
+        @precondition(lambda self: self.machine is not None)
+        @rule(
+            near=st.sampled_from(["threshold", "floor", "initial"]),
+            factor=st.sampled_from([1.0, 1.001, 0.999, 2.0, 0.5, 1.25, 64.0]),
+        )
+        def resync(self, near: str, factor: float) -> None:
+            """The host resyncs the scale to a value near the threshold, the floor or the
+            initial scale (R2.3, the floor)."""
+            machine, model = self._both()
+            base = {
+                "threshold": model.cfg.max_scale_threshold,
+                "floor": model.cfg.min_scale,
+                "initial": model.initial,
+            }[near]
+            value = f32(max(base * factor, model.cfg.min_scale))
+            if not math.isfinite(value):
+                return
+            machine.resync(value)
+            model.resync(value)
+            self.scale = value
+
+        @precondition(lambda self: self.machine is not None)
+        @rule(parameters=st.sampled_from(["small", "large"]), offset=st.sampled_from([-1, 0, 1]))
+        def initial_scale_for(self, parameters: str, offset: int) -> None:
+            """R2.1: the initial scale by model size, at the boundaries."""
+            _, model = self._both()
+            cfg = attrs.evolve(model.cfg, init_scale_strategy="by_model_size")
+            count = max(
+                0,
+                (cfg.small_model_params if parameters == "small" else cfg.large_model_params)
+                + offset,
+            )
+            assert cfg.initial_scale_for(count) == initial_scale_by_size(cfg, count)
+
+        @precondition(lambda self: self.machine is not None)
+        @rule(until_reset=st.booleans())
+        def end_epoch(self, until_reset: bool) -> None:
+            """One epoch end, or as many as an R2.3 reset needs, whatever the config's count."""
+            machine, model = self._both()
+            count = max(model.cfg.reset_after_epochs - model.epochs_over, 1) if until_reset else 1
+            for _ in range(count):
+                warnings_before = len(model.warnings)
+                expected = model.end_epoch()
+                actions = machine.end_epoch()
+                self._apply(actions)
+                anomalies = [a.kind for a in actions if isinstance(a, Anomaly)]
+                assert anomalies == model.warnings[warnings_before:]
+                assert self.scale == expected
 
         @invariant()
         def agrees_with_the_model(self) -> None:
@@ -217,6 +352,8 @@ def scaler_lifecycle_spec(
             )
             assert stats["consecutive_overflows"] == self.model.streak
             assert stats["over_threshold_epochs"] == self.model.epochs_over
+            size = self.model.cfg.history_size
+            assert [a.kind for a in self.machine.history] == self.model.warnings[-size:]
 
         @invariant()
         def scale_never_below_the_floor(self) -> None:
