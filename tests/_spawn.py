@@ -5,6 +5,10 @@ exception", SIGABRT) after the worker has finished and written its results. The 
 results, so a worker that published them and then died in teardown passes, and a worker that
 died before publishing fails, with its exit code or signal in the message. Nothing is retried.
 
+torch's teardown can also hang instead of aborting (seen here: both DDP ranks published, then
+waited on a futex in ``destroy_process_group`` for minutes): once every worker has published,
+the stragglers get ``GRACE`` seconds to exit and are then killed, judged like the aborted ones.
+
 A worker publishes with :func:`publish` (an atomic write: the file is there whole or not at
 all); the parent runs workers with :func:`spawn_ranks` (a Python function per rank, spawned)
 or :func:`run_scripts` (command lines), and gets each worker's published JSON back.
@@ -22,7 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerFailed", "publish", "run_scripts", "spawn_ranks"]
+__all__ = ["GRACE", "WorkerFailed", "publish", "run_scripts", "spawn_ranks"]
+
+#: Seconds a worker may take to exit after every worker has published its results.
+GRACE = 20.0
 
 
 class WorkerFailed(AssertionError):
@@ -43,6 +50,15 @@ def _describe(code: int | None) -> str:
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
+
+
+def _wait(out: Path, names: Sequence[str], alive: Callable[[], list[bool]], timeout: float) -> None:
+    """Until every worker exited, the deadline passed, or all published and GRACE passed."""
+    deadline = time.monotonic() + timeout
+    while any(alive()) and time.monotonic() < deadline:
+        if all((out / f"{name}.json").exists() for name in names):
+            deadline = min(deadline, time.monotonic() + GRACE)
+        time.sleep(0.05)
 
 
 def _collect(out: Path, names: Sequence[str], codes: Sequence[int | None]) -> list[Any]:
@@ -79,9 +95,8 @@ def spawn_ranks(
     ]
     for proc in procs:
         proc.start()
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        proc.join(max(0.0, deadline - time.monotonic()))
+    names = [f"rank{rank}" for rank in range(nprocs)]
+    _wait(Path(out), names, lambda: [proc.is_alive() for proc in procs], timeout)
     codes = []
     for proc in procs:
         if proc.is_alive():
@@ -90,7 +105,7 @@ def spawn_ranks(
             codes.append(None)
         else:
             codes.append(proc.exitcode)
-    return _collect(Path(out), [f"rank{rank}" for rank in range(nprocs)], codes)
+    return _collect(Path(out), names, codes)
 
 
 def run_scripts(
@@ -109,13 +124,13 @@ def run_scripts(
         subprocess.Popen(list(cmd), env={**(env or os.environ), "WORKER_NAME": name})
         for cmd, name in zip(commands, names, strict=True)
     ]
-    deadline = time.monotonic() + timeout
+    _wait(Path(out), names, lambda: [proc.poll() is None for proc in procs], timeout)
     codes: list[int | None] = []
     for proc in procs:
-        try:
-            codes.append(proc.wait(max(0.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
             proc.wait()
             codes.append(None)
+        else:
+            codes.append(proc.returncode)
     return _collect(Path(out), names, codes)

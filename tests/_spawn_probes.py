@@ -21,3 +21,8 @@ def abort_before_publishing_on_rank_1(rank: int, world: int, out: str) -> None:
 
 def hang(rank: int, world: int, out: str) -> None:
     time.sleep(600)
+
+
+def publish_then_hang(rank: int, world: int, out: str) -> None:
+    publish(out, f"rank{rank}", {"rank": rank})
+    time.sleep(600)  # what torch's gloo teardown sometimes does: a futex wait after the work
