@@ -57,7 +57,7 @@ import bisect
 import math
 import random
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from statemachine import State, StateMachine
@@ -92,6 +92,7 @@ from ._connection_events import (
 )
 from ._errors import IllegalEventError
 from ._patterns import PatternReport, detect_patterns
+from ._table import TransitionTable
 
 __all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
 
@@ -189,6 +190,11 @@ class ConnectionMachine(StateMachine):
         | alarmed.to(closed)
     )
 
+    #: True: every transition goes through python-statemachine's ``send()`` (the side-by-side
+    #: property test runs such a subclass beside the table).
+    _execute_with_send: ClassVar[bool] = False
+    _tables: ClassVar[dict[type, TransitionTable | None]] = {}
+
     # -- guards (pure: they read the precomputed decision) -------------------------------
     def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
         return decision.target == "closed"
@@ -207,6 +213,12 @@ class ConnectionMachine(StateMachine):
         self.config = config if config is not None else ConnectionConfig()
         self.rng = rng if rng is not None else random.Random()
         self._reset_counters()
+        cls = type(self)
+        if cls not in ConnectionMachine._tables:
+            ConnectionMachine._tables[cls] = (
+                None if cls._execute_with_send else TransitionTable.compile(cls)
+            )
+        self._table = ConnectionMachine._tables[cls]
         if _start_value is None:
             super().__init__()
         else:
@@ -329,10 +341,21 @@ class ConnectionMachine(StateMachine):
         self, name: str, now: float, reason: str, **kwargs: Any
     ) -> list[ConnectionAction]:
         source = self.state
-        try:
-            self.send(name, **kwargs)
-        except TransitionNotAllowed:
-            raise IllegalEventError("ConnectionMachine", name, source) from None
+        table = self._table
+        if table is None:
+            try:
+                self.send(name, **kwargs)
+            except TransitionNotAllowed:
+                raise IllegalEventError("ConnectionMachine", name, source) from None
+        else:
+            # The declaration compiled into a dict (see fsm/_table.py): the same transition,
+            # guards in declaration order, without send()'s queue and callback resolution.
+            row = table.target(self, source, name, kwargs)
+            if row is None:
+                raise IllegalEventError("ConnectionMachine", name, source)
+            self.current_state_value = row.target
+            if row.final:
+                self._engine.stop()  # as send() does on a final state: is_terminated holds
         if self.state_entered_at is not None:
             self.time_in_state[source] += now - self.state_entered_at
         self.state_entered_at = now
@@ -755,3 +778,7 @@ class ConnectionMachine(StateMachine):
                 PatternReport(**{**report, "kinds": tuple(tuple(k) for k in report["kinds"])})
             )
         return machine
+
+
+# Compiled at class creation: a subclass compiles its own on first use.
+ConnectionMachine._tables[ConnectionMachine] = TransitionTable.compile(ConnectionMachine)
