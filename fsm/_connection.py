@@ -315,8 +315,19 @@ class ConnectionMachine(StateMachine):
                 f"now: must not go backwards (got {event.now!r} after {self.last_event_at!r})"
             )
         wall = getattr(event, "wall_time", None)
-        if wall is not None:
-            self.wall_offset = wall - event.now
+        if wall is None:
+            return self._dispatch(event)
+        # The offset is learnt before the event runs (its records carry the wall time) and
+        # forgotten again when the event is refused: an illegal event changes nothing.
+        previous = self.wall_offset
+        self.wall_offset = wall - event.now
+        try:
+            return self._dispatch(event)
+        except IllegalEventError:
+            self.wall_offset = previous
+            raise
+
+    def _dispatch(self, event: ConnectionEvent) -> list[ConnectionAction]:
         if isinstance(event, Tick):
             return self._tick(event.now)
         if isinstance(event, ConnectionFailed):

@@ -11,8 +11,8 @@ and the guards called in declaration order; that is what :class:`TransitionTable
 :meth:`TransitionTable.compile` reads the declaration once per class and returns None (use
 ``send()``) for anything the table does not execute the way ``send()`` would: compound or
 parallel states, eventless or internal transitions, validators, guard expressions, explicit
-actions or invocations, or a convention callback (``on_enter_live``, ``after_transition`` ...) the class
-defines. The new state is written with ``current_state_value`` (python-statemachine's own
+actions or invocations, or a convention callback (``on_enter_live``, ``after_transition`` ...)
+the class defines. The new state is written with ``current_state_value`` (python-statemachine's own
 low-level setter), so ``configuration``, ``is_active``, the diagrams and the exporters read
 the same state; entering a top-level final state stops the engine as ``send()`` does, so
 ``is_terminated`` agrees too.
