@@ -91,7 +91,7 @@ from ._connection_events import (
     Wait,
 )
 from ._errors import IllegalEventError
-from ._patterns import PatternReport, detect_patterns
+from ._patterns import DropTracker, PatternReport
 from ._table import TransitionTable
 
 __all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
@@ -264,7 +264,8 @@ class ConnectionMachine(StateMachine):
         self.time_in_state: dict[str, float] = dict.fromkeys(CONNECTION_STATES, 0.0)
         self._window: deque[float] = deque(maxlen=cfg.alarm_failures + 1)
         self._history: deque[FailureRecord] = deque(maxlen=cfg.history_size)
-        self._drops: deque[tuple[float, str]] = deque(maxlen=PATTERN_BUFFER)
+        self._tracker = DropTracker(PATTERN_BUFFER, min_hits=cfg.pattern_min_hits)
+        self._drops = self._tracker.drops  # read-only here: the tracker adds and evicts
         self._reported: deque[PatternReport] = deque(maxlen=PATTERN_REPORTS_KEPT)
         self._last_failure_at: float | None = None
         # reconnect delays chosen, per bucket of DELAY_BUCKETS (+Inf last): for metrics
@@ -275,7 +276,11 @@ class ConnectionMachine(StateMachine):
     @property
     def state(self) -> str:
         """The current state's name (one of :data:`CONNECTION_STATES`)."""
-        return str(self.current_state_value)
+        # The model's state field, where python-statemachine keeps the current state's value
+        # (our values are the ids): read on every event, so without the two property hops of
+        # current_state_value.
+        state: str = self.model.state
+        return state
 
     @property
     def history(self) -> tuple[FailureRecord, ...]:
@@ -295,12 +300,14 @@ class ConnectionMachine(StateMachine):
         if state in ("backing_off", "alarmed"):
             return self.retry_at
         if state == "live":
-            candidates = [
-                self.pong_deadline if self.pong_deadline is not None else self.next_ping_at
-            ]
+            # the earlier of the pong (else the next ping) and the moment it becomes healthy;
+            # read by the host after every event, so no list is built
+            due = self.pong_deadline if self.pong_deadline is not None else self.next_ping_at
             if not self.recovered and self.live_since is not None:
-                candidates.append(self.live_since + self.config.stable_after)
-            return min(c for c in candidates if c is not None)
+                healthy_at = self.live_since + self.config.stable_after
+                if due is None or healthy_at < due:
+                    due = healthy_at
+            return due
         return None
 
     # -- the one entry point -------------------------------------------------------
@@ -590,16 +597,16 @@ class ConnectionMachine(StateMachine):
 
     def _analyse_drop(self, event: ConnectionFailed) -> list[ConnectionAction]:
         when = event.wall_time if event.wall_time is not None else event.now
-        self._drops.append((when, event.kind.value))
+        self._tracker.add(when, event.kind.value)
         if len(self._drops) < self.config.pattern_min_hits:
             return []
-        known = {report.key for report in self._reported}
-        found = []
-        for report in detect_patterns(list(self._drops), min_hits=self.config.pattern_min_hits):
-            if report.key not in known:
-                self._reported.append(report)
-                found.append(PatternDetected(report=report))
-        return list(found)
+        # The tracker keeps the detector's statistics up to date drop by drop (what
+        # detect_patterns would find over the whole buffer, without recomputing it).
+        found: list[ConnectionAction] = []
+        for report in self._tracker.reports(skip={report.key for report in self._reported}):
+            self._reported.append(report)
+            found.append(PatternDetected(report=report))
+        return found
 
     # -- time ------------------------------------------------------------------------
     def _tick(self, now: float) -> list[ConnectionAction]:
@@ -781,7 +788,8 @@ class ConnectionMachine(StateMachine):
         machine._window.extend(t + shift for t in snapshot["window"])
         for record in snapshot["history"]:
             machine._history.append(FailureRecord(**{**record, "at": record["at"] + shift}))
-        machine._drops.extend((t + shift, kind) for t, kind in snapshot["drops"])
+        for t, kind in snapshot["drops"]:
+            machine._tracker.add(t + shift, kind)
         machine.delay_counts = list(snapshot.get("delay_counts", machine.delay_counts))
         machine.delay_sum = float(snapshot.get("delay_sum", 0.0))
         for report in snapshot["reported"]:
