@@ -114,6 +114,8 @@ CONNECTION_STATES = (
     "closed",
 )
 
+_STATE_IDS = frozenset(CONNECTION_STATES)
+
 
 def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
     """The delay before the attempt after the ``n+1``-th consecutive failure (R1.1).
@@ -194,6 +196,15 @@ class ConnectionMachine(StateMachine):
     #: property test runs such a subclass beside the table).
     _execute_with_send: ClassVar[bool] = False
     _tables: ClassVar[dict[type, TransitionTable | None]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # python-statemachine checks every attribute set against the state ids (a state must
+        # not be overwritten); a handled event sets about ten counters, so the check is done
+        # here with one set lookup, and only a state id goes through python-statemachine's.
+        if name in _STATE_IDS:
+            super().__setattr__(name, value)  # type: ignore[no-untyped-call]
+        else:
+            object.__setattr__(self, name, value)
 
     # -- guards (pure: they read the precomputed decision) -------------------------------
     def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
