@@ -202,6 +202,15 @@ class ConnectionMachine(StateMachine):
     #: property test runs such a subclass beside the table).
     _execute_with_send: ClassVar[bool] = False
     _tables: ClassVar[dict[type, TransitionTable | None]] = {}
+    #: This instance's table (None: through send()).
+    _table: TransitionTable | None
+
+    def add_listener(self, *listeners: Any) -> Any:
+        """python-statemachine's ``add_listener``. A listener observes the callbacks ``send()``
+        runs (``after_transition`` ...), so from now on this machine's transitions go through
+        ``send()``, where every listener sees them."""
+        self._table = None
+        return super().add_listener(*listeners)  # type: ignore[no-untyped-call]
 
     def __setattr__(self, name: str, value: Any) -> None:
         # python-statemachine checks every attribute set against the state ids (a state must

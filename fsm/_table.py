@@ -11,8 +11,11 @@ and the guards called in declaration order; that is what :class:`TransitionTable
 :meth:`TransitionTable.compile` reads the declaration once per class and returns None (use
 ``send()``) for anything the table does not execute the way ``send()`` would: compound or
 parallel states, eventless or internal transitions, validators, guard expressions, explicit
-actions or invocations, or a convention callback (``on_enter_live``, ``after_transition`` ...)
-the class defines. The new state is written with ``current_state_value`` (python-statemachine's own
+actions or invocations, class-level listeners, or a convention callback (``on_enter_live``,
+``after_transition`` ...) the class defines. A machine that gets a listener at run time must
+switch to ``send()`` itself (``ConnectionMachine.add_listener`` does).
+
+The new state is written with ``current_state_value`` (python-statemachine's own
 low-level setter), so ``configuration``, ``is_active``, the diagrams and the exporters read
 the same state; entering a top-level final state stops the engine as ``send()`` does, so
 ``is_terminated`` agrees too.
@@ -84,6 +87,8 @@ class TransitionTable:
                     _Row(target.id, tuple(guards), bool(target.final and target.parent is None))
                 )
         if any(hasattr(machine, name) for name in ("prepare_event", "on_transition")):
+            return None
+        if getattr(machine, "_class_listeners", None):  # listeners declared on the class
             return None
         return cls({key: tuple(value) for key, value in rows.items()})
 

@@ -141,6 +141,27 @@ def test_subclass_with_callbacks_goes_through_send() -> None:
     assert entered == ["live"] and machine.state == "live"
 
 
+def test_a_listener_sees_every_transition() -> None:
+    """python-statemachine listeners (the property suites' transition coverage uses one) see
+    the transitions: a machine with a listener runs them through send()."""
+    seen: list[tuple[str, str, str]] = []
+
+    class Recorder:
+        def after_transition(self, event: Any, source: Any, target: Any) -> None:
+            seen.append((source.id, str(event), target.id))
+
+    machine = ConnectionMachine(ConnectionConfig(jitter=0.0))
+    machine.add_listener(Recorder())
+    machine.handle(Start(now=0.0))
+    machine.handle(TransportConnected(now=0.05))
+    machine.handle(ConnectionFailed(now=0.1, kind="network", reason="reset"))
+    assert seen == [
+        ("idle", "start", "connecting"),
+        ("connecting", "transport_connected", "handshaking"),
+        ("handshaking", "fail", "backing_off"),
+    ]
+
+
 def test_table_refuses_what_it_cannot_execute() -> None:
     class Guarded(ConnectionMachine):
         def before_start(self) -> None:
