@@ -25,8 +25,14 @@ later) and the machine fires whatever is due: the retry after a backoff, the nex
 missing pong (R1.2), a handshake past its deadline (R1.5), the moment a connection becomes
 healthy.
 
-Only lifecycle changes go through python-statemachine's ``send()`` (about 200 us each); pings,
-pongs and ticks with nothing due touch plain attributes only.
+How a transition executes: python-statemachine's declaration below is compiled once, at class
+creation, into a dict table (``fsm/_table.py``): ``(state, event) -> targets`` with their
+guards in declaration order. A lifecycle change looks its event up, calls the guards as
+``send()`` would, and writes the new state with python-statemachine's ``current_state_value``,
+so its ``configuration``, the diagrams and the exporter see it (a few us instead of ``send()``'s
+~80 us). A subclass the table cannot run exactly (it adds callbacks, validators ...) keeps
+``send()``; ``tests/fsm/test_connection_engine.py`` runs both side by side. Pings, pongs and
+ticks with nothing due touch plain attributes only.
 
 A failure is decided before anything changes: the decision (target state, delay, alarm) is
 computed from the current counters, then ``send("fail", decision=...)`` picks the transition
@@ -57,7 +63,7 @@ import bisect
 import math
 import random
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from statemachine import State, StateMachine
@@ -91,7 +97,8 @@ from ._connection_events import (
     Wait,
 )
 from ._errors import IllegalEventError
-from ._patterns import PatternReport, detect_patterns
+from ._patterns import DropTracker, PatternReport
+from ._table import TransitionTable
 
 __all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
 
@@ -112,6 +119,8 @@ CONNECTION_STATES = (
     "alarmed",
     "closed",
 )
+
+_STATE_IDS = frozenset(CONNECTION_STATES)
 
 
 def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
@@ -189,6 +198,29 @@ class ConnectionMachine(StateMachine):
         | alarmed.to(closed)
     )
 
+    #: True: every transition goes through python-statemachine's ``send()`` (the side-by-side
+    #: property test runs such a subclass beside the table).
+    _execute_with_send: ClassVar[bool] = False
+    _tables: ClassVar[dict[type, TransitionTable | None]] = {}
+    #: This instance's table (None: through send()).
+    _table: TransitionTable | None
+
+    def add_listener(self, *listeners: Any) -> Any:
+        """python-statemachine's ``add_listener``. A listener observes the callbacks ``send()``
+        runs (``after_transition`` ...), so from now on this machine's transitions go through
+        ``send()``, where every listener sees them."""
+        self._table = None
+        return super().add_listener(*listeners)  # type: ignore[no-untyped-call]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # python-statemachine checks every attribute set against the state ids (a state must
+        # not be overwritten); a handled event sets about ten counters, so the check is done
+        # here with one set lookup, and only a state id goes through python-statemachine's.
+        if name in _STATE_IDS:
+            super().__setattr__(name, value)  # type: ignore[no-untyped-call]
+        else:
+            object.__setattr__(self, name, value)
+
     # -- guards (pure: they read the precomputed decision) -------------------------------
     def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
         return decision.target == "closed"
@@ -207,6 +239,12 @@ class ConnectionMachine(StateMachine):
         self.config = config if config is not None else ConnectionConfig()
         self.rng = rng if rng is not None else random.Random()
         self._reset_counters()
+        cls = type(self)
+        if cls not in ConnectionMachine._tables:
+            ConnectionMachine._tables[cls] = (
+                None if cls._execute_with_send else TransitionTable.compile(cls)
+            )
+        self._table = ConnectionMachine._tables[cls]
         if _start_value is None:
             super().__init__()
         else:
@@ -252,7 +290,8 @@ class ConnectionMachine(StateMachine):
         self.time_in_state: dict[str, float] = dict.fromkeys(CONNECTION_STATES, 0.0)
         self._window: deque[float] = deque(maxlen=cfg.alarm_failures + 1)
         self._history: deque[FailureRecord] = deque(maxlen=cfg.history_size)
-        self._drops: deque[tuple[float, str]] = deque(maxlen=PATTERN_BUFFER)
+        self._tracker = DropTracker(PATTERN_BUFFER, min_hits=cfg.pattern_min_hits)
+        self._drops = self._tracker.drops  # read-only here: the tracker adds and evicts
         self._reported: deque[PatternReport] = deque(maxlen=PATTERN_REPORTS_KEPT)
         self._last_failure_at: float | None = None
         # reconnect delays chosen, per bucket of DELAY_BUCKETS (+Inf last): for metrics
@@ -263,7 +302,11 @@ class ConnectionMachine(StateMachine):
     @property
     def state(self) -> str:
         """The current state's name (one of :data:`CONNECTION_STATES`)."""
-        return str(self.current_state_value)
+        # The model's state field, where python-statemachine keeps the current state's value
+        # (our values are the ids): read on every event, so without the two property hops of
+        # current_state_value.
+        state: str = self.model.state
+        return state
 
     @property
     def history(self) -> tuple[FailureRecord, ...]:
@@ -283,12 +326,14 @@ class ConnectionMachine(StateMachine):
         if state in ("backing_off", "alarmed"):
             return self.retry_at
         if state == "live":
-            candidates = [
-                self.pong_deadline if self.pong_deadline is not None else self.next_ping_at
-            ]
+            # the earlier of the pong (else the next ping) and the moment it becomes healthy;
+            # read by the host after every event, so no list is built
+            due = self.pong_deadline if self.pong_deadline is not None else self.next_ping_at
             if not self.recovered and self.live_since is not None:
-                candidates.append(self.live_since + self.config.stable_after)
-            return min(c for c in candidates if c is not None)
+                healthy_at = self.live_since + self.config.stable_after
+                if due is None or healthy_at < due:
+                    due = healthy_at
+            return due
         return None
 
     # -- the one entry point -------------------------------------------------------
@@ -303,8 +348,19 @@ class ConnectionMachine(StateMachine):
                 f"now: must not go backwards (got {event.now!r} after {self.last_event_at!r})"
             )
         wall = getattr(event, "wall_time", None)
-        if wall is not None:
-            self.wall_offset = wall - event.now
+        if wall is None:
+            return self._dispatch(event)
+        # The offset is learnt before the event runs (its records carry the wall time) and
+        # forgotten again when the event is refused: an illegal event changes nothing.
+        previous = self.wall_offset
+        self.wall_offset = wall - event.now
+        try:
+            return self._dispatch(event)
+        except IllegalEventError:
+            self.wall_offset = previous
+            raise
+
+    def _dispatch(self, event: ConnectionEvent) -> list[ConnectionAction]:
         if isinstance(event, Tick):
             return self._tick(event.now)
         if isinstance(event, ConnectionFailed):
@@ -329,10 +385,21 @@ class ConnectionMachine(StateMachine):
         self, name: str, now: float, reason: str, **kwargs: Any
     ) -> list[ConnectionAction]:
         source = self.state
-        try:
-            self.send(name, **kwargs)
-        except TransitionNotAllowed:
-            raise IllegalEventError("ConnectionMachine", name, source) from None
+        table = self._table
+        if table is None:
+            try:
+                self.send(name, **kwargs)
+            except TransitionNotAllowed:
+                raise IllegalEventError("ConnectionMachine", name, source) from None
+        else:
+            # The declaration compiled into a dict (see fsm/_table.py): the same transition,
+            # guards in declaration order, without send()'s queue and callback resolution.
+            row = table.target(self, source, name, kwargs)
+            if row is None:
+                raise IllegalEventError("ConnectionMachine", name, source)
+            self.current_state_value = row.target
+            if row.final:
+                self._engine.stop()  # as send() does on a final state: is_terminated holds
         if self.state_entered_at is not None:
             self.time_in_state[source] += now - self.state_entered_at
         self.state_entered_at = now
@@ -556,16 +623,16 @@ class ConnectionMachine(StateMachine):
 
     def _analyse_drop(self, event: ConnectionFailed) -> list[ConnectionAction]:
         when = event.wall_time if event.wall_time is not None else event.now
-        self._drops.append((when, event.kind.value))
+        self._tracker.add(when, event.kind.value)
         if len(self._drops) < self.config.pattern_min_hits:
             return []
-        known = {report.key for report in self._reported}
-        found = []
-        for report in detect_patterns(list(self._drops), min_hits=self.config.pattern_min_hits):
-            if report.key not in known:
-                self._reported.append(report)
-                found.append(PatternDetected(report=report))
-        return list(found)
+        # The tracker keeps the detector's statistics up to date drop by drop (what
+        # detect_patterns would find over the whole buffer, without recomputing it).
+        found: list[ConnectionAction] = []
+        for report in self._tracker.reports(skip={report.key for report in self._reported}):
+            self._reported.append(report)
+            found.append(PatternDetected(report=report))
+        return found
 
     # -- time ------------------------------------------------------------------------
     def _tick(self, now: float) -> list[ConnectionAction]:
@@ -747,7 +814,8 @@ class ConnectionMachine(StateMachine):
         machine._window.extend(t + shift for t in snapshot["window"])
         for record in snapshot["history"]:
             machine._history.append(FailureRecord(**{**record, "at": record["at"] + shift}))
-        machine._drops.extend((t + shift, kind) for t, kind in snapshot["drops"])
+        for t, kind in snapshot["drops"]:
+            machine._tracker.add(t + shift, kind)
         machine.delay_counts = list(snapshot.get("delay_counts", machine.delay_counts))
         machine.delay_sum = float(snapshot.get("delay_sum", 0.0))
         for report in snapshot["reported"]:
@@ -755,3 +823,7 @@ class ConnectionMachine(StateMachine):
                 PatternReport(**{**report, "kinds": tuple(tuple(k) for k in report["kinds"])})
             )
         return machine
+
+
+# Compiled at class creation: a subclass compiles its own on first use.
+ConnectionMachine._tables[ConnectionMachine] = TransitionTable.compile(ConnectionMachine)

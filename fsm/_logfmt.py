@@ -8,7 +8,14 @@ significant digits; None is ``-``. Log parsers may rely on this format (R5.2).
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["format_kv", "parse_kv"]
+
+
+# One regex search instead of a generator over the five characters (the simulator writes a
+# line per lifecycle transition).
+_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
 
 
 def _value(value: object) -> str:
@@ -17,7 +24,7 @@ def _value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = f"{value:.6g}" if isinstance(value, float) else str(value)
-    if text == "" or any(c in text for c in ' "=\n\t'):
+    if text == "" or _NEEDS_QUOTES.search(text):
         escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return f'"{escaped}"'
     return text

@@ -10,8 +10,9 @@ import statistics
 import sys
 import threading
 import time
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import httpx
@@ -20,7 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _faultbed import Certs, FaultBed
 from httpx_ws import aconnect_ws
 from regulator.adapters.websocket import ResilientWebSocket
-from regulator.fsm import ConnectionConfig, load_schedule, simulate
+from regulator.fsm import (
+    ConnectionConfig,
+    ConnectionFailed,
+    ConnectionMachine,
+    HandshakeSucceeded,
+    IllegalEventError,
+    Start,
+    Tick,
+    TransportConnected,
+    load_schedule,
+    simulate,
+)
 from websockets.asyncio.server import serve
 
 KLINE = json.dumps(
@@ -233,9 +245,135 @@ def detection_and_recovery(reps: int = 3) -> dict[str, Any]:
     }
 
 
-def simulation_speed() -> list[dict[str, Any]]:
+class DictTable:
+    """The same lifecycle as a 20-line dict table with the same guards: the floor a
+    transition's execution is compared with (no bookkeeping, no actions)."""
+
+    ROWS: ClassVar[dict[tuple[str, str], list[tuple[str, str | None]]]] = {
+        ("idle", "start"): [("connecting", None)],
+        ("connecting", "transport_connected"): [("handshaking", None)],
+        ("handshaking", "handshake_succeeded"): [("live", None)],
+        **{
+            (source, "fail"): [
+                ("closed", "fatal_or_exhausted"),
+                ("alarmed", "alarm_raised"),
+                ("backing_off", None),
+            ]
+            for source in ("connecting", "handshaking", "live")
+        },
+        ("backing_off", "retry"): [("connecting", None)],
+        ("alarmed", "retry"): [("connecting", None)],
+    }
+
+    def __init__(self) -> None:
+        self.state = "idle"
+
+    def fatal_or_exhausted(self, decision: Any) -> bool:
+        return bool(decision.target == "closed")
+
+    def alarm_raised(self, decision: Any) -> bool:
+        return bool(decision.target == "alarmed")
+
+    def send(self, event: str, decision: Any = None) -> None:
+        for target, guard in self.ROWS.get((self.state, event), ()):
+            if guard is None or getattr(self, guard)(decision):
+                self.state = target
+                return
+        raise IllegalEventError("DictTable", event, self.state)
+
+
+class ViaSend(ConnectionMachine):
+    """The same machine, every transition through python-statemachine's send() (the v0.1
+    engine)."""
+
+    _execute_with_send: ClassVar[bool] = True
+
+
+def transition_cost(cycles: int = 3000, rounds: int = 7) -> dict[str, Any]:
+    """One lifecycle transition: connecting -> handshaking -> live -> (ssl drop) backing_off
+    -> (Tick at the retry) connecting, per transition. handle() does all its bookkeeping
+    (actions, deadlines, the failure record, the drop for the pattern detector); the dict
+    table only moves the state. Interleaved rounds, median us per transition."""
+    cfg = ConnectionConfig(jitter=0.0, alarm_failures=10**6, stable_after=0.0)
+
+    def machine_cycle(machine: ConnectionMachine) -> float:
+        now = machine.last_event_at or 0.0
+        start = time.perf_counter()
+        for _ in range(cycles):
+            now += 1.0
+            machine.handle(TransportConnected(now=now))
+            now += 1.0
+            machine.handle(HandshakeSucceeded(now=now))
+            now += 1.0
+            machine.handle(ConnectionFailed(now=now, kind="ssl", reason="mac"))
+            now = machine.retry_at or now
+            machine.handle(Tick(now=now))
+        return (time.perf_counter() - start) / (4 * cycles) * 1e6
+
+    def machine_steps(machine: ConnectionMachine) -> list[float]:
+        """The same cycle, each handle() timed alone (includes ~0.1 us of timer calls)."""
+        clock = time.perf_counter
+        spent = [0.0] * 4
+        now = machine.last_event_at or 0.0
+        for _ in range(cycles):
+            events: list[Any] = [
+                TransportConnected(now=now + 1.0),
+                HandshakeSucceeded(now=now + 2.0),
+                ConnectionFailed(now=now + 3.0, kind="ssl", reason="mac"),
+            ]
+            for i, event in enumerate(events):
+                start = clock()
+                machine.handle(event)
+                spent[i] += clock() - start
+            tick = Tick(now=machine.retry_at or now + 3.0)
+            start = clock()
+            machine.handle(tick)
+            spent[3] += clock() - start
+            now = tick.now
+        return [s / cycles * 1e6 for s in spent]
+
+    decision = types.SimpleNamespace(target="backing_off")
+
+    def table_cycle(table: DictTable) -> float:
+        start = time.perf_counter()
+        for _ in range(cycles):
+            table.send("transport_connected")
+            table.send("handshake_succeeded")
+            table.send("fail", decision)
+            table.send("retry")
+        return (time.perf_counter() - start) / (4 * cycles) * 1e6
+
+    fast, slow, table = ConnectionMachine(cfg), ViaSend(cfg), DictTable()
+    fast.handle(Start(now=0.0))
+    slow.handle(Start(now=0.0))
+    table.send("start")
+    times: dict[str, list[float]] = {"handle": [], "send": [], "table": []}
+    steps: list[list[float]] = []
+    for _ in range(rounds):
+        times["table"].append(table_cycle(table))
+        times["handle"].append(machine_cycle(fast))
+        times["send"].append(machine_cycle(slow))
+        steps.append(machine_steps(fast))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    names = ("transport_connected", "handshake_succeeded", "fail (ssl drop)", "retry (Tick)")
+    per_step = {name: statistics.median(s[i] for s in steps) for i, name in enumerate(names)}
+    return {
+        "cycles": cycles,
+        "rounds": rounds,
+        "table_us": med["table"],
+        "handle_us": med["handle"],
+        "send_path_us": med["send"],
+        "handle_ratio": med["handle"] / med["table"],
+        "send_path_ratio": med["send"] / med["table"],
+        "per_step_us": per_step,
+    }
+
+
+def simulation_speed(days: int = 30) -> list[dict[str, Any]]:
+    """CPU s per simulated day of each built-in schedule; flaky-tls also over ``days`` days
+    (linearity: CPU per day over the long run against one day)."""
     rows = []
-    for name in ("hourly", "random", "flaky-tls"):
+    for name in ("hourly", "random", "flaky-tls", "outage", "flapping"):
         start = time.process_time()
         result = simulate(load_schedule(name, seed=1), hours=24, seed=1)
         cpu = time.process_time() - start
@@ -248,6 +386,20 @@ def simulation_speed() -> list[dict[str, Any]]:
                 "days_per_cpu_s": 1.0 / cpu,
             }
         )
+    one_day = next(r["cpu_s"] for r in rows if r["schedule"] == "flaky-tls")
+    start = time.process_time()
+    result = simulate(load_schedule("flaky-tls", seed=1), hours=24 * days, seed=1)
+    cpu = time.process_time() - start
+    rows.append(
+        {
+            "schedule": "flaky-tls",
+            "hours": 24 * days,
+            "transitions": len(result.timeline) - 1,
+            "cpu_s": cpu,
+            "days_per_cpu_s": days / cpu,
+            "per_day_vs_one_day": cpu / days / one_day,
+        }
+    )
     return rows
 
 
@@ -327,6 +479,7 @@ def soak(seconds: float = 60.0, connections: int = 10) -> dict[str, Any]:
 
 if __name__ == "__main__":  # quick manual run
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    print(transition_cost())
     print(simulation_speed())
 
 
