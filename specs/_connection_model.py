@@ -229,7 +229,7 @@ def connection_lifecycle_spec(
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
             self.machine = machine_class(cfg, rng=random.Random(seed))
-            self.machine.add_listener(recorder)  # type: ignore[no-untyped-call]
+            self.machine.add_listener(recorder)
             self.model = ConnectionModel(cfg)
             self.seen_closed = False
 
