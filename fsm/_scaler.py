@@ -15,8 +15,11 @@ States and transitions are declared once, in the ``ScalerMachine`` class body::
     over_threshold --reset_scale--> reset        (the reset_after_epochs-th consecutive epoch end
                                                   over the threshold, auto_reset on)
     reset --resume--> stable                     (the next step)
-    warmup | stable | over_threshold | reset | overflow_halved --halve--> overflow_halved
-                                                 (overflow_halving_batches consecutive overflows)
+    warmup | stable | over_threshold | overflow_halved --halve--> overflow_halved
+                                                 (overflow_halving_batches consecutive overflows;
+                                                  not from reset: a step leaves reset before it
+                                                  counts its overflow, so a streak completing
+                                                  right after a reset halves from stable)
     overflow_halved --settle--> stable           (the next step that does not overflow)
 
 Per-step work never calls python-statemachine's ``send()`` (about 200 us): :meth:`step` updates
@@ -40,6 +43,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from ._config import ScalerConfig
 from ._errors import IllegalEventError
+from ._mirror import replay_torch_update
 
 __all__ = [
     "SCALER_STATES",
@@ -157,7 +161,6 @@ class ScalerMachine(StateMachine):
         warmup.to(overflow_halved)
         | stable.to(overflow_halved)
         | over_threshold.to(overflow_halved)
-        | reset.to(overflow_halved)
         | overflow_halved.to.itself()  # type: ignore[no-untyped-call]
     )
     settle = overflow_halved.to(stable)
@@ -165,6 +168,10 @@ class ScalerMachine(StateMachine):
     # The machine never ends: training can always go on.
     validate_final_reachability = False
     validate_trap_states = False
+
+    #: torch's update rule (R2.2) as the host mirror applies it (the torch adapter calls it;
+    #: the property suite checks it against its own model).
+    scale_update = staticmethod(replay_torch_update)
 
     def auto_reset_enabled(self) -> bool:
         return self.config.auto_reset

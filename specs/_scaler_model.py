@@ -1,9 +1,11 @@
 """A plain reference model of the scaler rules, and a Hypothesis state machine that checks
 :class:`regulator.fsm.ScalerMachine` against it.
 
-Both are driven by the same torch update rule (``torch_update``): on an overflow the scale is
-multiplied by ``backoff_factor`` and the growth tracker zeroed; after ``growth_interval`` clean
-steps it is multiplied by ``growth_factor`` when the result is finite. A host checks its own
+The scale each step hands the machine is torch's update rule (R2.2), replayed twice and
+compared: by the model's own ``torch_update`` (on an overflow the scale is multiplied by
+``backoff_factor`` and the growth tracker zeroed; after ``growth_interval`` clean steps it is
+multiplied by ``growth_factor`` when the result is finite), and by the machine's
+``scale_update``, the rule the torch adapter's host mirror applies. A host checks its own
 configuration with::
 
     from regulator.specs import scaler_lifecycle_spec
@@ -222,9 +224,7 @@ def scaler_lifecycle_spec(
         def steps(self, overflowed: bool, repeat: int) -> None:
             machine, model = self._both()
             for _ in range(repeat):
-                self.scale, self.tracker = torch_update(
-                    self.scale, self.tracker, overflowed, model.cfg
-                )
+                self._torch_step(machine, model.cfg, overflowed)
                 warnings_before = len(model.warnings)
                 expected = model.step(overflowed, self.scale)
                 actions = machine.step(overflowed, self.scale)
@@ -233,6 +233,21 @@ def scaler_lifecycle_spec(
                 anomalies = [a.kind for a in actions or () if isinstance(a, Anomaly)]
                 assert anomalies == new_warnings, (anomalies, new_warnings)
                 assert self.scale == expected, (self.scale, expected)
+
+        def _torch_step(self, machine: ScalerMachine, cfg: ScalerConfig, overflowed: bool) -> None:
+            """torch's update of the scale after one step (R2.2): the machine's rule (what the
+            host mirror applies) must agree with the model's own ``torch_update``."""
+            expected = torch_update(self.scale, self.tracker, overflowed, cfg)
+            mirrored = machine.scale_update(
+                self.scale,
+                self.tracker,
+                overflowed,
+                cfg.growth_factor,
+                cfg.backoff_factor,
+                cfg.growth_interval,
+            )
+            assert mirrored == expected, ("R2.2 update rule", self.scale, self.tracker, mirrored)
+            self.scale, self.tracker = expected
 
         @precondition(lambda self: self.machine is not None)
         @rule(until=st.sampled_from(["halving", "collapse"]))
@@ -284,7 +299,7 @@ def scaler_lifecycle_spec(
             if remaining > 2:
                 # after one clean step nothing changes until the growth: counters only
                 for _ in range(remaining - 2):
-                    self.tracker += 1
+                    self._torch_step(machine, model.cfg, False)
                     assert machine.step(False, self.scale) is None
             if remaining > 1:
                 self.steps(False, 1)

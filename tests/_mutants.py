@@ -19,6 +19,7 @@ from regulator.fsm import (
     ScalerConfig,
     _connection,
 )
+from regulator.fsm._mirror import replay_torch_update
 from regulator.fsm._scaler import ScalerAction, ScalerMachine
 
 ConnectionMutant = Callable[[pytest.MonkeyPatch], type[ConnectionMachine]]
@@ -207,7 +208,67 @@ def _never_over_threshold(mp: pytest.MonkeyPatch) -> type[ScalerMachine]:
     return Mutant
 
 
+def _update_rule(**change: Callable[[float], float]) -> ScalerMutant:
+    """The host mirror's update rule (R2.2) computes with one of torch's numbers changed."""
+
+    def mutant(mp: pytest.MonkeyPatch) -> type[ScalerMachine]:
+        class Mutant(ScalerMachine):
+            @staticmethod
+            def scale_update(
+                scale: float,
+                tracker: int,
+                overflowed: bool,
+                growth_factor: float,
+                backoff_factor: float,
+                growth_interval: int,
+            ) -> tuple[float, int]:
+                numbers = {
+                    "growth_factor": growth_factor,
+                    "backoff_factor": backoff_factor,
+                    "growth_interval": growth_interval,
+                }
+                numbers.update({name: f(numbers[name]) for name, f in change.items()})
+                return replay_torch_update(
+                    scale,
+                    tracker,
+                    overflowed,
+                    numbers["growth_factor"],
+                    numbers["backoff_factor"],
+                    int(numbers["growth_interval"]),
+                )
+
+        return Mutant
+
+    return mutant
+
+
+def _tracker_kept_on_overflow(mp: pytest.MonkeyPatch) -> type[ScalerMachine]:
+    class Mutant(ScalerMachine):
+        @staticmethod
+        def scale_update(
+            scale: float,
+            tracker: int,
+            overflowed: bool,
+            growth_factor: float,
+            backoff_factor: float,
+            growth_interval: int,
+        ) -> tuple[float, int]:
+            new, zeroed = replay_torch_update(
+                scale, tracker, overflowed, growth_factor, backoff_factor, growth_interval
+            )
+            return new, (tracker if overflowed else zeroed)
+
+    return Mutant
+
+
 SCALER_MUTANTS: dict[str, ScalerMutant] = {
+    "growth factor x 1.25 (R2.2: 1.2 back to 1.5)": _update_rule(growth_factor=lambda g: g * 1.25),
+    "growth interval / 2 (R2.2: 2000 back to 1000)": _update_rule(
+        growth_interval=lambda n: max(n // 2, 1)
+    ),
+    "growth one step late (R2.2)": _update_rule(growth_interval=lambda n: n + 1),
+    "backoff factor squared (R2.2 torch's rule)": _update_rule(backoff_factor=lambda b: b * b),
+    "growth tracker kept on overflow (R2.2 torch's rule)": _tracker_kept_on_overflow,
     "initial scale boundary <= small (R2.1)": _initial_scale_boundary,
     "initial scale boundary < large (R2.1)": _large_boundary,
     "reset to 100 % of initial (R2.3)": _reset_to_full,

@@ -23,8 +23,6 @@ found-inf flags), so every rank keeps the same scale and state without a collect
 from __future__ import annotations
 
 import logging
-import math
-import struct
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -34,6 +32,7 @@ import torch
 
 from ...fsm import ScaleCollapseError, ScalerConfig, format_kv, load_config
 from ...fsm._diagram import mermaid
+from ...fsm._mirror import f32 as _f32
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from . import _defaults as default
 from ._checkpoint import read_checkpoint
@@ -43,15 +42,7 @@ from ._hooks import OutputProbe
 __all__ = ["GuardedGradScaler", "trainable_parameters"]
 
 LOGGER_NAME = "regulator.scaler"
-_F32 = struct.Struct("f")
 _TORCH_NUMBERS = ("growth_factor", "backoff_factor", "growth_interval")
-
-
-def _f32(value: float) -> float:
-    try:
-        return float(_F32.unpack(_F32.pack(value))[0])
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
 
 
 def trainable_parameters(model: torch.nn.Module) -> int:
@@ -318,17 +309,17 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 probe.detach()
 
     def _replay(self, overflowed: bool) -> None:
-        """torch's ``_amp_update_scale_`` on the float32 mirror."""
-        if overflowed:
-            self._mirror = _f32(self._mirror * self._backoff_factor)
-            self._tracker = 0
-            return
-        self._tracker += 1
-        if self._tracker >= self._growth_interval:
-            grown = _f32(self._mirror * self._growth_factor)
-            if math.isfinite(grown):
-                self._mirror = grown
-            self._tracker = 0
+        """torch's ``_amp_update_scale_`` on the float32 mirror: the machine's rule
+        (``ScalerMachine.scale_update``, pure), with torch's current numbers (a caller's
+        ``set_growth_factor()`` and the like are followed)."""
+        self._mirror, self._tracker = self.machine.scale_update(
+            self._mirror,
+            self._tracker,
+            overflowed,
+            self._growth_factor,
+            self._backoff_factor,
+            self._growth_interval,
+        )
 
     def _combined_found_inf(self) -> torch.Tensor:
         scale, _ = self._check_scale_growth_tracker("update")

@@ -22,8 +22,9 @@ import torch.distributed as dist
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from ...fsm import ScalerConfig
+from ...fsm._mirror import f32 as _f32
 from . import _defaults as default
-from ._grad_scaler import GuardedGradScaler, _f32
+from ._grad_scaler import GuardedGradScaler
 
 __all__ = ["GuardedShardedGradScaler"]
 

@@ -8,7 +8,7 @@ from regulator.fsm import ScalerConfig
 from regulator.specs import scaler_lifecycle_spec
 
 Lifecycle = scaler_lifecycle_spec()
-TestScalerLifecycle = pytest.mark.spec("R2.3", "R2.4")(Lifecycle.TestCase)
+TestScalerLifecycle = pytest.mark.spec("R2.2", "R2.3", "R2.4")(Lifecycle.TestCase)
 TestScalerLifecycle.settings = settings(
     Lifecycle.TestCase.settings, max_examples=200, stateful_step_count=50
 )
