@@ -511,7 +511,7 @@ class ConnectionMachine(StateMachine):
         consecutive = 0 if healthy_drop else self.consecutive_failures
         if counted:
             consecutive += 1
-        window_count = sum(1 for t in self._window if t > event.now - cfg.alarm_window)
+        window_count = self._failures_in_window(event.now)
         if attempt_failed:
             window_count += 1
         exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
@@ -535,6 +535,12 @@ class ConnectionMachine(StateMachine):
         return _FailureDecision(
             target, counted, attempt_failed, consecutive, delay, new_alarm, window_count
         )
+
+    def _failures_in_window(self, now: float) -> int:
+        """This episode's failed attempts within the alarm window (R1.3): those less than
+        ``alarm_window`` seconds old (one exactly that old is outside it)."""
+        horizon = now - self.config.alarm_window
+        return sum(1 for t in self._window if t > horizon)
 
     def _is_recovered(self, now: float) -> bool:
         return self.recovered or (

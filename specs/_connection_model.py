@@ -72,6 +72,24 @@ CONNECTION_TABLE: dict[tuple[str, str], str] = {
     },
 }
 FAILABLE = ("connecting", "handshaking", "live")
+#: Where the last of a run of failed attempts falls, in alarm windows after the first: inside
+#: (half, three quarters, just inside), exactly at the edge, just outside, far outside.
+WINDOW_SPANS = (0.5, 0.75, 0.999, 1.0, 1.001, 1.5)
+
+
+def _window_edge(first: float, window: float, span: float) -> float:
+    """``first + span * window``; at ``span`` 1, a time whose ``time - window`` is ``first``
+    exactly when one is a few ulps away (the edge as the machine's comparison sees it)."""
+    target = first + span * window
+    if span != 1.0:
+        return target
+    for direction in (math.inf, -math.inf):
+        candidate = target
+        for _ in range(4):
+            if candidate - window == first:
+                return candidate
+            candidate = math.nextafter(candidate, direction)
+    return target
 
 
 @attrs.define
@@ -494,6 +512,48 @@ def connection_lifecycle_spec(
                     getattr(self, event)()
                 else:
                     return  # an event a host's subclass added: not driven here
+
+        @precondition(lambda self: self.model is not None)
+        @rule(span=st.sampled_from(WINDOW_SPANS), seed=st.integers(0, 2**16))
+        def alarm_window_edge(self, span: float, seed: int) -> None:
+            """R1.3's window, at its edge, whatever the config: a fresh connection's
+            ``alarm_failures + 1`` failed attempts, all but the last right after one another
+            and the last ``span`` x ``alarm_window`` after the first. The alarm is due only
+            when the first is still inside the window; at ``span`` 1 it is exactly
+            ``alarm_window`` old, which is outside. The waits come from the backoff and from
+            the server's ``retry_after``; no deadline fires on the way."""
+            _, model = self._m()
+            cfg = model.cfg
+            if model.state != "closed":
+                self.stop()
+            self.setup(cfg, seed)
+            _, model = self._m()  # the fresh one
+            self.start()
+            # On a coarse grid the edge is exact in floating point (first + window - window)
+            tidy = math.ceil(self.now * 1024.0) / 1024.0
+            assert model.attempt_deadline is not None
+            if tidy < model.attempt_deadline:
+                self._advance_to(tidy)
+            first = self.now
+            target = _window_edge(first, cfg.alarm_window, span)
+            count = cfg.alarm_failures + 1
+            for index in range(1, count + 1):
+                if model.state not in FAILABLE:
+                    return  # max_retries gave up first
+                if index == count:
+                    self.fail("ssl", None)
+                    return
+                wait = None
+                if index == count - 1:  # the retry lands just before the target
+                    wait = max(target - self.now - cfg.handshake_timeout / 2, 0.0)
+                self.fail("ssl", wait)
+                if model.state not in ("backing_off", "alarmed"):
+                    return
+                assert model.retry_at is not None
+                until = model.retry_at
+                if index == count - 1:
+                    until = max(until, target)
+                self._advance_to(until)
 
         @precondition(
             lambda self: self.model is not None and self.model.state in ("backing_off", "alarmed")

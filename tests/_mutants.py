@@ -117,6 +117,15 @@ def _late_first_ping(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
     return Mutant
 
 
+def _window_edge_inside(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
+    class Mutant(ConnectionMachine):
+        def _failures_in_window(self, now: float) -> int:
+            horizon = now - self.config.alarm_window
+            return sum(1 for t in self._window if t >= horizon)  # R1.3 window: >, not >=
+
+    return Mutant
+
+
 CONNECTION_MUTANTS: dict[str, ConnectionMutant] = {
     "backoff factor + 0.5": _backoff(backoff_factor=lambda c: c.backoff_factor + 0.5),
     "cap x 2": _backoff(max_delay=lambda c: c.max_delay * 2),
@@ -127,6 +136,9 @@ CONNECTION_MUTANTS: dict[str, ConnectionMutant] = {
     "alarm threshold - 1 (R1.3)": _connection_config(
         alarm_failures=lambda c: max(c.alarm_failures - 1, 0)
     ),
+    "alarm window / 2 (R1.3)": _connection_config(alarm_window=lambda c: c.alarm_window / 2),
+    "alarm window x 2 (R1.3)": _connection_config(alarm_window=lambda c: c.alarm_window * 2),
+    "alarm window edge inside (R1.3: >= for >)": _window_edge_inside,
     "alarm on every failure while alarmed (R1.3 once per episode)": _alarm_every_failure,
     "alarm never resolved (R1.3)": _alarm_never_resolved,
     "handshake deadline x 1.5 (R1.5)": _late_handshake_deadline,
