@@ -7,8 +7,10 @@ checks it against its own reference model, and a broken growth factor or interva
 
 The rule is torch's ``_amp_update_scale_`` kernel: on an overflow the scale is multiplied by
 ``backoff_factor`` and the growth tracker zeroed; otherwise the tracker counts the clean step,
-and at ``growth_interval`` clean steps the scale is multiplied by ``growth_factor`` (kept only
-when the result is finite) and the tracker zeroed. The product is computed in double and
+and when the count reaches ``growth_interval`` exactly the scale is multiplied by
+``growth_factor`` (kept only when the result is finite) and the tracker zeroed. Exactly: a
+tracker already past the interval (``set_growth_interval()`` lowered it mid-run, or a checkpoint
+brought one) never grows until an overflow zeroes it, as in torch's kernel. The product is computed in double and
 stored in float32, as the kernel does.
 """
 
@@ -42,7 +44,7 @@ def replay_torch_update(
     if overflowed:
         return f32(scale * backoff_factor), 0
     tracker += 1
-    if tracker >= growth_interval:
+    if tracker == growth_interval:
         grown = f32(scale * growth_factor)
         return (grown if math.isfinite(grown) else scale), 0
     return scale, tracker

@@ -54,7 +54,7 @@ def torch_update(
     if overflowed:
         return f32(scale * cfg.backoff_factor), 0
     tracker += 1
-    if tracker >= cfg.growth_interval:
+    if tracker == cfg.growth_interval:  # exactly, as torch's kernel
         grown = f32(scale * cfg.growth_factor)
         return (grown if math.isfinite(grown) else scale), 0
     return scale, tracker

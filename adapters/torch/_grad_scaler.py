@@ -295,7 +295,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             or self.machine.counters.streak + 1 >= cfg.overflow_halving_batches
             or self._mirror <= cfg.min_scale  # a collapse may come
             or (  # the next clean step grows the scale over the threshold
-                self._tracker + 1 >= self._growth_interval
+                self._tracker + 1 == self._growth_interval
                 and self._mirror * self._growth_factor > cfg.max_scale_threshold
             )
             or not probe.output_dtype_seen

@@ -512,3 +512,27 @@ def test_pickles_between_iterations() -> None:
 def test_diagram_highlights_the_current_state() -> None:
     text = GuardedGradScaler("cpu", model=mlp()).diagram()
     assert text.startswith("stateDiagram-v2") and "class warmup active" in text
+
+
+@pytest.mark.spec("R2.2")
+def test_mirror_follows_torch_when_the_tracker_is_past_a_lowered_interval() -> None:
+    # torch grows only when the clean-step count reaches the interval exactly: a tracker
+    # already past it (set_growth_interval() lowered mid-run) never grows until an overflow
+    # zeroes it. The host mirror must replay that, not grow at once.
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = GuardedGradScaler(
+        "cpu",
+        model=model,
+        config=ScalerConfig(growth_interval=8, growth_factor=2.0, max_scale_threshold=1e30),
+        init_scale=2.0**10,
+    )
+    for i in range(5):
+        amp_step(model, opt, scaler, batch(i))
+    scaler.set_growth_interval(3)
+    for i in range(12):
+        amp_step(model, opt, scaler, batch(i), poison=i == 6)
+        assert scaler.get_scale() == scaler._scale.item(), i  # type: ignore[union-attr]
+        assert scaler._get_growth_tracker() == scaler._growth_tracker.item(), i  # type: ignore[union-attr]
+    scaler.end_epoch()
+    assert scaler.mirror_mismatches == 0
