@@ -10,8 +10,8 @@ The rule is torch's ``_amp_update_scale_`` kernel: on an overflow the scale is m
 and when the count reaches ``growth_interval`` exactly the scale is multiplied by
 ``growth_factor`` (kept only when the result is finite) and the tracker zeroed. Exactly: a
 tracker already past the interval (``set_growth_interval()`` lowered it mid-run, or a checkpoint
-brought one) never grows until an overflow zeroes it, as in torch's kernel. The product is computed in double and
-stored in float32, as the kernel does.
+brought one) never grows until an overflow zeroes it, as in torch's kernel. The product is
+computed in double and stored in float32, as the kernel does.
 """
 
 from __future__ import annotations
