@@ -118,6 +118,17 @@ class MessageBuffer(Generic[Message]):
             await self._readable.wait()
         return self.get_nowait()
 
+    async def wait(self) -> None:
+        """Wait until a message may be taken, the buffer closes or :meth:`wake` is called."""
+        if self.closed or (self._items and not self.paused):
+            return
+        self._readable = anyio.Event()
+        await self._readable.wait()
+
+    def wake(self) -> None:
+        """Wake a consumer in :meth:`wait` (it looks again at what changed)."""
+        self._readable.set()
+
     def close(self) -> None:
         self.closed = True
         self._readable.set()

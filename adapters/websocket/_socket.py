@@ -197,11 +197,31 @@ class ResilientWebSocket:
         except anyio.WouldBlock:
             pass
         try:
-            return await self._buffer.get()
+            return await self._next()
         except anyio.EndOfStream:
             if self._closed_error is not None:
                 raise self._closed_error from None
             raise StopAsyncIteration from None
+
+    async def _next(self) -> str | bytes:
+        # Nothing buffered: read the socket in this task when the session allows it (no hop
+        # through the reader task: the message is decoded where it is wanted), else wait for
+        # the buffer; see "the read turn" in ``_session``.
+        buffer = self._buffer
+        while True:
+            try:
+                return buffer.get_nowait()
+            except anyio.WouldBlock:
+                pass
+            if buffer.closed:
+                raise anyio.EndOfStream
+            session = self._session
+            if session is None or buffer.paused:
+                await buffer.wait()
+            elif session.consumer_may_read():
+                await session.consumer_read()
+            else:
+                await session.consumer_wait(buffer.wait)
 
     async def receive(self) -> str | bytes:
         """The next message (same as one step of ``async for``)."""
@@ -257,6 +277,24 @@ class ResilientWebSocket:
             self.messages_received += 1
             if not offer(message):  # full: the overflow policy decides, maybe waiting
                 await buffer.put(message)
+
+    def take_messages(self, events: list[Any]) -> int:
+        # The consumer's own read: the messages at the head of ``events`` that fit, without an
+        # await (what does not fit, and anything after a control frame, goes to the reader).
+        offer = self._buffer.offer
+        taken = 0
+        for event in events:
+            kind = type(event)
+            if (kind is not str and kind is not bytes) or not offer(event):
+                break
+            taken += 1
+        if taken:
+            self.messages_received += taken
+            self.last_message_monotonic = time.monotonic()
+        return taken
+
+    def wake_consumer(self) -> None:
+        self._buffer.wake()
 
     def reader_failed(self, session: RegulatorSession, exc: BaseException) -> None:
         if session is self._session and self._inbox_send is not None:
