@@ -208,11 +208,7 @@ class ResilientWebSocket:
         # through the reader task: the message is decoded where it is wanted), else wait for
         # the buffer; see "the read turn" in ``_session``.
         buffer = self._buffer
-        while True:
-            try:
-                return buffer.get_nowait()
-            except anyio.WouldBlock:
-                pass
+        while True:  # the caller found nothing to take
             if buffer.closed:
                 raise anyio.EndOfStream
             session = self._session
@@ -222,6 +218,10 @@ class ResilientWebSocket:
                 await session.consumer_read()
             else:
                 await session.consumer_wait(buffer.wait)
+            try:
+                return buffer.get_nowait()
+            except anyio.WouldBlock:
+                pass
 
     async def receive(self) -> str | bytes:
         """The next message (same as one step of ``async for``)."""
