@@ -56,8 +56,9 @@ class SessionSink(Protocol):
 
     async def deliver_many(self, messages: list[str | bytes]) -> None: ...
 
-    def take_messages(self, events: list[Event]) -> int:
-        """Buffer the messages at the head of ``events`` that fit now, counted; how many."""
+    def take_messages(self, events: list[Event], only_messages: bool) -> int:
+        """Buffer the messages at the head of ``events`` that fit now, counted; how many.
+        ``only_messages``: the decoder vouches that ``events`` holds no control event."""
         ...
 
     def wake_consumer(self) -> None: ...
@@ -179,8 +180,9 @@ class RegulatorSession(AsyncWebSocketSession):
             raise
         finally:
             self._owner = _NOBODY
+        controls = self._decoder.controls
         events, failure = self._decode(data)
-        taken = self.sink.take_messages(events)
+        taken = self.sink.take_messages(events, self._decoder.controls == controls)
         if taken < len(events) or failure is not None:
             self._handed = events[taken:]
             self._handed_failure = failure

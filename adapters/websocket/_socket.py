@@ -278,16 +278,21 @@ class ResilientWebSocket:
             if not offer(message):  # full: the overflow policy decides, maybe waiting
                 await buffer.put(message)
 
-    def take_messages(self, events: list[Any]) -> int:
+    def take_messages(self, events: list[Any], only_messages: bool) -> int:
         # The consumer's own read: the messages at the head of ``events`` that fit, without an
-        # await (what does not fit, and anything after a control frame, goes to the reader).
-        offer = self._buffer.offer
-        taken = 0
-        for event in events:
-            kind = type(event)
-            if (kind is not str and kind is not bytes) or not offer(event):
-                break
-            taken += 1
+        # await (what does not fit, and anything from a control frame on, goes to the reader).
+        # A read of messages only that all fit enters the buffer in one call.
+        buffer = self._buffer
+        if only_messages and buffer.offer_all(events):
+            taken = len(events)
+        else:
+            offer = buffer.offer
+            taken = 0
+            for event in events:
+                kind = type(event)
+                if (kind is not str and kind is not bytes) or not offer(event):
+                    break
+                taken += 1
         if taken:
             self.messages_received += taken
             self.last_message_monotonic = time.monotonic()
