@@ -317,6 +317,8 @@ def main() -> None:
     say("\n## Receive path\n")
     say(recv.METHOD + "\n")
     say(recv.tables(rthr, rlat, rmem, _table, _verdict) + "\n")
+    say("\nLatency in detail:\n")
+    say(recv.latency_table(rlat, _table) + "\n")
     say(
         "\nThe parsers alone, in memory, on the same frames cut into 16 KiB reads (median of"
         " interleaved rounds): the reason the decoder is our own.\n"
