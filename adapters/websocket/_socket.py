@@ -5,6 +5,8 @@ wait, when to ping, when a pong is overdue, when to alarm) is the machine's. One
 runs the lifecycle; per connection, httpx-ws's reader (replaced by ``RegulatorSession``'s) and
 short pong waiters run in a task group that ends with the connection; notifiers run in the
 adapter's task group. Leaving ``async with`` cancels them all and closes the socket with 1000.
+A consumer waiting in ``receive()`` with nothing buffered reads the socket in its own task
+(``RegulatorSession.consumer_read``); the reader task reads while it is away.
 """
 
 from __future__ import annotations
