@@ -5,7 +5,8 @@ can use it), TLS with the trustme certificate, answering the upgrade as told.
 ``no_connection``, ``extension`` (an extension nobody offered), ``subprotocol`` (one nobody
 offered). After a good 101 it never reads again (``stall``): a dead peer whose receive
 buffer fills, so the client's writes block. With ``script`` (bytes), it instead writes those
-bytes after the first 101 (server frames, valid or not) and then reads what the client sends back,
+bytes after the first 101 (server frames, valid or not; a list of chunks is written one
+TLS record at a time, ``gap`` seconds apart) and then reads what the client sends back,
 decoded by wsproto's server side, into ``received`` (one list of events per connection); with
 mode ``vanish`` it closes the socket right after the script instead (no close_notify).
 """
@@ -18,6 +19,7 @@ import hashlib
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -29,11 +31,16 @@ def accept_for(key: str) -> str:
 
 class HostileServer:
     def __init__(
-        self, context: ssl.SSLContext | None, mode: str = "good", script: bytes | None = None
+        self,
+        context: ssl.SSLContext | None,
+        mode: str = "good",
+        script: bytes | list[bytes] | None = None,
+        gap: float = 0.0,
     ) -> None:
         self.context = context
         self.mode = mode
         self.script = script
+        self.gap = gap
         self.received: list[list[Any]] = []
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -127,7 +134,9 @@ class HostileServer:
         self.received.append(events)
         client = wsproto.Connection(wsproto.ConnectionType.SERVER)  # decodes the client's frames
         assert self.script is not None
-        conn.sendall(self.script)
+        for chunk in [self.script] if isinstance(self.script, bytes) else self.script:
+            conn.sendall(chunk)  # a TLS record of its own
+            time.sleep(self.gap)
         if self.mode == "vanish":  # gone without a close frame or TLS close_notify
             conn.close()
             return

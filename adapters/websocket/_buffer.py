@@ -64,6 +64,18 @@ class MessageBuffer(Generic[Message]):
             self._readable.set()
         return True
 
+    def offer_all(self, items: list[Message]) -> bool:
+        """Append all of ``items`` if there is room for all (one call for a read's messages);
+        else append none and return False."""
+        buffered = self._items
+        if len(buffered) + len(items) > self.size:
+            return False
+        was_empty = not buffered
+        buffered.extend(items)
+        if was_empty and items:  # as in ``offer``: a consumer waits only on an empty buffer
+            self._readable.set()
+        return True
+
     async def put(self, item: Message) -> Message | None:
         """Buffer ``item``; return the message dropped to make room (``drop_oldest``), so a
         caller that knows what messages mean can report the loss (None: nothing dropped)."""
@@ -117,6 +129,17 @@ class MessageBuffer(Generic[Message]):
             self._readable = anyio.Event()
             await self._readable.wait()
         return self.get_nowait()
+
+    async def wait(self) -> None:
+        """Wait until a message may be taken, the buffer closes or :meth:`wake` is called."""
+        if self.closed or (self._items and not self.paused):
+            return
+        self._readable = anyio.Event()
+        await self._readable.wait()
+
+    def wake(self) -> None:
+        """Wake a consumer in :meth:`wait` (it looks again at what changed)."""
+        self._readable.set()
 
     def close(self) -> None:
         self.closed = True

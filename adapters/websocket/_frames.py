@@ -141,6 +141,9 @@ class FrameDecoder:
         self._utf8: codecs.IncrementalDecoder | None = None
         self._size = 0
         self.done = False  # a close frame or a violation ended the input
+        # control events (ping, pong, close) returned so far: a caller whose count did not
+        # move across a ``feed`` knows every event of it is a message, without looking at each
+        self.controls = 0
 
     def feed(self, data: bytes) -> list[Event]:
         """The events ``data`` completes; raises :class:`FrameError` on a violation."""
@@ -272,10 +275,13 @@ class FrameDecoder:
         """One complete frame whose header passed :meth:`_check_header`."""
         if opcode == 9:
             out.append(Ping(payload))
+            self.controls += 1
         elif opcode == 10:
             out.append(Pong(payload))
+            self.controls += 1
         elif opcode == 8:
             out.append(_close_event(payload))
+            self.controls += 1
             self.done = True
         else:
             if opcode:  # the first fragment (or a whole message from the general path)

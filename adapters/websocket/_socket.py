@@ -5,6 +5,8 @@ wait, when to ping, when a pong is overdue, when to alarm) is the machine's. One
 runs the lifecycle; per connection, httpx-ws's reader (replaced by ``RegulatorSession``'s) and
 short pong waiters run in a task group that ends with the connection; notifiers run in the
 adapter's task group. Leaving ``async with`` cancels them all and closes the socket with 1000.
+A consumer waiting in ``receive()`` with nothing buffered reads the socket in its own task
+(``RegulatorSession.consumer_read``); the reader task reads while it is away.
 """
 
 from __future__ import annotations
@@ -197,11 +199,31 @@ class ResilientWebSocket:
         except anyio.WouldBlock:
             pass
         try:
-            return await self._buffer.get()
+            return await self._next()
         except anyio.EndOfStream:
             if self._closed_error is not None:
                 raise self._closed_error from None
             raise StopAsyncIteration from None
+
+    async def _next(self) -> str | bytes:
+        # Nothing buffered: read the socket in this task when the session allows it (no hop
+        # through the reader task: the message is decoded where it is wanted), else wait for
+        # the buffer; see "the read turn" in ``_session``.
+        buffer = self._buffer
+        while True:  # the caller found nothing to take
+            if buffer.closed:
+                raise anyio.EndOfStream
+            session = self._session
+            if session is None or buffer.paused:
+                await buffer.wait()
+            elif session.consumer_may_read():
+                await session.consumer_read()
+            else:
+                await session.consumer_wait(buffer.wait)
+            try:
+                return buffer.get_nowait()
+            except anyio.WouldBlock:
+                pass
 
     async def receive(self) -> str | bytes:
         """The next message (same as one step of ``async for``)."""
@@ -257,6 +279,29 @@ class ResilientWebSocket:
             self.messages_received += 1
             if not offer(message):  # full: the overflow policy decides, maybe waiting
                 await buffer.put(message)
+
+    def take_messages(self, events: list[Any], only_messages: bool) -> int:
+        # The consumer's own read: the messages at the head of ``events`` that fit, without an
+        # await (what does not fit, and anything from a control frame on, goes to the reader).
+        # A read of messages only that all fit enters the buffer in one call.
+        buffer = self._buffer
+        if only_messages and buffer.offer_all(events):
+            taken = len(events)
+        else:
+            offer = buffer.offer
+            taken = 0
+            for event in events:
+                kind = type(event)
+                if (kind is not str and kind is not bytes) or not offer(event):
+                    break
+                taken += 1
+        if taken:
+            self.messages_received += taken
+            self.last_message_monotonic = time.monotonic()
+        return taken
+
+    def wake_consumer(self) -> None:
+        self._buffer.wake()
 
     def reader_failed(self, session: RegulatorSession, exc: BaseException) -> None:
         if session is self._session and self._inbox_send is not None:

@@ -245,24 +245,38 @@ def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def latency(rate: float, n: int, rounds: int) -> list[dict[str, Any]]:
-    delays: dict[str, list[float]] = {name: [] for name in CLIENTS}
+    """Per round, each client's p50 and p99 over its ``n`` messages (less the warm-up); the
+    figure is the median over the rounds of those (one noisy round moves neither), beside the
+    p99 of all rounds' delays pooled."""
+    per_round: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
+    pooled: dict[str, list[float]] = {name: [] for name in CLIENTS}
     with _server() as (port, ca):
         url = f"wss://127.0.0.1:{port}/paced/{n}/{rate:g}"
         for i in range(rounds):
             order = CLIENTS if i % 2 == 0 else CLIENTS[::-1]
             for name in order:
-                delays[name].extend(_client("latency", name, url, ca, n))
+                delays = _client("latency", name, url, ca, n)
+                assert delays, name
+                per_round[name].append((_percentile(delays, 0.5), _percentile(delays, 0.99)))
+                pooled[name].extend(delays)
     rows = []
     for name in CLIENTS:
-        values = sorted(delays[name])
-        assert values, name
         rows.append(
             {
                 "client": name,
-                "count": len(values),
-                "p50_ms": values[len(values) // 2] * 1e3,
-                "p99_ms": values[int(len(values) * 0.99)] * 1e3,
+                "rounds": len(per_round[name]),
+                "per_round": len(pooled[name]) // len(per_round[name]),
+                "p50_ms": statistics.median(p50 for p50, _ in per_round[name]) * 1e3,
+                "p99_ms": statistics.median(p99 for _, p99 in per_round[name]) * 1e3,
+                "pooled_p99_ms": _percentile(pooled[name], 0.99) * 1e3,
+                "p50s_ms": [round(p50 * 1e3, 3) for p50, _ in per_round[name]],
+                "p99s_ms": [round(p99 * 1e3, 3) for _, p99 in per_round[name]],
             }
         )
     return rows
@@ -333,11 +347,40 @@ METHOD = (
     " compared as a ratio of medians within this one run. Each run checks, after its clock"
     " stops, that every message arrived once and in order (and none was dropped). Latency: the"
     " server sends 1,000 msg/s, each stamped with `time.perf_counter()` (one clock across"
-    " processes on Linux); the first 100 of each run are left out (connection setup). Memory:"
-    " RSS growth of the client process per live idle wss connection past a first one (so"
-    " imports and lazy set-up are not counted), all sharing one TLS context. `websockets`"
-    " runs with `compression=None`."
+    " processes on Linux); each client runs 9 interleaved rounds of 5,000 messages, the first"
+    " 100 of each left out (connection setup); per round, a client's p50 and p99 are taken"
+    " over its 4,900 delays (a p99 stands on 49 of them) and the figure is the median over the"
+    " rounds of those, so one round disturbed by a neighbour on the shared machine moves"
+    " neither; the p99 of all rounds' delays pooled and the range of the rounds' p99 are shown"
+    " beside. Memory: RSS growth of the client process per live idle wss connection past a"
+    " first one (so imports and lazy set-up are not counted), all sharing one TLS context."
+    " `websockets` runs with `compression=None`."
 )
+
+
+def latency_table(lat: list[dict[str, Any]], table: Any) -> str:
+    """Each client's latency in detail: the medians over rounds, the pooled p99, the range."""
+    rows = [
+        [
+            r["client"],
+            f"{r['p50_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['pooled_p99_ms']:.3f}",
+            f"{min(r['p99s_ms']):.3f} - {max(r['p99s_ms']):.3f}",
+        ]
+        for r in lat
+    ]
+    rounds = lat[0]["rounds"]
+    return table(
+        [
+            f"client ({rounds} rounds x {lat[0]['per_round']:,} delays)",
+            "p50 ms (median of rounds)",
+            "p99 ms (median of rounds)",
+            "p99 ms (pooled)",
+            "p99 ms (range of rounds)",
+        ],
+        rows,
+    )
 
 
 def tables(
@@ -383,7 +426,7 @@ def tables(
             "vs websockets",
             "all in order",
             ">= 1.5x (goal 2x)",
-            "latency p50 / p99 ms at 1,000 msg/s",
+            "latency p50 / p99 ms at 1,000 msg/s (medians of rounds)",
             "p50 / p99 <= websockets",
             "KiB per connection",
             "<= websockets",
@@ -392,18 +435,42 @@ def tables(
     )
 
 
+# sizes of a full run and of BENCH_QUICK=1: (messages, rounds) per part
+SIZES = {
+    "parsers": ((100_000, 5), (20_000, 1)),
+    "throughput": ((200_000, 5), (50_000, 1)),
+    # 4,900 delays per client and round past the warm-up: a p99 stands on 49 of them
+    "latency": ((5_000, 9), (1_000, 1)),
+    "memory": ((200, 1), (50, 1)),
+}
+
+
+def sizes(part: str) -> tuple[int, int]:
+    full, quick = SIZES[part]
+    return quick if os.environ.get("BENCH_QUICK") == "1" else full
+
+
 def main() -> None:
     from run import _table, _verdict
 
-    quick = os.environ.get("BENCH_QUICK") == "1"
-    n, rounds = (50_000, 1) if quick else (200_000, 5)
+    # BENCH_RECEIVE_PART=latency runs that part alone (a quick look while working on it)
+    only = os.environ.get("BENCH_RECEIVE_PART")
     started = time.perf_counter()
-    for row in parsers(20_000 if quick else 100_000, 1 if quick else 5):
+    if only == "latency":
+        for row in latency(1000.0, *sizes("latency")):
+            print(row)
+        print(f"\n{time.perf_counter() - started:.0f} s")
+        return
+    for row in parsers(*sizes("parsers")):
         print(f"| {row['parser']} | {row['us_per_msg']:.2f} |")
-    rows = throughput(n, rounds)
-    lat = latency(1000.0, 1000 if quick else 3000, 1 if quick else 2)
-    mem = memory(50 if quick else 200)
+    rows = throughput(*sizes("throughput"))
+    lat = latency(1000.0, *sizes("latency"))
+    mem = memory(sizes("memory")[0])
     print(tables(rows, lat, mem, _table, _verdict))
+    print()
+    print(latency_table(lat, _table))
+    for row in lat:
+        print(row)
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

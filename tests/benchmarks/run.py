@@ -197,10 +197,10 @@ def main() -> None:
     print("connection: throughput ...", flush=True)
     thr = conn.throughput(n_msgs, rounds)
     print("receive path: throughput, latency, memory (server in its own process) ...", flush=True)
-    rparse = recv.parsers(20_000 if QUICK else 100_000, 1 if QUICK else 5)
-    rthr = recv.throughput(50_000 if QUICK else 200_000, 1 if QUICK else 5)
-    rlat = recv.latency(1000.0, 1000 if QUICK else 3000, 1 if QUICK else 2)
-    rmem = recv.memory(50 if QUICK else 200)
+    rparse = recv.parsers(*recv.sizes("parsers"))
+    rthr = recv.throughput(*recv.sizes("throughput"))
+    rlat = recv.latency(1000.0, *recv.sizes("latency"))
+    rmem = recv.memory(recv.sizes("memory")[0])
     print("connection: latency, detection, recovery ...", flush=True)
     lat = conn.latency(1000.0, 1.0 if QUICK else 3.0)
     det = conn.detection_and_recovery(1 if QUICK else 3)
@@ -317,6 +317,8 @@ def main() -> None:
     say("\n## Receive path\n")
     say(recv.METHOD + "\n")
     say(recv.tables(rthr, rlat, rmem, _table, _verdict) + "\n")
+    say("\nLatency in detail:\n")
+    say(recv.latency_table(rlat, _table) + "\n")
     say(
         "\nThe parsers alone, in memory, on the same frames cut into 16 KiB reads (median of"
         " interleaved rounds): the reason the decoder is our own.\n"

@@ -80,10 +80,15 @@ def ours(chunks: list[bytes], limit: int = 1 << 62) -> list[Outcome]:
     for chunk in chunks:
         try:
             record(decoder.feed(chunk))
+            # the count a caller uses to skip looking at each event for control frames
+            assert decoder.controls == sum(o[0] in ("ping", "pong", "close") for o in out)
         except FrameError as exc:
             record(exc.events)
             out.append(("error", exc.code))
             assert decoder.done
+            if exc.code == 1009:  # refused before the message's bytes past the bound were kept
+                held = decoder._size + sum(map(len, decoder._parts))
+                assert held <= limit
             return out
     return out
 
@@ -241,6 +246,79 @@ def test_the_decoder_agrees_with_wsproto_on_any_frames_cut_anywhere(data: st.Dat
     blob = b"".join(data.draw(streams()))
     chunks = data.draw(cut(blob))
     assert ours(chunks) == oracle(chunks)
+
+
+def frame_spans(blob: bytes) -> list[tuple[int, int, int, bool, int]]:
+    """(start, header end, opcode, fin, payload length) of each frame, walked from the length
+    fields alone (no rule checked: that is the decoders' business)."""
+    spans = []
+    pos = 0
+    while pos + 2 <= len(blob):
+        first, second = blob[pos], blob[pos + 1]
+        length, head = second & 0x7F, pos + 2
+        if length == 126:
+            length, head = int.from_bytes(blob[head : head + 2], "big"), head + 2
+        elif length == 127:
+            length, head = int.from_bytes(blob[head : head + 8], "big"), head + 8
+        head += 4 if second & 0x80 else 0
+        if head > len(blob):
+            break
+        spans.append((pos, head, first & 0x0F, bool(first & 0x80), length))
+        pos = head + length
+    return spans
+
+
+def expected_with_limit(blob: bytes, limit: int) -> tuple[list[Outcome], int]:
+    """wsproto's outcome with a size bound it does not have: the frame whose header takes its
+    message's total past ``limit`` ends the input with 1009, unless wsproto finds that header
+    (or anything before it) wrong; everything before that header is wsproto's. Also returns
+    where that header ends (the blob's length if none crosses)."""
+    total = 0
+    for start, head, opcode, fin, length in frame_spans(blob):
+        if opcode & 0x08:  # control frames are not part of a message
+            continue
+        total = length if opcode else total + length
+        if total > limit:
+            before = oracle([blob[:head]])
+            if before and before[-1][0] in ("error", "close"):
+                return before, head
+            # wsproto checks some header rules only with the payload: the same header, empty
+            # and not final (a final one would end the text and check its UTF-8 early)
+            probe = oracle([blob[:start] + bytes([blob[start] & 0x7F, 0])])
+            if probe and probe[-1][0] == "error":
+                return [*before, probe[-1]], head
+            return [*before, ("error", 1009)], head
+        if fin:
+            total = 0
+    return oracle([blob]), len(blob)
+
+
+def message_totals(blob: bytes) -> list[int]:
+    """Every prefix total of every message's data frames (the sizes a bound can fall on)."""
+    totals, total = [], 0
+    for _start, _head, opcode, fin, length in frame_spans(blob):
+        if not opcode & 0x08:
+            total = length if opcode else total + length
+            totals.append(total)
+            total = 0 if fin else total
+    return totals
+
+
+@given(st.data())
+def test_the_size_bound_is_enforced_exactly_and_from_the_headers(data: st.DataObject) -> None:
+    # wsproto has no size bound, so the bound is computed here from the frames' length fields:
+    # 1009 exactly when a message's total exceeds the limit, at the header that crosses it
+    # (``ours`` also checks that no more than the limit was held by then). The limit falls on
+    # a message's size, one byte either side of it, or anywhere.
+    blob = b"".join(data.draw(streams()))
+    chunks = data.draw(cut(blob))
+    totals = message_totals(blob)
+    near = st.sampled_from(totals).flatmap(lambda t: st.integers(max(0, t - 1), t + 1))
+    limit = data.draw(near | st.integers(0, 80_000) if totals else st.integers(0, 80_000))
+    expected, head = expected_with_limit(blob, limit)
+    assert ours(chunks, limit) == expected
+    if expected and expected[-1] == ("error", 1009):  # decided by the header alone
+        assert ours([blob[:head]], limit) == expected
 
 
 # -- the named cases ------------------------------------------------------------------------------

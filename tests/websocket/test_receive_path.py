@@ -149,3 +149,83 @@ async def test_a_server_vanishing_without_a_close_frame_is_a_network_failure(
                     await anyio.sleep(0.01)
     record = ws.machine.history[0]
     assert (record.kind, record.reason) == ("network", "connection closed without a close frame")
+
+
+def cut_script(count: int) -> tuple[list[bytes], list[str], list[bytes]]:
+    """``count`` text messages as TLS-record-sized chunks cut inside headers, payloads and
+    UTF-8 characters; every third message fragmented around a ping. Returns (chunks, the
+    messages, the ping payloads)."""
+    chunks: list[bytes] = []
+    messages: list[str] = []
+    pings: list[bytes] = []
+    for i in range(count):
+        text = f"message {i:03d} costs 5 €"
+        messages.append(text)
+        body = text.encode()
+        if i % 3 == 0:
+            ping = f"ping-{i}".encode()
+            pings.append(ping)
+            blob = raw_frame(1, body[:-2], fin=False) + raw_frame(9, ping) + raw_frame(0, body[-2:])
+        else:
+            blob = raw_frame(1, body)
+        # cuts: inside the first header, inside the payload (the euro sign is 3 bytes)
+        for start, stop in ((0, 1), (1, len(blob) - 2), (len(blob) - 2, len(blob))):
+            chunks.append(blob[start:stop])
+    chunks.append(raw_frame(8, struct.pack("!H", 1001) + b"done"))
+    return chunks, messages, pings
+
+
+async def test_a_consumer_cancelled_inside_receive_loses_nothing(certs: Certs) -> None:
+    # The consumer reads the socket itself while it waits; cancelled there (a move_on_after
+    # far shorter than the gaps between TLS records, so most land inside a read or between
+    # the records of one frame), it must lose no message and leave the TLS stream and the
+    # frame decoder intact: the run ends with the server's close, not with an error.
+    chunks, expected, pings = cut_script(40)
+    got: list[Any] = []
+    cancelled = 0
+    with HostileServer(certs.server_context(), script=chunks, gap=0.004) as server:
+        ws = ResilientWebSocket(
+            server.url, config=ConnectionConfig(**CONFIG), ssl_context=certs.client_context()
+        )
+        async with ws:
+            with anyio.fail_after(20):
+                while not ws.machine.history:
+                    with anyio.move_on_after(0.001) as scope:
+                        got.append(await ws.receive())
+                    cancelled += scope.cancelled_caught
+                while len(got) < len(expected):  # what the reader buffered before the close
+                    got.append(await ws.receive())
+            with anyio.fail_after(5):
+                while not any(isinstance(e, wev.CloseConnection) for e in server.received[0]):
+                    await anyio.sleep(0.01)
+        received = list(server.received[0])
+    assert got == expected  # every message, once, in order
+    assert cancelled > len(expected)  # the cancellations did happen, many of them
+    record = ws.machine.history[0]
+    assert (record.kind, "done" in record.reason) == ("server_closed", True)
+    assert [bytes(e.payload) for e in received if isinstance(e, wev.Pong)] == pings
+    assert ws.pings_answered == len(pings)
+    assert ws.messages_received == len(expected)
+    assert close_code(received) == 1001
+
+
+async def test_pings_are_answered_while_the_consumer_is_away_after_reading_itself(
+    certs: Certs,
+) -> None:
+    # The consumer reads the first message itself, then stays away (busy): the reader task
+    # must take the stream over, answer the pings and buffer what follows.
+    script = [raw_frame(1, b"first")]
+    script += [raw_frame(9, f"p{i}".encode()) + raw_frame(1, f"m{i}".encode()) for i in range(5)]
+    with HostileServer(certs.server_context(), script=script, gap=0.05) as server:
+        ws = ResilientWebSocket(
+            server.url, config=ConnectionConfig(**CONFIG), ssl_context=certs.client_context()
+        )
+        async with ws:
+            with anyio.fail_after(10):
+                assert await ws.receive() == "first"
+                while sum(isinstance(e, wev.Pong) for e in server.received[0]) < 5:
+                    await anyio.sleep(0.01)  # away: not in receive()
+            assert ws.get_connection_stats()["messages_buffered"] == 5
+            assert [await ws.receive() for _ in range(5)] == [f"m{i}" for i in range(5)]
+    assert ws.pings_answered == 5
+    assert not ws.machine.history  # no failure

@@ -166,6 +166,36 @@ async def test_half_open_link_is_detected_by_the_missing_pong(bed: FaultBed) -> 
     assert detected <= FAST["ping_interval"] + FAST["pong_timeout"] + 0.3
 
 
+async def test_a_consumer_reading_a_link_that_dies_gets_the_next_connections_messages(
+    bed: FaultBed,
+) -> None:
+    # The consumer waits in receive() and so reads the socket itself; when the link goes
+    # silent (the pong never comes) the connection ends under that read, which must end too:
+    # the consumer then gets what the next connection brings.
+    got: list[int] = []
+    async with client(bed) as ws:
+        async with anyio.create_task_group() as tg:
+
+            async def consume() -> None:
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if "seq" in message:
+                        got.append(message["seq"])
+
+            tg.start_soon(consume)
+            await wait_for(lambda: len(got) >= 3)
+            bed.black_hole()
+            await wait_for(lambda: ws.state != "live")
+            bed.black_hole(False)
+            await wait_for(lambda: ws.state == "live")
+            seen = len(got)
+            await wait_for(lambda: len(got) >= seen + 20)
+            tg.cancel_scope.cancel()
+        stats = ws.get_connection_stats()
+    assert stats["reconnect_statistics"]["successes"] >= 2
+    assert stats["messages_received"] == len(got) + stats["messages_buffered"]
+
+
 @pytest.mark.spec("R1.5")
 async def test_stalled_handshake_fails_at_the_handshake_timeout(bed: FaultBed) -> None:
     bed.stall_handshakes()
