@@ -49,6 +49,12 @@ class TransitionTable:
     tries them in)."""
 
     rows: dict[tuple[str, str], tuple[_Row, ...]]
+    #: the entries whose first row has no guard: that row is taken, nothing to call
+    unguarded: dict[tuple[str, str], _Row] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        first = {key: rows[0] for key, rows in self.rows.items() if not rows[0].guards}
+        object.__setattr__(self, "unguarded", first)
 
     @classmethod
     def compile(cls, machine: type[StateChart]) -> TransitionTable | None:  # type: ignore[type-arg]
