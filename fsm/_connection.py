@@ -28,11 +28,11 @@ healthy.
 How a transition executes: python-statemachine's declaration below is compiled once, at class
 creation, into a dict table (``fsm/_table.py``): ``(state, event) -> targets`` with their
 guards in declaration order. A lifecycle change looks its event up, calls the guards as
-``send()`` would, and writes the new state with python-statemachine's ``current_state_value``,
-so its ``configuration``, the diagrams and the exporter see it (a few us instead of ``send()``'s
-~80 us). A subclass the table cannot run exactly (it adds callbacks, validators ...) keeps
-``send()``; ``tests/fsm/test_connection_engine.py`` runs both side by side. Pings, pongs and
-ticks with nothing due touch plain attributes only.
+``send()`` would, and writes the new state to the model's state field, where
+python-statemachine keeps it, so its ``configuration``, the diagrams and the exporter see it
+(a few us instead of ``send()``'s ~80 us). A subclass the table cannot run exactly (it adds
+callbacks, validators ...) keeps ``send()``; ``tests/fsm/test_connection_engine.py`` runs
+both side by side. Pings, pongs and ticks with nothing due touch plain attributes only.
 
 A failure is decided before anything changes: the decision (target state, delay, alarm) is
 computed from the current counters, then ``send("fail", decision=...)`` picks the transition
@@ -351,13 +351,15 @@ class ConnectionMachine(StateMachine):
             raise ValueError(f"now: must not go backwards (got {now!r} after {last!r})")
         # One dict lookup on the event's exact type (events are not subclassed, see
         # _connection_events); the handler is looked up by name, so a subclass's override runs.
-        name = _HANDLERS.get(type(event))
-        if name is None:
-            name = next((n for t, n in _HANDLERS.items() if isinstance(event, t)), None)
-            if name is None:
+        entry = _HANDLERS.get(type(event))
+        if entry is None:
+            entry = next((e for t, e in _HANDLERS.items() if isinstance(event, t)), None)
+            if entry is None:
                 raise TypeError(f"event: must be a connection event (got {event!r})")
+        name, has_wall = entry
         handler = getattr(self, name)
-        wall = getattr(event, "wall_time", None)
+        # (getattr with a default on a missing attribute raises and catches inside: slow)
+        wall = event.wall_time if has_wall else None  # type: ignore[union-attr]
         if wall is None:
             return handler(event)  # type: ignore[no-any-return]
         # The offset is learnt before the event runs (its records carry the wall time) and
@@ -554,7 +556,7 @@ class ConnectionMachine(StateMachine):
         )
 
     def _fail(self, event: ConnectionFailed) -> list[ConnectionAction]:
-        source = self.state
+        source: str = self.model.state
         if source not in ("connecting", "handshaking", "live"):
             raise IllegalEventError("ConnectionMachine", event, source)
         # Healthy by time but not yet ticked: recover first (the transition below cannot be
@@ -666,7 +668,7 @@ class ConnectionMachine(StateMachine):
         return actions
 
     def _fire(self, due: float, now: float) -> list[ConnectionAction]:
-        state = self.state
+        state = self.model.state
         cfg = self.config
         if state in ("connecting", "handshaking"):
             return self._fail(
@@ -849,16 +851,20 @@ class ConnectionMachine(StateMachine):
 #: FailureRecord's fields, in order: a failure record is kept as a tuple of their values.
 _RECORD_FIELDS = tuple(field.name for field in attrs.fields(FailureRecord))
 
-#: The handler of each event type (a method name, so a subclass's override runs).
-_HANDLERS: dict[type, str] = {
-    Tick: "_on_tick",
-    ConnectionFailed: "_fail",
-    PongReceived: "_pong",
-    Stop: "_stop",
-    Start: "_start",
-    TransportConnected: "_on_transport",
-    HandshakeSucceeded: "_on_handshake",
-    ConnectionHealthy: "_vouched",
+#: The handler of each event type (a method name, so a subclass's override runs), and whether
+#: the event carries ``wall_time``.
+_HANDLERS: dict[type, tuple[str, bool]] = {
+    event: (name, "wall_time" in attrs.fields_dict(event))
+    for event, name in (
+        (Tick, "_on_tick"),
+        (ConnectionFailed, "_fail"),
+        (PongReceived, "_pong"),
+        (Stop, "_stop"),
+        (Start, "_start"),
+        (TransportConnected, "_on_transport"),
+        (HandshakeSucceeded, "_on_handshake"),
+        (ConnectionHealthy, "_vouched"),
+    )
 }
 
 # Compiled at class creation: a subclass compiles its own on first use.

@@ -55,24 +55,36 @@ about half of it (its run-to-completion queue, the selection of transitions, a d
 convention callbacks resolved per transition and state exit/entry: ~80 us for a transition
 whose only callbacks are two guards) and the pattern detector about 30 % (recounting the
 drops per hour, sorting the phases and the gaps of the whole 256-drop buffer after every
-drop). What changed: the declaration is compiled once into a dict table (`fsm/_table.py`)
-that performs the same transition, guards in declaration order, and writes the new state
-with python-statemachine's `current_state_value` (so `configuration`, the diagrams and the
-exporter read it); a machine whose declaration the table cannot run exactly (callbacks,
-validators, compound states) keeps `send()`. The detector keeps its statistics drop by drop
-(`DropTracker`: hour counts, sorted phases, times and gaps; the minute-of-hour scan runs only
-when a window could be significant). Host-side: attribute sets skip python-statemachine's
-generic `__setattr__` check, `next_deadline` builds no list, log values are checked with one
-regex. `tests/fsm/test_connection_engine.py` runs the table and `send()` side by side;
-`tests/fsm/test_patterns_tracker.py` the tracker against `detect_patterns`.
+drop). First change: the declaration is compiled once into a dict table (`fsm/_table.py`)
+that performs the same transition, guards in declaration order; a machine whose declaration
+the table cannot run exactly (callbacks, validators, compound states) or that has a
+python-statemachine listener keeps `send()`. That left handle() at 10.9 us, 50x the dict
+table.
 
-Not yet met: handle() averages about 50x the dict table against a target of 25x. The
-transition itself is now a small part of it (the table lookup and guards, then
-python-statemachine's `current_state_value` setter, about 1.7 us of it); the rest is handle()'s
-own work, which the dict table does not do: the plain `transport_connected` is about 20x, and
-a drop about 100x (the failure decision, the `FailureRecord`, the `Disconnect`/`Wait`
-actions, the drop handed to the pattern detector). Python-level attribute traffic on the
-machine (a StateMachine subclass) is the next thing to cut.
+Where the rest went (cProfile and timings of the cycle above, then of each change): ~10
+attribute sets per event through python-statemachine's `StateMachine.__setattr__` (0.2 us
+each); the `current_state_value` setter (1.6 us: it normalises the value to a set and back);
+dispatch by a chain of `isinstance`; `getattr(event, "wall_time", None)` on events without
+the field (an exception raised and caught inside); the failure record, a frozen 12-field
+attrs class (1.5 us) built on every failure; the `FailureKind(...)` enum call (1 us) in every
+`ConnectionFailed`; `.value` on the enum read five times per failure; and the pattern
+detector (6 us a drop: O(n) inserts into sorted lists, a skip set of report keys rebuilt on
+every drop, a significance bound in O(hours^2)). What changed: plain attribute sets (nothing
+assigns a state name, and python-statemachine reads its states from the class); the new
+state written to the model's state field (where `current_state_value` writes it; the
+configuration cache is keyed by that value, so it follows); one dict lookup on the event's
+type; the unguarded rows looked up directly; failure records kept as tuples and built into
+`FailureRecord` when read; a dict from value to `FailureKind`; the report keys kept with the
+reports. The detector (`fsm/_drop_tracker.py`) now updates per drop, in O(1) or O(log n), the
+drops per hour, 60 minute-of-hour buckets with their distinct hours and a bound per 4-minute
+run, and the sorted times and gaps; a lower bound of the minute-of-hour p-value (a few terms
+of a binomial tail) and of the period's decide in O(1) whether anything exact is needed, and a
+pattern already reported is not recomputed. The per-step rows above are what is left: a
+transition with its `StateChanged` (a frozen attrs action, ~0.6 us) and the counters; a drop
+also decides its delay, builds `Disconnect` and `Wait`, and updates the detector (~4 us).
+`tests/fsm/test_connection_engine.py` and `tests/fsm/test_scaler_engine.py` run the table and
+`send()` side by side; `tests/fsm/test_patterns_tracker.py` the detector against
+`detect_patterns`, drop by drop with evictions and with known patterns skipped.
 """
 
 
