@@ -103,6 +103,9 @@ from ._table import TransitionTable
 
 __all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
 
+#: The keyword arguments of an event without any (never changed).
+_NO_KWARGS: dict[str, Any] = {}
+
 #: Upper bounds (s) of the reconnect-delay histogram (a last, implicit bucket is +Inf).
 DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -383,8 +386,10 @@ class ConnectionMachine(StateMachine):
 
     # -- transitions -----------------------------------------------------------------
     def _transition(
-        self, name: str, now: float, reason: str, **kwargs: Any
+        self, name: str, now: float, reason: str, kwargs: dict[str, Any] = _NO_KWARGS
     ) -> list[ConnectionAction]:
+        """Take the transition ``name`` with the event's keyword arguments (the guards get
+        them: ``decision`` for ``fail``)."""
         model = self.model
         source: str = model.state
         table = self._table
@@ -567,7 +572,7 @@ class ConnectionMachine(StateMachine):
         decision = self._decide(event)
         kind = event.kind.value  # an enum's .value is a Python-level descriptor: read it once
         reason = f"{kind}: {event.reason}" if event.reason else kind
-        actions = recovery + self._transition("fail", event.now, reason, decision=decision)
+        actions = recovery + self._transition("fail", event.now, reason, {"decision": decision})
         # The transition is taken: now apply the decision.
         now = event.now
         wall = None if self.wall_offset is None else now + self.wall_offset

@@ -87,8 +87,9 @@ class DropTracker:
         self.size = size
         self.min_hits = min_hits
         self.significance = significance
+        #: arrival number of the next drop (the buffer's drops are numbered consecutively, so
+        #: the oldest is ``_seq - len(drops)``)
         self._seq = 0
-        self._seqs: deque[int] = deque()
         self._per_hour: dict[int, int] = {}
         #: count -> how many hours hold that many drops
         self._hours_with: dict[int, int] = {}
@@ -102,20 +103,22 @@ class DropTracker:
         self._best_run = 0
         self._by_time: list[tuple[float, str]] = []
         self._gaps: list[float] = []
+        self._key_of: tuple[float, tuple[str, int]] = (math.nan, ("period", 0))
 
     # -- updates: O(1) or O(log n) ------------------------------------------------------
     def add(self, t: float, kind: str) -> None:
         drops = self.drops
         if len(drops) == self.size:
-            self._remove(drops.popleft(), self._seqs.popleft())
+            self._remove(drops.popleft(), self._seq - len(drops) - 1)
         seq = self._seq
         self._seq = seq + 1
         drops.append((t, kind))
-        self._seqs.append(seq)
         hour = int(t // HOUR)
         self._count_hour(hour, 1)
         phase = t % HOUR
-        minute = min(int(phase // 60.0), _MINUTES - 1)
+        minute = int(phase // 60.0)
+        if minute >= _MINUTES:  # a phase rounded up to 3600.0
+            minute = _MINUTES - 1
         bisect.insort(self._bucket[minute], (phase, seq, t, kind))
         hours = self._bucket_hours[minute]
         if hour in hours:
@@ -143,7 +146,9 @@ class DropTracker:
         hour = int(t // HOUR)
         self._count_hour(hour, -1)
         phase = t % HOUR
-        minute = min(int(phase // 60.0), _MINUTES - 1)
+        minute = int(phase // 60.0)
+        if minute >= _MINUTES:
+            minute = _MINUTES - 1
         bucket = self._bucket[minute]
         del bucket[bisect.bisect_left(bucket, (phase, seq, t, kind))]
         hours = self._bucket_hours[minute]
@@ -152,8 +157,13 @@ class DropTracker:
         else:
             self._bucket_hour(minute, hour, -1)
         by_time = self._by_time
-        # the oldest drop is the earliest when the times came in order
-        i = 0 if by_time[0] == drop else bisect.bisect_left(by_time, drop)
+        if by_time[0] == drop:  # the oldest is the earliest when the times came in order
+            del by_time[0]
+            if by_time:
+                gaps = self._gaps
+                del gaps[bisect.bisect_left(gaps, by_time[0][0] - t)]
+            return
+        i = bisect.bisect_left(by_time, drop)
         before = by_time[i - 1][0] if i > 0 else None
         after = by_time[i + 1][0] if i + 1 < len(by_time) else None
         if before is not None:
@@ -214,10 +224,17 @@ class DropTracker:
     def reports(self, skip: Container[tuple[str, int]] = ()) -> list[PatternReport]:
         """The patterns ``detect_patterns`` finds in the buffer, less those keyed in ``skip``."""
         period = self._period_candidate()
-        period_key = None if period is None else ("period", round(math.log(period, 1.1)))
+        period_key = None
+        if period is not None:
+            # the same period drop after drop: its key (a logarithm) is kept
+            if period != self._key_of[0]:
+                self._key_of = (period, ("period", round(math.log(period, 1.1))))
+            period_key = self._key_of[1]
         # The hourly test matters to the period only when the period is about an hour.
         near_hour = period is not None and abs(period - HOUR) <= 0.1 * HOUR
-        hourly = self._minute_of_hour(skip, needed=near_hour and period_key not in skip)
+        hourly = None
+        if len(self._per_hour) >= self.min_hits:
+            hourly = self._minute_of_hour(skip, needed=near_hour and period_key not in skip)
         reports = [] if hourly is None or hourly.key in skip else [hourly]
         if period is None or period_key in skip or (hourly is not None and near_hour):
             return reports
