@@ -28,11 +28,11 @@ healthy.
 How a transition executes: python-statemachine's declaration below is compiled once, at class
 creation, into a dict table (``fsm/_table.py``): ``(state, event) -> targets`` with their
 guards in declaration order. A lifecycle change looks its event up, calls the guards as
-``send()`` would, and writes the new state with python-statemachine's ``current_state_value``,
-so its ``configuration``, the diagrams and the exporter see it (a few us instead of ``send()``'s
-~80 us). A subclass the table cannot run exactly (it adds callbacks, validators ...) keeps
-``send()``; ``tests/fsm/test_connection_engine.py`` runs both side by side. Pings, pongs and
-ticks with nothing due touch plain attributes only.
+``send()`` would, and writes the new state to the model's state field, where
+python-statemachine keeps it, so its ``configuration``, the diagrams and the exporter see it
+(a few us instead of ``send()``'s ~80 us). A subclass the table cannot run exactly (it adds
+callbacks, validators ...) keeps ``send()``; ``tests/fsm/test_connection_engine.py`` runs
+both side by side. Pings, pongs and ticks with nothing due touch plain attributes only.
 
 A failure is decided before anything changes: the decision (target state, delay, alarm) is
 computed from the current counters, then ``send("fail", decision=...)`` picks the transition
@@ -96,11 +96,15 @@ from ._connection_events import (
     TransportConnected,
     Wait,
 )
+from ._drop_tracker import DropTracker
 from ._errors import IllegalEventError
-from ._patterns import DropTracker, PatternReport
+from ._patterns import PatternReport
 from ._table import TransitionTable
 
 __all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
+
+#: The keyword arguments of an event without any (never changed).
+_NO_KWARGS: dict[str, Any] = {}
 
 #: Upper bounds (s) of the reconnect-delay histogram (a last, implicit bucket is +Inf).
 DELAY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -119,8 +123,6 @@ CONNECTION_STATES = (
     "alarmed",
     "closed",
 )
-
-_STATE_IDS = frozenset(CONNECTION_STATES)
 
 
 def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
@@ -141,9 +143,10 @@ def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
     return min(base * spread, config.max_delay)
 
 
-@attrs.frozen
+@attrs.define
 class _FailureDecision:
-    """What a failure will do, computed before anything changes."""
+    """What a failure will do, computed before anything changes (never changed afterwards;
+    not frozen because a frozen attrs class costs 0.7 us more to build, once per failure)."""
 
     target: str
     counted: bool
@@ -212,14 +215,11 @@ class ConnectionMachine(StateMachine):
         self._table = None
         return super().add_listener(*listeners)  # type: ignore[no-untyped-call]
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # python-statemachine checks every attribute set against the state ids (a state must
-        # not be overwritten); a handled event sets about ten counters, so the check is done
-        # here with one set lookup, and only a state id goes through python-statemachine's.
-        if name in _STATE_IDS:
-            super().__setattr__(name, value)  # type: ignore[no-untyped-call]
-        else:
-            object.__setattr__(self, name, value)
+    # python-statemachine's __setattr__ checks every attribute set against the state names
+    # (a state must not be overwritten): about 0.2 us per set, and an event sets about ten
+    # counters. Nothing here assigns a state name and python-statemachine reads its states
+    # from the class, never from the instance, so plain attribute sets are used.
+    __setattr__ = object.__setattr__
 
     # -- guards (pure: they read the precomputed decision) -------------------------------
     def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
@@ -289,10 +289,13 @@ class ConnectionMachine(StateMachine):
         self.last_event_at: float | None = None
         self.time_in_state: dict[str, float] = dict.fromkeys(CONNECTION_STATES, 0.0)
         self._window: deque[float] = deque(maxlen=cfg.alarm_failures + 1)
-        self._history: deque[FailureRecord] = deque(maxlen=cfg.history_size)
+        #: failure records as tuples in _RECORD_FIELDS order (see _fail)
+        self._history: deque[tuple[Any, ...]] = deque(maxlen=cfg.history_size)
         self._tracker = DropTracker(PATTERN_BUFFER, min_hits=cfg.pattern_min_hits)
         self._drops = self._tracker.drops  # read-only here: the tracker adds and evicts
         self._reported: deque[PatternReport] = deque(maxlen=PATTERN_REPORTS_KEPT)
+        # the keys of _reported, rebuilt when a report is added (not on every drop)
+        self._reported_keys: frozenset[tuple[str, int]] = frozenset()
         self._last_failure_at: float | None = None
         # reconnect delays chosen, per bucket of DELAY_BUCKETS (+Inf last): for metrics
         self.delay_counts = [0] * (len(DELAY_BUCKETS) + 1)
@@ -311,7 +314,9 @@ class ConnectionMachine(StateMachine):
     @property
     def history(self) -> tuple[FailureRecord, ...]:
         """The last ``history_size`` failure records, oldest first (R3.3)."""
-        return tuple(self._history)
+        return tuple(
+            FailureRecord(**dict(zip(_RECORD_FIELDS, r, strict=True))) for r in self._history
+        )
 
     @property
     def pattern_reports(self) -> tuple[PatternReport, ...]:
@@ -320,7 +325,7 @@ class ConnectionMachine(StateMachine):
     @property
     def next_deadline(self) -> float | None:
         """When the host should next call ``Tick`` (None: nothing is scheduled)."""
-        state = self.state
+        state = self.model.state
         if state in ("connecting", "handshaking"):
             return self.attempt_deadline
         if state in ("backing_off", "alarmed"):
@@ -343,48 +348,50 @@ class ConnectionMachine(StateMachine):
         Raises:
             IllegalEventError: the event is not accepted in the current state; nothing changed.
         """
-        if self.last_event_at is not None and event.now < self.last_event_at:
-            raise ValueError(
-                f"now: must not go backwards (got {event.now!r} after {self.last_event_at!r})"
-            )
-        wall = getattr(event, "wall_time", None)
+        now = event.now
+        last = self.last_event_at
+        if last is not None and now < last:
+            raise ValueError(f"now: must not go backwards (got {now!r} after {last!r})")
+        # One dict lookup on the event's exact type (events are not subclassed, see
+        # _connection_events); the handler is looked up by name, so a subclass's override runs.
+        entry = _HANDLERS.get(type(event))
+        if entry is None:
+            entry = next((e for t, e in _HANDLERS.items() if isinstance(event, t)), None)
+            if entry is None:
+                raise TypeError(f"event: must be a connection event (got {event!r})")
+        name, has_wall = entry
+        handler = getattr(self, name)
+        # (getattr with a default on a missing attribute raises and catches inside: slow)
+        wall = event.wall_time if has_wall else None  # type: ignore[union-attr]
         if wall is None:
-            return self._dispatch(event)
+            return handler(event)  # type: ignore[no-any-return]
         # The offset is learnt before the event runs (its records carry the wall time) and
         # forgotten again when the event is refused: an illegal event changes nothing.
         previous = self.wall_offset
-        self.wall_offset = wall - event.now
+        self.wall_offset = wall - now
         try:
-            return self._dispatch(event)
+            return handler(event)  # type: ignore[no-any-return]
         except IllegalEventError:
             self.wall_offset = previous
             raise
 
-    def _dispatch(self, event: ConnectionEvent) -> list[ConnectionAction]:
-        if isinstance(event, Tick):
-            return self._tick(event.now)
-        if isinstance(event, ConnectionFailed):
-            return self._fail(event)
-        if isinstance(event, PongReceived):
-            return self._pong(event)
-        if isinstance(event, Stop):
-            return self._stop(event)
-        if isinstance(event, Start):
-            return self._start(event)
-        if isinstance(event, TransportConnected):
-            actions = self._transition("transport_connected", event.now, "tcp connected")
-            return actions
-        if isinstance(event, HandshakeSucceeded):
-            return self._live(event.now)
-        if isinstance(event, ConnectionHealthy):
-            return self._vouched(event)
-        raise TypeError(f"event: must be a connection event (got {event!r})")
+    def _on_tick(self, event: Tick) -> list[ConnectionAction]:
+        return self._tick(event.now)
+
+    def _on_transport(self, event: TransportConnected) -> list[ConnectionAction]:
+        return self._transition("transport_connected", event.now, "tcp connected")
+
+    def _on_handshake(self, event: HandshakeSucceeded) -> list[ConnectionAction]:
+        return self._live(event.now)
 
     # -- transitions -----------------------------------------------------------------
     def _transition(
-        self, name: str, now: float, reason: str, **kwargs: Any
+        self, name: str, now: float, reason: str, kwargs: dict[str, Any] = _NO_KWARGS
     ) -> list[ConnectionAction]:
-        source = self.state
+        """Take the transition ``name`` with the event's keyword arguments (the guards get
+        them: ``decision`` for ``fail``)."""
+        model = self.model
+        source: str = model.state
         table = self._table
         if table is None:
             try:
@@ -394,17 +401,23 @@ class ConnectionMachine(StateMachine):
         else:
             # The declaration compiled into a dict (see fsm/_table.py): the same transition,
             # guards in declaration order, without send()'s queue and callback resolution.
-            row = table.target(self, source, name, kwargs)
+            row = table.unguarded.get((source, name))
             if row is None:
-                raise IllegalEventError("ConnectionMachine", name, source)
-            self.current_state_value = row.target
+                row = table.target(self, source, name, kwargs)
+                if row is None:
+                    raise IllegalEventError("ConnectionMachine", name, source)
+            # The model's state field is where python-statemachine keeps the state (what
+            # current_state_value writes, less its 1.6 us of normalising the value to a set
+            # and back); its configuration cache is keyed by that value, so it follows.
+            model.state = row.target
             if row.final:
                 self._engine.stop()  # as send() does on a final state: is_terminated holds
-        if self.state_entered_at is not None:
-            self.time_in_state[source] += now - self.state_entered_at
+        entered = self.state_entered_at
+        if entered is not None:
+            self.time_in_state[source] += now - entered
         self.state_entered_at = now
         self.last_event_at = now
-        return [StateChanged(at=now, source=source, target=self.state, reason=reason)]
+        return [StateChanged(at=now, source=source, target=model.state, reason=reason)]
 
     def _connect_action(self, now: float) -> Connect:
         self.attempt += 1
@@ -504,7 +517,10 @@ class ConnectionMachine(StateMachine):
         cfg = self.config
         kind = event.kind
         counted = kind is not FailureKind.SERVER_CLOSED
-        healthy_drop = self.state == "live" and self._is_recovered(event.now)
+        healthy_drop = self.model.state == "live" and (
+            self.recovered
+            or (self.live_since is not None and event.now - self.live_since >= cfg.stable_after)
+        )
         # R1.3 counts reconnect failures: attempts that never became healthy. The drop of a
         # healthy connection is a drop (history, pattern detector), not a failed attempt.
         attempt_failed = counted and not healthy_drop
@@ -539,6 +555,8 @@ class ConnectionMachine(StateMachine):
     def _failures_in_window(self, now: float) -> int:
         """This episode's failed attempts within the alarm window (R1.3): those less than
         ``alarm_window`` seconds old (one exactly that old is outside it)."""
+        if not self._window:  # the common case: the first failure of an episode
+            return 0
         horizon = now - self.config.alarm_window
         return sum(1 for t in self._window if t > horizon)
 
@@ -548,7 +566,7 @@ class ConnectionMachine(StateMachine):
         )
 
     def _fail(self, event: ConnectionFailed) -> list[ConnectionAction]:
-        source = self.state
+        source: str = self.model.state
         if source not in ("connecting", "handshaking", "live"):
             raise IllegalEventError("ConnectionMachine", event, source)
         # Healthy by time but not yet ticked: recover first (the transition below cannot be
@@ -557,17 +575,18 @@ class ConnectionMachine(StateMachine):
         if source == "live" and not self.recovered and self._is_recovered(event.now):
             recovery = self._recover(event.now)
         decision = self._decide(event)
-        reason = f"{event.kind.value}: {event.reason}" if event.reason else event.kind.value
-        actions = recovery + self._transition("fail", event.now, reason, decision=decision)
+        kind = event.kind.value  # an enum's .value is a Python-level descriptor: read it once
+        reason = f"{kind}: {event.reason}" if event.reason else kind
+        actions = recovery + self._transition("fail", event.now, reason, {"decision": decision})
         # The transition is taken: now apply the decision.
         now = event.now
-        wall = self.wall(now)
+        wall = None if self.wall_offset is None else now + self.wall_offset
         self.failures += 1
         if decision.attempt_failed:
             self.failed_attempts += 1
         elif source == "live" and decision.counted:
             self.drops += 1
-        self.failures_by_kind[event.kind.value] = self.failures_by_kind.get(event.kind.value, 0) + 1
+        self.failures_by_kind[kind] = self.failures_by_kind.get(kind, 0) + 1
         self.consecutive_failures = decision.consecutive
         if decision.attempt_failed:
             self._window.append(now)
@@ -575,29 +594,31 @@ class ConnectionMachine(StateMachine):
             self.failures_since_alarm += 1
         since = None if self._last_failure_at is None else now - self._last_failure_at
         self._last_failure_at = now
+        # The record's fields in FailureRecord's order (_RECORD_FIELDS); the record itself is
+        # built when read (a frozen 12-field class costs 1.5 us to build, on every failure).
         self._history.append(
-            FailureRecord(
-                at=now,
-                kind=event.kind.value,
-                reason=event.reason,
-                detail=event.detail,
-                state=source,
-                attempt=self.attempt,
-                consecutive=decision.consecutive,
-                since_previous=since,
-                delay=decision.delay,
-                retry_after=event.retry_after,
-                wall_time=wall,
-                attempt_failed=decision.attempt_failed,
+            (
+                now,
+                kind,
+                event.reason,
+                event.detail,
+                source,
+                self.attempt,
+                decision.consecutive,
+                since,
+                decision.delay,
+                event.retry_after,
+                wall,
+                decision.attempt_failed,
             )
         )
-        self._clear_deadlines()
-        self.live_since = None
+        self.attempt_deadline = self.retry_at = self.live_since = None
+        self.next_ping_at = self.pong_deadline = self.ping_sent_at = None
         actions.append(Disconnect(reason=reason))
         if decision.target == "closed":
             self.close_reason = reason
-            self.close_kind = event.kind.value
-            actions.append(GiveUp(kind=event.kind.value, reason=reason))
+            self.close_kind = kind
+            actions.append(GiveUp(kind=kind, reason=reason))
         else:
             assert decision.delay is not None
             self.last_delay = decision.delay
@@ -618,27 +639,31 @@ class ConnectionMachine(StateMachine):
                 failures_in_window=decision.window_count,
                 window=self.config.alarm_window,
                 threshold=self.config.alarm_failures,
-                last_kind=event.kind.value,
+                last_kind=kind,
                 last_reason=event.reason,
                 wall_at=wall,
             )
             actions.append(RaiseAlarm(alarm=alarm))
         if source == "live":  # healthy or not, a live connection was dropped: a time to analyse
-            actions += self._analyse_drop(event)
+            actions += self._analyse_drop(event, kind)
         return actions
 
-    def _analyse_drop(self, event: ConnectionFailed) -> list[ConnectionAction]:
+    def _analyse_drop(self, event: ConnectionFailed, kind: str) -> list[ConnectionAction]:
         when = event.wall_time if event.wall_time is not None else event.now
-        self._tracker.add(when, event.kind.value)
+        self._tracker.add(when, kind)
         if len(self._drops) < self.config.pattern_min_hits:
             return []
         # The tracker keeps the detector's statistics up to date drop by drop (what
         # detect_patterns would find over the whole buffer, without recomputing it).
         found: list[ConnectionAction] = []
-        for report in self._tracker.reports(skip={report.key for report in self._reported}):
-            self._reported.append(report)
+        for report in self._tracker.reports(skip=self._reported_keys):
+            self._remember(report)
             found.append(PatternDetected(report=report))
         return found
+
+    def _remember(self, report: PatternReport) -> None:
+        self._reported.append(report)
+        self._reported_keys = frozenset(r.key for r in self._reported)
 
     # -- time ------------------------------------------------------------------------
     def _tick(self, now: float) -> list[ConnectionAction]:
@@ -653,7 +678,7 @@ class ConnectionMachine(StateMachine):
         return actions
 
     def _fire(self, due: float, now: float) -> list[ConnectionAction]:
-        state = self.state
+        state = self.model.state
         cfg = self.config
         if state in ("connecting", "handshaking"):
             return self._fail(
@@ -693,7 +718,8 @@ class ConnectionMachine(StateMachine):
         time_in_state = dict(self.time_in_state)
         if now is not None and self.state_entered_at is not None:
             time_in_state[self.state] += max(0.0, now - self.state_entered_at)
-        last = self._history[-1].as_dict() if self._history else None
+        history = [dict(zip(_RECORD_FIELDS, r, strict=True)) for r in self._history]
+        last = dict(history[-1]) if history else None
         return {
             "state": self.state,
             "attempt": self.attempt,
@@ -716,7 +742,7 @@ class ConnectionMachine(StateMachine):
             "pongs_received": self.pongs_received,
             "unsolicited_pongs": self.unsolicited_pongs,
             "last_failure": last,
-            "history": [r.as_dict() for r in self._history],
+            "history": history,
             "patterns": [r.as_dict() for r in self._reported],
             "close_reason": self.close_reason,
             "wall_time": None if now is None else self.wall(now),
@@ -778,7 +804,7 @@ class ConnectionMachine(StateMachine):
         data["failures_by_kind"] = dict(self.failures_by_kind)
         data["time_in_state"] = dict(self.time_in_state)
         data["window"] = list(self._window)
-        data["history"] = [r.as_dict() for r in self._history]
+        data["history"] = [dict(zip(_RECORD_FIELDS, r, strict=True)) for r in self._history]
         data["drops"] = [list(d) for d in self._drops]
         data["reported"] = [attrs.asdict(r) for r in self._reported]
         data["delay_counts"] = list(self.delay_counts)
@@ -819,17 +845,37 @@ class ConnectionMachine(StateMachine):
         machine.time_in_state = {**machine.time_in_state, **snapshot["time_in_state"]}
         machine._window.extend(t + shift for t in snapshot["window"])
         for record in snapshot["history"]:
-            machine._history.append(FailureRecord(**{**record, "at": record["at"] + shift}))
+            checked = FailureRecord(**{**record, "at": record["at"] + shift})
+            machine._history.append(attrs.astuple(checked, recurse=False))
         for t, kind in snapshot["drops"]:
             machine._tracker.add(t + shift, kind)
         machine.delay_counts = list(snapshot.get("delay_counts", machine.delay_counts))
         machine.delay_sum = float(snapshot.get("delay_sum", 0.0))
         for report in snapshot["reported"]:
-            machine._reported.append(
+            machine._remember(
                 PatternReport(**{**report, "kinds": tuple(tuple(k) for k in report["kinds"])})
             )
         return machine
 
+
+#: FailureRecord's fields, in order: a failure record is kept as a tuple of their values.
+_RECORD_FIELDS = tuple(field.name for field in attrs.fields(FailureRecord))
+
+#: The handler of each event type (a method name, so a subclass's override runs), and whether
+#: the event carries ``wall_time``.
+_HANDLERS: dict[type, tuple[str, bool]] = {
+    event: (name, "wall_time" in attrs.fields_dict(event))
+    for event, name in (
+        (Tick, "_on_tick"),
+        (ConnectionFailed, "_fail"),
+        (PongReceived, "_pong"),
+        (Stop, "_stop"),
+        (Start, "_start"),
+        (TransportConnected, "_on_transport"),
+        (HandshakeSucceeded, "_on_handshake"),
+        (ConnectionHealthy, "_vouched"),
+    )
+}
 
 # Compiled at class creation: a subclass compiles its own on first use.
 ConnectionMachine._tables[ConnectionMachine] = TransitionTable.compile(ConnectionMachine)

@@ -68,9 +68,15 @@ class FailureKind(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+#: value -> kind: a dict lookup instead of the enum's call (about 1 us), on every failure
+_KINDS = {kind.value: kind for kind in FailureKind}
+
+
 def _failure_kind(value: object) -> FailureKind:
     if isinstance(value, FailureKind):
         return value
+    if type(value) is str and value in _KINDS:
+        return _KINDS[value]
     try:
         if not isinstance(value, str):
             raise ValueError
@@ -89,6 +95,8 @@ def _wall_time(value: object) -> float | None:
 
 
 def _time(value: object) -> float:
+    if type(value) is float and value == value:
+        return value  # the common case, first: every event converts its time
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"now: must be a real number of seconds (got {value!r})")
     return float(value)

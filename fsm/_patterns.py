@@ -23,16 +23,15 @@ seconds, wall-clock-aligned when the minute of the hour should mean anything.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
-from collections import Counter, deque
-from collections.abc import Container, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from typing import Literal
 
 import attrs
 
-__all__ = ["DropTracker", "PatternReport", "detect_patterns"]
+__all__ = ["PatternReport", "detect_patterns"]
 
 HOUR = 3600.0
 _PHASE_WINDOW = 120.0
@@ -233,131 +232,3 @@ def detect_patterns(
     ):
         reports.append(periodic)
     return reports
-
-
-def _fitting_range(gaps: Sequence[float], period: float, tolerance: float) -> tuple[int, int]:
-    """The slice of sorted ``gaps`` with ``abs(gap - period) <= tolerance``: contiguous, since
-    a float difference is monotone in ``gap``; found by bisection with the very same test the
-    batch detector applies to each gap, so both count the same gaps."""
-    lo = bisect.bisect_left(gaps, True, key=lambda g: g >= period or abs(g - period) <= tolerance)
-    hi = bisect.bisect_left(gaps, True, key=lambda g: g > period and abs(g - period) > tolerance)
-    return lo, hi
-
-
-class DropTracker:
-    """The last ``size`` drops and their statistics, kept up to date drop by drop.
-
-    :meth:`reports` returns what ``detect_patterns(list(drops))`` returns (less the patterns
-    whose key is in ``skip``) without recomputing over the buffer on every drop:
-
-    * the drops per hour are a counter; the minute-of-hour test first bounds its p-value by
-      the best any window could reach (a drop in every hour, in O(hours^2) over the hour
-      counts) and scans the phases (kept sorted) only when that bound could be significant;
-    * the times and the gaps between consecutive ones are kept sorted (bisect), so the
-      median gap and the gaps within tolerance of it are O(log n) lookups; a period report is
-      built (O(n)) only when it is significant and not already known.
-    """
-
-    def __init__(self, size: int, *, min_hits: int = 4, significance: float = 1e-6) -> None:
-        self.drops: deque[tuple[float, str]] = deque()
-        self.size = size
-        self.min_hits = min_hits
-        self.significance = significance
-        self._seq = 0
-        self._seqs: deque[int] = deque()
-        self._per_hour: Counter[int] = Counter()
-        # (phase, arrival number, time, kind): sorted by phase, ties in arrival order, as the
-        # batch detector's stable sort orders them
-        self._by_phase: list[tuple[float, int, float, str]] = []
-        self._by_time: list[tuple[float, str]] = []
-        self._gaps: list[float] = []
-
-    def add(self, t: float, kind: str) -> None:
-        if len(self.drops) == self.size:
-            self._remove(self.drops.popleft(), self._seqs.popleft())
-        self.drops.append((t, kind))
-        self._seqs.append(self._seq)
-        self._per_hour[int(t // HOUR)] += 1
-        bisect.insort(self._by_phase, (t % HOUR, self._seq, t, kind))
-        self._seq += 1
-        item = (t, kind)
-        i = bisect.bisect_right(self._by_time, item)
-        before = self._by_time[i - 1][0] if i > 0 else None
-        after = self._by_time[i][0] if i < len(self._by_time) else None
-        if before is not None and after is not None:
-            self._drop_gap(after - before)
-        if before is not None:
-            bisect.insort(self._gaps, t - before)
-        if after is not None:
-            bisect.insort(self._gaps, after - t)
-        self._by_time.insert(i, item)
-
-    def _drop_gap(self, gap: float) -> None:
-        del self._gaps[bisect.bisect_left(self._gaps, gap)]
-
-    def _remove(self, drop: tuple[float, str], seq: int) -> None:
-        t, kind = drop
-        hour = int(t // HOUR)
-        self._per_hour[hour] -= 1
-        if not self._per_hour[hour]:
-            del self._per_hour[hour]
-        del self._by_phase[bisect.bisect_left(self._by_phase, (t % HOUR, seq, t, kind))]
-        i = bisect.bisect_left(self._by_time, drop)
-        before = self._by_time[i - 1][0] if i > 0 else None
-        after = self._by_time[i + 1][0] if i + 1 < len(self._by_time) else None
-        if before is not None:
-            self._drop_gap(t - before)
-        if after is not None:
-            self._drop_gap(after - t)
-        if before is not None and after is not None:
-            bisect.insort(self._gaps, after - before)
-        del self._by_time[i]
-
-    def reports(self, skip: Container[tuple[str, int]] = ()) -> list[PatternReport]:
-        """The patterns ``detect_patterns`` finds in the buffer, less those keyed in ``skip``."""
-        hourly = self._minute_of_hour()
-        reports = [] if hourly is None or hourly.key in skip else [hourly]
-        period = self._period()
-        if period is None or (hourly is not None and abs(period - HOUR) <= 0.1 * HOUR):
-            return reports
-        if ("period", round(math.log(period, 1.1))) in skip:
-            return reports
-        periodic = _fixed_period(self._by_time, self.min_hits, self.significance)
-        assert periodic is not None and periodic.period == period
-        reports.append(periodic)
-        return reports
-
-    def _minute_of_hour(self) -> PatternReport | None:
-        hours = len(self._per_hour)
-        if hours < self.min_hits:
-            return None
-        # The most hours a window can hold is all of them: when even that is not significant
-        # (with a factor of 2 against float rounding), no window is and the scan is skipped.
-        share = _PHASE_WINDOW / HOUR
-        chances = [1.0 - (1.0 - share) ** n for n in self._per_hour.values()]
-        if _poisson_binomial_tail(chances, hours) / share >= 2.0 * self.significance:
-            return None
-        ordered = [(phase, t, kind) for phase, _, t, kind in self._by_phase]
-        return _minute_of_hour_sorted(
-            ordered, self._per_hour, len(self.drops), self.min_hits, self.significance
-        )
-
-    def _period(self) -> float | None:
-        """The period the fixed-period test would report, or None (no report)."""
-        gaps = self._gaps
-        n = len(self._by_time)
-        if n < self.min_hits:
-            return None
-        period = gaps[len(gaps) // 2]
-        if period <= 0.0:
-            return None
-        tolerance = max(0.1 * period, 1.0)
-        lo, hi = _fitting_range(gaps, period, tolerance)
-        if hi - lo + 1 < self.min_hits:
-            return None
-        mean = (self._by_time[-1][0] - self._by_time[0][0]) / len(gaps)
-        low, high = max(period - tolerance, 0.0), period + tolerance
-        p_interval = math.exp(-low / mean) - math.exp(-high / mean)
-        if _binomial_tail(len(gaps), p_interval, hi - lo) >= self.significance:
-            return None
-        return period

@@ -22,9 +22,17 @@ States and transitions are declared once, in the ``ScalerMachine`` class body::
                                                   right after a reset halves from stable)
     overflow_halved --settle--> stable           (the next step that does not overflow)
 
-Per-step work never calls python-statemachine's ``send()`` (about 200 us): :meth:`step` updates
-plain counters (``self.counters``, a slotted object) and compares two floats; it sends an event
-only when the lifecycle changes, and returns None on the fast path.
+Per-step work never calls python-statemachine's ``send()`` (about 70 us): :meth:`step` updates
+plain counters (``self.counters``, a slotted object) and compares two floats; it changes the
+lifecycle only when due, and returns None on the fast path.
+
+How a transition executes: as ``ConnectionMachine``'s, from the declaration compiled once per
+class into a dict table (``fsm/_table.py``): the event looked up for the current state, the
+guard (``auto_reset_enabled``) called as ``send()`` would, the new state written to
+python-statemachine's model field (so ``configuration``, the diagrams and the exporters see
+it). A subclass the table cannot run exactly (callbacks, validators ...) and a machine with a
+python-statemachine listener go through ``send()``; ``tests/fsm/test_scaler_engine.py`` runs
+both side by side.
 
 Beyond the seed: the scale never goes below ``min_scale`` (a ``SetScale`` clamps it); when
 ``collapse_after`` consecutive steps overflow with the scale already at the floor, the loss is
@@ -35,7 +43,7 @@ as :class:`ScaleCollapseError` (fairseq and DeepSpeed stop the same way).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 from statemachine import State, StateMachine
@@ -44,6 +52,7 @@ from statemachine.exceptions import TransitionNotAllowed
 from ._config import ScalerConfig
 from ._errors import IllegalEventError
 from ._mirror import replay_torch_update
+from ._table import TransitionTable
 
 __all__ = [
     "SCALER_STATES",
@@ -173,6 +182,13 @@ class ScalerMachine(StateMachine):
     #: the property suite checks it against its own model).
     scale_update = staticmethod(replay_torch_update)
 
+    #: True: every transition goes through python-statemachine's ``send()`` (the side-by-side
+    #: property test runs such a subclass beside the table).
+    _execute_with_send: ClassVar[bool] = False
+    _tables: ClassVar[dict[type, TransitionTable | None]] = {}
+    #: This instance's table (None: through send()).
+    _table: TransitionTable | None
+
     def auto_reset_enabled(self) -> bool:
         return self.config.auto_reset
 
@@ -196,6 +212,12 @@ class ScalerMachine(StateMachine):
         self._history: deque[Anomaly] = deque(maxlen=self.config.history_size)
         # Cached state name: reading current_state_value costs more than a str compare.
         self._state = _start_value or "warmup"
+        cls = type(self)
+        if cls not in ScalerMachine._tables:
+            ScalerMachine._tables[cls] = (
+                None if cls._execute_with_send else TransitionTable.compile(cls)
+            )
+        self._table = ScalerMachine._tables[cls]
         if _start_value is None:
             super().__init__()
         else:
@@ -213,11 +235,25 @@ class ScalerMachine(StateMachine):
 
     # -- transitions ----------------------------------------------------------------------
     def _go(self, event: str) -> None:
-        try:
-            self.send(event)
-        except TransitionNotAllowed:
-            raise IllegalEventError("ScalerMachine", event, self._state) from None
-        self._state = str(self.current_state_value)
+        table = self._table
+        # A listener (python-statemachine's add_listener) observes what send() runs.
+        if table is None or self._listeners:
+            try:
+                self.send(event)
+            except TransitionNotAllowed:
+                raise IllegalEventError("ScalerMachine", event, self._state) from None
+            self._state = str(self.current_state_value)
+            return
+        # The declaration compiled into a dict (see fsm/_table.py): the same transition, its
+        # guard called as send() would, the state written where python-statemachine keeps it.
+        source = self._state
+        row = table.unguarded.get((source, event))
+        if row is None:
+            row = table.target(self, source, event, {})
+            if row is None:
+                raise IllegalEventError("ScalerMachine", event, source)
+        self.model.state = row.target
+        self._state = row.target
 
     def _anomaly(self, kind: AnomalyKind, message: str) -> Anomaly:
         c = self.counters
@@ -436,3 +472,7 @@ class ScalerMachine(StateMachine):
             "collapses": c.collapses,
             "history": [a.as_dict() for a in self._history],
         }
+
+
+# Compiled at class creation: a subclass compiles its own on first use.
+ScalerMachine._tables[ScalerMachine] = TransitionTable.compile(ScalerMachine)

@@ -13,12 +13,14 @@ and the guards called in declaration order; that is what :class:`TransitionTable
 parallel states, eventless or internal transitions, validators, guard expressions, explicit
 actions or invocations, class-level listeners, or a convention callback (``on_enter_live``,
 ``after_transition`` ...) the class defines. A machine that gets a listener at run time must
-switch to ``send()`` itself (``ConnectionMachine.add_listener`` does).
+switch to ``send()`` itself (``ConnectionMachine.add_listener`` does; ``ScalerMachine``
+checks for listeners on each lifecycle change).
 
-The new state is written with ``current_state_value`` (python-statemachine's own
-low-level setter), so ``configuration``, ``is_active``, the diagrams and the exporters read
-the same state; entering a top-level final state stops the engine as ``send()`` does, so
-``is_terminated`` agrees too.
+The machine writes the new state to its model's state field, where python-statemachine keeps it
+(what its low-level ``current_state_value`` setter writes, less 1.6 us of normalising the value
+to a set and back; the configuration cache is keyed by the value, so it follows), so
+``configuration``, ``is_active``, the diagrams and the exporters read the same state; entering
+a top-level final state stops the engine as ``send()`` does, so ``is_terminated`` agrees too.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ class TransitionTable:
     tries them in)."""
 
     rows: dict[tuple[str, str], tuple[_Row, ...]]
+    #: the entries whose first row has no guard: that row is taken, nothing to call
+    unguarded: dict[tuple[str, str], _Row] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        first = {key: rows[0] for key, rows in self.rows.items() if not rows[0].guards}
+        object.__setattr__(self, "unguarded", first)
 
     @classmethod
     def compile(cls, machine: type[StateChart]) -> TransitionTable | None:  # type: ignore[type-arg]

@@ -49,30 +49,70 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+RECEIVE_WHY = """
+What changed (issue 18): server frames are decoded by the adapter's own decoder (`_frames`,
+checked against wsproto by a differential property test) instead of wsproto's parser, which
+alone was 8.2 us of the old 9.9 us per message (98,000 msg/s before); the TLS stream under
+httpcore's upgrade stream is read directly, 64 KiB at a time. Then the latency: a message used
+to cross two tasks (the session's reader, then the consumer), one event-loop turn more than
+`websockets`, whose protocol callback parses and wakes the consumer directly. Now a consumer
+waiting in `receive()` with nothing buffered reads and decodes the socket in its own task (no
+hop), and the reader task reads only while the consumer is away (see docs/websocket.md, "The
+receive path"). Measured while designing it (not by this run): a cancel scope around the
+consumer's read cost 3 us on asyncio and 7-8 us on trio per read, so the read has none (closing
+the stream ends it); the reader task looking every 50 ms whether the consumer was away delayed
+about one message per look on trio (p99 0.31 against 0.24 ms with no look, 0.22 with a look
+every 0.5 s), so it looks every 0.5 s (sooner when a quarter of the pong timeout is shorter).
+A consumer's read of messages that all fit enters the buffer in one `deque.extend`. The
+latency margins are small and a neighbour's burst moves a round's p99 by more: read the
+verdicts as "at par or better", not as a fixed gap. The page's earlier 1152 KiB per connection
+counted the in-process server and a TLS context per connection.
+"""
+
+SCALER_NOTE = (
+    " On the MLP and the encoder the machine's noise (the subsets' spread) is a hundred times"
+    " the guard's cost: those rows bound the cost, they do not measure it."
+)
+
 MACHINES_WHY = """
 Where the time went (v0.1, cProfile of a flaky-tls day): python-statemachine's `send()` was
 about half of it (its run-to-completion queue, the selection of transitions, a dozen
 convention callbacks resolved per transition and state exit/entry: ~80 us for a transition
 whose only callbacks are two guards) and the pattern detector about 30 % (recounting the
 drops per hour, sorting the phases and the gaps of the whole 256-drop buffer after every
-drop). What changed: the declaration is compiled once into a dict table (`fsm/_table.py`)
-that performs the same transition, guards in declaration order, and writes the new state
-with python-statemachine's `current_state_value` (so `configuration`, the diagrams and the
-exporter read it); a machine whose declaration the table cannot run exactly (callbacks,
-validators, compound states) keeps `send()`. The detector keeps its statistics drop by drop
-(`DropTracker`: hour counts, sorted phases, times and gaps; the minute-of-hour scan runs only
-when a window could be significant). Host-side: attribute sets skip python-statemachine's
-generic `__setattr__` check, `next_deadline` builds no list, log values are checked with one
-regex. `tests/fsm/test_connection_engine.py` runs the table and `send()` side by side;
-`tests/fsm/test_patterns_tracker.py` the tracker against `detect_patterns`.
+drop). First change: the declaration is compiled once into a dict table (`fsm/_table.py`)
+that performs the same transition, guards in declaration order; a machine whose declaration
+the table cannot run exactly (callbacks, validators, compound states) or that has a
+python-statemachine listener keeps `send()`. That left handle() at 10.9 us, 50x the dict
+table.
 
-Not yet met: handle() averages about 50x the dict table against a target of 25x. The
-transition itself is now a small part of it (the table lookup and guards, then
-python-statemachine's `current_state_value` setter, about 1.7 us of it); the rest is handle()'s
-own work, which the dict table does not do: the plain `transport_connected` is about 20x, and
-a drop about 100x (the failure decision, the `FailureRecord`, the `Disconnect`/`Wait`
-actions, the drop handed to the pattern detector). Python-level attribute traffic on the
-machine (a StateMachine subclass) is the next thing to cut.
+Where the rest went (cProfile and timings of the cycle above, then of each change): ~10
+attribute sets per event through python-statemachine's `StateMachine.__setattr__` (0.2 us
+each); the `current_state_value` setter (1.6 us: it normalises the value to a set and back);
+dispatch by a chain of `isinstance`; `getattr(event, "wall_time", None)` on events without
+the field (an exception raised and caught inside); the failure record, a frozen 12-field
+attrs class (1.5 us) built on every failure; the `FailureKind(...)` enum call (1 us) in every
+`ConnectionFailed`; `.value` on the enum read five times per failure; and the pattern
+detector (6 us a drop: O(n) inserts into sorted lists, a skip set of report keys rebuilt on
+every drop, a significance bound in O(hours^2)). What changed: plain attribute sets (nothing
+assigns a state name, and python-statemachine reads its states from the class); the new
+state written to the model's state field (where `current_state_value` writes it; the
+configuration cache is keyed by that value, so it follows); one dict lookup on the event's
+type; the unguarded rows looked up directly; failure records kept as tuples and built into
+`FailureRecord` when read; a dict from value to `FailureKind`; the report keys kept with the
+reports. The detector (`fsm/_drop_tracker.py`) now updates per drop, in O(1) or O(log n), the
+drops per hour, 60 minute-of-hour buckets with their distinct hours and a bound per 4-minute
+run, and the sorted times and gaps (bisect: O(log n) comparisons, the insert a C memmove
+of at most 256 pointers); a lower bound of the minute-of-hour p-value (a few terms
+of a binomial tail) and of the period's decide in O(1) whether anything exact is needed, and a
+pattern already reported is not recomputed. The per-step rows above are what is left: a
+transition with its `StateChanged` (a frozen attrs action, ~0.6 us) and the counters; a drop
+also decides its delay, builds `Disconnect` and `Wait`, and updates the detector (~4 us).
+`tests/fsm/test_connection_engine.py` and `tests/fsm/test_scaler_engine.py` run the table and
+`send()` side by side; `tests/fsm/test_patterns_tracker.py` the detector against
+`detect_patterns`, drop by drop with evictions and with known patterns skipped.
+`ScalerMachine`'s lifecycle changes run from the same kind of table (see the scaler section:
+a lifecycle change with its step, table against `send()`).
 """
 
 
@@ -278,7 +318,7 @@ def main() -> None:
         f"\nOf the whole-step cost, the guard's own host work (mirror replay + machine.step) is"
         f" {host['host_us_per_step']:.2f} us; the rest is the two overrides. In the common step"
         " (stable, clean, no growth due) the output hook is off and `update` takes a fast path;"
-        " its syncs are torch's own."
+        " its syncs are torch's own." + SCALER_NOTE
     )
     say("\n")
     say(
@@ -299,8 +339,9 @@ def main() -> None:
                     _verdict(syncs["plain"] == syncs["guarded"]),
                 ],
                 [
-                    "cost of a lifecycle change (one python-statemachine send())",
-                    f"{send['send_us']:.0f} us",
+                    "cost of a lifecycle change with its step (compiled table; via"
+                    " python-statemachine's send())",
+                    f"{send['table_us']:.1f} us ({send['send_us']:.0f} us)",
                     "reported",
                     "-",
                 ],
@@ -325,6 +366,7 @@ def main() -> None:
     )
     say(_table(["parser", "us per message"], [[r["parser"], r["us_per_msg"]] for r in rparse]))
     say("\n")
+    say(RECEIVE_WHY)
     say("\n## Connection\n")
     say(
         f"Throughput: {n_msgs:,} kline-sized JSON messages ({len(conn.KLINE)} bytes) per run from"

@@ -15,6 +15,7 @@ from regulator.fsm import (
     ConnectionHealthy,
     ConnectionMachine,
     FailureKind,
+    FailureRecord,
     HandshakeSucceeded,
     IllegalEventError,
     PongReceived,
@@ -198,3 +199,33 @@ def test_illegal_event_changes_nothing(machine_cls: type[ConnectionMachine]) -> 
     with pytest.raises(IllegalEventError):
         machine.handle(HandshakeSucceeded(now=1.0))
     assert (machine.snapshot(), list(machine.configuration_values)) == before
+
+
+def test_failure_records_keep_every_field() -> None:
+    """Records are kept as tuples and built when read: every field lands where it belongs."""
+    machine = ConnectionMachine(ConnectionConfig(jitter=0.0, stable_after=0.0))
+    machine.handle(Start(now=0.0))
+    machine.handle(TransportConnected(now=1.0))
+    machine.handle(HandshakeSucceeded(now=2.0, wall_time=1.7e9))
+    machine.handle(
+        ConnectionFailed(now=5.0, kind="rate_limited", reason="429", detail="tb", retry_after=7.5)
+    )
+    expected = FailureRecord(
+        at=5.0,
+        kind="rate_limited",
+        reason="429",
+        detail="tb",
+        state="live",
+        attempt=1,
+        consecutive=1,
+        since_previous=None,
+        delay=7.5,
+        retry_after=7.5,
+        wall_time=1.7e9 + 3.0,
+        attempt_failed=False,
+    )
+    assert machine.history == (expected,)
+    assert machine.stats()["last_failure"] == expected.as_dict()
+    assert machine.snapshot()["history"] == [expected.as_dict()]
+    restored = ConnectionMachine.restore(machine.snapshot())
+    assert restored.history == (expected,)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from regulator.fsm import detect_patterns
-from regulator.fsm._patterns import HOUR, DropTracker
+from regulator.fsm._drop_tracker import DropTracker
+from regulator.fsm._patterns import HOUR
 
 kinds = st.sampled_from(["ssl", "network", "protocol"])
 # Drops that recur (a minute of the hour, a fixed period), at random, and repeated times.
@@ -50,6 +51,54 @@ def test_tracker_agrees_with_the_batch_detector(
         assert tracker.reports() == expected
         known = {report.key for report in expected}
         assert tracker.reports(skip=known) == []
+
+
+# Drops on minute boundaries and around the hour's wrap (59 -> 0), where a window's buckets
+# and the unrolled phases meet, some at the very same phase.
+edge_times = st.lists(
+    st.builds(
+        lambda hour, minute, offset: hour * HOUR + minute * 60.0 + offset,
+        st.integers(0, 30),
+        st.sampled_from([0, 1, 2, 3, 57, 58, 59]),
+        st.sampled_from([0.0, 1e-9, 0.5, 59.5, 60.0 - 1e-9, 120.0, -1e-9]),
+    ),
+    max_size=70,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.one_of(drop_times, edge_times),
+    labels=st.lists(kinds, min_size=60, max_size=60),
+    size=st.integers(4, 40),
+    min_hits=st.integers(2, 6),
+    skip_hourly=st.booleans(),
+    skip_period=st.booleans(),
+)
+def test_tracker_with_known_patterns_agrees_with_the_batch_detector(
+    times: list[float],
+    labels: list[str],
+    size: int,
+    min_hits: int,
+    skip_hourly: bool,
+    skip_period: bool,
+) -> None:
+    """Drop by drop, with evictions, and with some of the patterns already known (the
+    tracker then skips work for them): what the batch detector finds, less the known ones."""
+    tracker = DropTracker(size, min_hits=min_hits)
+    buffer: list[tuple[float, str]] = []
+    known: set[tuple[str, int]] = set()
+    for i, t in enumerate(times):
+        drop = (t, labels[i % len(labels)])
+        tracker.add(*drop)
+        buffer = [*buffer, drop][-size:]
+        expected = detect_patterns(buffer, min_hits=min_hits)
+        assert tracker.reports(skip=known) == [r for r in expected if r.key not in known]
+        for report in expected:
+            if (report.kind == "period" and skip_period) or (
+                report.kind == "minute_of_hour" and skip_hourly
+            ):
+                known.add(report.key)
 
 
 def test_a_minute_of_hour_pattern_is_found_incrementally() -> None:
