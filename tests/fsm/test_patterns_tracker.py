@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from regulator.fsm import detect_patterns
 from regulator.fsm._drop_tracker import DropTracker
 from regulator.fsm._patterns import HOUR
+
+# the incremental tracker must report exactly what the batch detector reports
+pytestmark = pytest.mark.spec("R3.5")
 
 kinds = st.sampled_from(["ssl", "network", "protocol"])
 # Drops that recur (a minute of the hour, a fixed period), at random, and repeated times.
