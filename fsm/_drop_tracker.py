@@ -39,7 +39,7 @@ from ._patterns import (
     PatternReport,
     _binomial_tail,
     _fixed_period,
-    _poisson_binomial_tail,
+    _minute_of_hour_report,
 )
 
 __all__ = ["DropTracker"]
@@ -265,22 +265,8 @@ class DropTracker:
             return None
         # Exactly as the batch detector: hours in order of first appearance in the buffer.
         per_hour = Counter(int(t // HOUR) for t, _ in self.drops)
-        chances = [1.0 - (1.0 - _SHARE) ** n for n in per_hour.values()]
-        p_value = min(1.0, _poisson_binomial_tail(chances, best_hours) / _SHARE)
-        if p_value >= self.significance:
-            return None
-        times = [t for _, t, _ in window]
-        return PatternReport(
-            kind="minute_of_hour",
-            period=HOUR,
-            phase=phase,
-            minute=int(phase // 60),
-            hits=best_hours,
-            total=len(self.drops),
-            confidence=1.0 - p_value,
-            kinds=tuple(sorted(Counter(kind for _, _, kind in window).items())),
-            first_at=min(times),
-            last_at=max(times),
+        return _minute_of_hour_report(
+            window, best_hours, per_hour, len(self.drops), self.significance
         )
 
     def _hours_bound(self, k: int) -> float:

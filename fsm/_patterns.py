@@ -158,6 +158,19 @@ def _minute_of_hour_sorted(
     best = unrolled[best_start:best_end]
     if best_hours < min_hits:
         return None
+    return _minute_of_hour_report(best, best_hours, per_hour, total, significance)
+
+
+def _minute_of_hour_report(
+    window: Sequence[tuple[float, float, str]],
+    best_hours: int,
+    per_hour: Counter[int],
+    total: int,
+    significance: float,
+) -> PatternReport | None:
+    """The report for the best window (its drops as ``(phase, time, kind)``, ``best_hours``
+    distinct hours), or None when it is not significant. Shared by the batch detector and the
+    incremental ``DropTracker``, so the two cannot drift apart."""
     # Null: each drop's phase is uniform, so an hour with n drops puts at least one in a given
     # window with probability 1 - (1 - w/3600)**n. Bonferroni over the 30 disjoint windows.
     share = _PHASE_WINDOW / HOUR
@@ -165,8 +178,8 @@ def _minute_of_hour_sorted(
     p_value = min(1.0, _poisson_binomial_tail(chances, best_hours) / share)
     if p_value >= significance:
         return None
-    phase = (sum(phase for phase, _, _ in best) / len(best)) % HOUR
-    times = [t for _, t, _ in best]
+    phase = (sum(phase for phase, _, _ in window) / len(window)) % HOUR
+    times = [t for _, t, _ in window]
     return PatternReport(
         kind="minute_of_hour",
         period=HOUR,
@@ -175,7 +188,7 @@ def _minute_of_hour_sorted(
         hits=best_hours,
         total=total,
         confidence=1.0 - p_value,
-        kinds=tuple(sorted(Counter(kind for _, _, kind in best).items())),
+        kinds=tuple(sorted(Counter(kind for _, _, kind in window).items())),
         first_at=min(times),
         last_at=max(times),
     )
