@@ -517,10 +517,7 @@ class ConnectionMachine(StateMachine):
         cfg = self.config
         kind = event.kind
         counted = kind is not FailureKind.SERVER_CLOSED
-        healthy_drop = self.model.state == "live" and (
-            self.recovered
-            or (self.live_since is not None and event.now - self.live_since >= cfg.stable_after)
-        )
+        healthy_drop = self.model.state == "live" and self._is_recovered(event.now)
         # R1.3 counts reconnect failures: attempts that never became healthy. The drop of a
         # healthy connection is a drop (history, pattern detector), not a failed attempt.
         attempt_failed = counted and not healthy_drop
