@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsp
 __all__ = [
     "MASK",
     "RedactionPolicy",
+    "clip",
     "guard_third_party_logs",
     "redact",
     "redact_url",
@@ -55,7 +56,24 @@ _DEFAULT_PATTERNS = (
     r"^[A-Za-z0-9_\-]{32,}$",  # a Binance listenKey, most bearer tokens
     r"^eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*$",  # a JWT
 )
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]{}]+")
+# Every regex here runs on text a server or a user wrote, so each is linear in its input (issue
+# 27): a match may only start where a run of its characters starts (the lookbehind), and runs
+# are consumed possessively (``*+``, ``++``: no backtracking into them). Without both, a long
+# run of letters is rescanned from each of its positions (quadratic), and a name that can be
+# split in several ways around a secret word ("keykeykey...") is tried in every split.
+_URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*+://[^\s'\"<>()\[\]{}]++")
+#: Path segments longer than this are masked unread (no user pattern runs on a megabyte).
+MAX_SEGMENT = 1024
+#: How much of one log message (httpx's, with a server's reason phrase) is kept.
+MAX_LOG_TEXT = 4096
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out (echoes of what a
+    server or a user sent: a 100 KB header is named, never repeated whole)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more characters)"
 
 
 class RedactionPolicy:
@@ -72,14 +90,19 @@ class RedactionPolicy:
     def _compile(self) -> None:
         self._name_re = re.compile("|".join(re.escape(n) for n in self._names), re.I)
         self._segment_res = [re.compile(p) for p in self._patterns]
-        # name=value or name: value pairs in free text, the name secret-looking
+        # name=value or name: value pairs in free text. The name is a whole run of word
+        # characters (never a part of one) taken possessively; whether it looks secret is
+        # decided afterwards by _name_re, so no secret word sits inside the pattern where
+        # the runs around it could be split in many ways (the ReDoS of issue 27). The value
+        # is matched apart, only after a secret name, and the scan goes on after it: every
+        # character is read a bounded number of times.
         self._pair_re = re.compile(
-            r"(?P<name>[A-Za-z0-9_\-]*(?:"
-            + "|".join(re.escape(n) for n in self._names)
-            + r")[A-Za-z0-9_\-]*)"
-            + r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\"|'\s*:\s*')"  # a=b, a: b, "a": "b"
-            + r"(?P<value>(?:(?:bearer|basic|token|digest)\s+)?[^\s&,;'\"]+)",  # "Bearer x"
-            re.I,
+            r"(?<![A-Za-z0-9_\-])(?P<name>[A-Za-z0-9_\-]++)"
+            + r"(?P<sep>\s*+[=:]\s*+|\"\s*+:\s*+\"|'\s*+:\s*+')"  # a=b, a: b, "a": "b"
+        )
+        self._value_re = re.compile(
+            r"(?:(?:bearer|basic|token|digest)\s++)?[^\s&,;'\"]++",
+            re.I,  # "Bearer x"
         )
 
     def add_names(self, *names: str) -> None:
@@ -99,6 +122,8 @@ class RedactionPolicy:
         return self._name_re.search(name) is not None
 
     def secret_segment(self, segment: str) -> bool:
+        if len(segment) > MAX_SEGMENT:  # no pattern (a host's own included) runs on it
+            return True
         plain = unquote(segment)
         return any(r.match(plain) or r.match(segment) for r in self._segment_res)
 
@@ -150,20 +175,39 @@ class RedactionPolicy:
             spelled.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
         return sorted(spelled, key=len, reverse=True)
 
-    def text(self, text: str, secrets: Iterable[str] = ()) -> str:
-        """``text`` with ``secrets``, every URL in it and every secret-looking pair masked."""
+    def text(self, text: str, secrets: Iterable[str] = (), limit: int | None = None) -> str:
+        """``text`` with ``secrets``, every URL in it and every secret-looking pair masked.
+
+        Linear in ``len(text)``. With ``limit``, at most ``limit`` characters are kept (see
+        :func:`clip`); only a bounded head is read, so the cost is bounded too, and a secret
+        cut in two by the bound is beyond what is kept."""
+        secrets = list(secrets)
+        if limit is not None:
+            longest = max((len(s) for s in secrets), default=0)
+            return clip(self.text(text[: 4 * limit + longest + 64], secrets), limit)
         for secret in secrets:
             if secret:
                 text = text.replace(secret, MASK)
         text = _URL_IN_TEXT.sub(lambda m: self.url(m.group(0)), text)
-        return self._pair_re.sub(
-            lambda m: (
-                m.group(0)
-                if m.group("value").strip("*") == ""
-                else f"{m.group('name')}{m.group('sep')}{MASK}"
-            ),
-            text,
-        )
+        return self._mask_pairs(text)
+
+    def _mask_pairs(self, text: str) -> str:
+        out: list[str] = []
+        done = pos = 0
+        while (pair := self._pair_re.search(text, pos)) is not None:
+            pos = pair.end()
+            if not self.secret_name(pair.group("name")):
+                continue
+            value = self._value_re.match(text, pos)
+            if value is None:
+                continue
+            pos = value.end()
+            if value.group(0).strip("*") == "":  # already masked
+                continue
+            out += [text[done : pair.end()], MASK]
+            done = pos
+        out.append(text[done:])
+        return "".join(out)
 
 
 #: The process-wide policy every channel uses; extend it, never replace it.
@@ -189,7 +233,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken record is logging's to report, not ours
             return True
-        cleaned = redaction_policy.text(message)
+        cleaned = redaction_policy.text(message, limit=MAX_LOG_TEXT)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True

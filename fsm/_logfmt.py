@@ -2,8 +2,17 @@
 
 ``format_kv(event="state", source="live", reason="ssl: BAD")`` gives
 ``event=state source=live reason="ssl: BAD"``: keys in the given order; values that contain a
-space, a quote or ``=`` are double-quoted with ``\\`` escapes; floats use ``repr`` up to 6
-significant digits; None is ``-``. Log parsers may rely on this format (R5.2).
+space (any Unicode whitespace), a quote, ``=``, a backslash-free control character or a line
+separator are double-quoted; floats use ``repr`` up to 6 significant digits; None is ``-``.
+Log parsers may rely on this format (R5.2).
+
+One record is one line, whatever a server wrote (issue 27): inside quotes ``\\`` and ``"`` are
+escaped, newline, carriage return and tab are written ``\\n``, ``\\r``, ``\\t``, and every other
+C0 or C1 control character, DEL, U+2028 and U+2029 as ``\\xHH`` or ``\\uHHHH``; a key is
+written with the same characters replaced by ``_``. So a close reason
+``x\\revent=give_up`` stays inside its own quoted value, and no terminal receives a raw ESC.
+:func:`parse_kv` reads every line :func:`format_kv` writes back to the same strings, and
+raises :class:`ValueError` (and nothing else) for a line it did not write.
 """
 
 from __future__ import annotations
@@ -12,10 +21,24 @@ import re
 
 __all__ = ["format_kv", "parse_kv"]
 
-
-# One regex search instead of a generator over the five characters (the simulator writes a
-# line per lifecycle transition).
-_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+# C0, DEL, C1 and the two Unicode line separators: each would end or rewrite a line for a
+# line-oriented reader (Python's splitlines splits on \x1c-\x1e and \x85 too) or a terminal.
+_CONTROL = "\x00-\x1f\x7f-\x9f\u2028\u2029"
+# One regex search instead of a generator over the characters (the simulator writes a line
+# per lifecycle transition): a plain value is written as it is.
+_NEEDS_QUOTES = re.compile(f'[\\s"={_CONTROL}]')
+_BAD_KEY = re.compile(f'[\\s"={_CONTROL}]')
+_NAMED = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES = str.maketrans(
+    {
+        **{c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]},
+        0x2028: "\\u2028",
+        0x2029: "\\u2029",
+        **{ord(c): e for c, e in _NAMED.items()},
+    }
+)
+_QUOTE_OR_ESCAPE = re.compile(r'["\\]')
+_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
 
 
 def _value(value: object) -> str:
@@ -25,18 +48,31 @@ def _value(value: object) -> str:
         return "true" if value else "false"
     text = f"{value:.6g}" if isinstance(value, float) else str(value)
     if text == "" or _NEEDS_QUOTES.search(text):
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+        return f'"{text.translate(_ESCAPES)}"'
     return text
 
 
 def format_kv(**fields: object) -> str:
-    """One log line: ``key=value`` pairs separated by single spaces."""
-    return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
+    """One log line: ``key=value`` pairs separated by single spaces (always one line)."""
+    return " ".join(
+        f"{_BAD_KEY.sub('_', key) if _BAD_KEY.search(key) else key}={_value(value)}"
+        for key, value in fields.items()
+    )
+
+
+def _hex(line: str, i: int, width: int) -> str:
+    digits = line[i : i + width]
+    if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError(f"parse_kv: a \\x or \\u escape needs {width} hex digits at column {i}")
+    return chr(int(digits, 16))
 
 
 def parse_kv(line: str) -> dict[str, str]:
-    """Parse a line written by :func:`format_kv` back into strings (for log tooling and tests)."""
+    """Parse a line written by :func:`format_kv` back into strings (for log tooling and tests).
+
+    Raises :class:`ValueError` naming the column for anything :func:`format_kv` never writes:
+    a word without ``=``, an unterminated quote, a bad escape.
+    """
     out: dict[str, str] = {}
     i, n = 0, len(line)
     while i < n:
@@ -44,19 +80,35 @@ def parse_kv(line: str) -> dict[str, str]:
             i += 1
         if i >= n:
             break
-        eq = line.index("=", i)
+        eq = line.find("=", i)
+        space = line.find(" ", i)
+        if eq < 0 or (0 <= space < eq):
+            raise ValueError(f"parse_kv: expected key=value at column {i}")
         key = line[i:eq]
         i = eq + 1
         if i < n and line[i] == '"':
             i += 1
             chars: list[str] = []
-            while line[i] != '"':
-                if line[i] == "\\":
-                    i += 1
-                    chars.append({"n": "\n"}.get(line[i], line[i]))
-                else:
-                    chars.append(line[i])
-                i += 1
+            while True:
+                m = _QUOTE_OR_ESCAPE.search(line, i)
+                if m is None:
+                    raise ValueError(f"parse_kv: unterminated quoted value of {key!r}")
+                chars.append(line[i : m.start()])
+                i = m.start()
+                if line[i] == '"':
+                    break
+                if i + 1 >= n:
+                    raise ValueError(f"parse_kv: unterminated quoted value of {key!r}")
+                e = line[i + 1]
+                if e == "x":
+                    chars.append(_hex(line, i + 2, 2))
+                    i += 4
+                elif e == "u":
+                    chars.append(_hex(line, i + 2, 4))
+                    i += 6
+                else:  # the named escapes; an unknown one stands for its character
+                    chars.append(_UNESCAPE.get(e, e))
+                    i += 2
             i += 1
             out[key] = "".join(chars)
         else:

@@ -26,6 +26,7 @@ from httpx_ws import (
 # httpx-ws 0.9 raises its own EndOfStream when the peer closes TCP without a close frame
 from httpx_ws._api import EndOfStream as HttpxWsEndOfStream
 
+from .._redact import clip
 from ._buffer import BufferFull
 from ._guards import GuardFailure
 
@@ -105,7 +106,7 @@ def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
                 # Retrying the same URL gets the same answer forever: fatal, and the reason
                 # says where the server points (the adapter may follow it when asked to).
                 location = link.response.headers.get("location") or "(no Location)"
-                return (80, "fatal", f"HTTP {status}: redirected to {location}", None)
+                return (80, "fatal", f"HTTP {status}: redirected to {clip(location)}", None)
             # 503 (and any other answer) may carry Retry-After: honoured like 429's
             kind = "network" if status >= 500 else "protocol"
             return (70, kind, f"HTTP {status}", _retry_after(link.response))

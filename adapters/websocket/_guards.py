@@ -14,6 +14,8 @@ import base64
 import hashlib
 from collections.abc import Mapping
 
+from .._redact import clip
+
 __all__ = [
     "GuardFailure",
     "HandshakeRejected",
@@ -57,6 +59,11 @@ def expected_accept(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def _echo(value: str | None) -> str:
+    """A server's header value as a reason quotes it: repr'd (controls escaped), clipped."""
+    return "None" if value is None else repr(clip(value))
+
+
 def _tokens(value: str | None) -> list[str]:
     return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
 
@@ -70,17 +77,20 @@ def check_handshake(status: int, request: Mapping[str, str], response: Mapping[s
         raise HandshakeRejected(f"handshake: status {status}, not 101 Switching Protocols")
     upgrade = response.get("upgrade")
     if upgrade is None or upgrade.strip().lower() != "websocket":
-        raise HandshakeRejected(f"handshake: header Upgrade must be 'websocket' (got {upgrade!r})")
+        raise HandshakeRejected(
+            f"handshake: header Upgrade must be 'websocket' (got {_echo(upgrade)})"
+        )
     connection = response.get("connection")
     if "upgrade" not in _tokens(connection):
         raise HandshakeRejected(
-            f"handshake: header Connection must contain 'upgrade' (got {connection!r})"
+            f"handshake: header Connection must contain 'upgrade' (got {_echo(connection)})"
         )
     key = request.get("sec-websocket-key", "")
     accept = response.get("sec-websocket-accept")
     if accept is None or accept.strip() != expected_accept(key):
         raise HandshakeRejected(
-            f"handshake: header Sec-WebSocket-Accept does not match the key sent (got {accept!r})"
+            "handshake: header Sec-WebSocket-Accept does not match the key sent"
+            f" (got {_echo(accept)})"
         )
     offered = _tokens(request.get("sec-websocket-extensions"))
     offered_ext = {t.split(";")[0].strip() for t in offered}
@@ -88,7 +98,7 @@ def check_handshake(status: int, request: Mapping[str, str], response: Mapping[s
         if extension.split(";")[0].strip() not in offered_ext:
             raise HandshakeRejected(
                 "handshake: header Sec-WebSocket-Extensions names an extension the client did"
-                f" not offer (got {extension!r})"
+                f" not offer (got {_echo(extension)})"
             )
     chosen = response.get("sec-websocket-protocol")
     if chosen is not None and chosen.strip().lower() not in _tokens(
@@ -96,5 +106,5 @@ def check_handshake(status: int, request: Mapping[str, str], response: Mapping[s
     ):
         raise HandshakeRejected(
             "handshake: header Sec-WebSocket-Protocol names a subprotocol the client did not"
-            f" offer (got {chosen!r})"
+            f" offer (got {_echo(chosen)})"
         )

@@ -65,6 +65,10 @@ from ._transport import TrackingTransport
 __all__ = ["ResilientWebSocket"]
 
 LOGGER_NAME = "regulator.connection"
+#: Most characters of a failure's reason and of its stack text kept (issue 27: a server's
+#: header or reason phrase may be 100 KB; it is named, never repeated whole).
+MAX_REASON = 1024
+MAX_DETAIL = 16384
 
 
 class ResilientWebSocket:
@@ -356,7 +360,7 @@ class ResilientWebSocket:
             secrets = redaction_policy.secrets_of(
                 getattr(notifier, "url", None), getattr(notifier, "headers", None)
             )
-            error = redaction_policy.text(f"{type(exc).__name__}: {exc}", secrets)
+            error = redaction_policy.text(f"{type(exc).__name__}: {exc}", secrets, limit=1024)
             self._log.warning(
                 format_kv(
                     event="notifier_failed",
@@ -366,10 +370,12 @@ class ResilientWebSocket:
                 )
             )
 
-    def _redact(self, text: str) -> str:
-        """``text`` with this socket's secrets (URL, headers) and anything secret-looking masked."""
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        """``text`` with this socket's secrets (URL, headers) and anything secret-looking masked
+        (at most ``limit`` characters of it)."""
         # computed per call (failures are rare): a host may extend the policy at any time
-        return redaction_policy.text(text, redaction_policy.secrets_of(self.url, self.headers))
+        secrets = redaction_policy.secrets_of(self.url, self.headers)
+        return redaction_policy.text(text, secrets, limit=limit)
 
     def _failed(self, exc: BaseException, now: float) -> None:
         if self.machine.state not in ("connecting", "handshaking", "live"):
@@ -377,8 +383,9 @@ class ResilientWebSocket:
         found = classify_exception(exc)
         # The one place a URL's secrets can enter: everything downstream (the machine's
         # records and reasons, logs, stats, alarms) is built from these redacted strings.
-        reason = self._redact(found.reason)
-        detail = self._redact(found.detail)
+        # Bounded: a server's string (a header, a reason phrase) may be 100 KB (issue 27).
+        reason = self._redact(found.reason, limit=MAX_REASON)
+        detail = self._redact(found.detail, limit=MAX_DETAIL)
         kind = found.kind
         if found.location is not None:
             kind = self._redirected(found.location)
