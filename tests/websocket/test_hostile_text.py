@@ -124,8 +124,32 @@ def _old_pairs(text: str) -> str:
 
 
 _PIECES = st.sampled_from(
-    ["key", "Token", "secret", "a", "x-", "_", "=", ":", " ", "\t", '"', "'", "&", ",", "***"]
-    + ["bearer ", "Basic ", "1", "auth", "session", "id", "\n", "é", "=="]
+    [
+        "key",
+        "Token",
+        "secret",
+        "a",
+        "x-",
+        "_",
+        "=",
+        ":",
+        " ",
+        "\t",
+        '"',
+        "'",
+        "&",
+        ",",
+        "***",
+        "bearer ",
+        "Basic ",
+        "1",
+        "auth",
+        "session",
+        "id",
+        "\n",
+        "é",
+        "==",
+    ]
 )
 
 
