@@ -25,6 +25,7 @@ from statemachine.contrib.diagram.extract import extract
 
 from ._connection import ConnectionMachine
 from ._errors import RegulatorError
+from ._logfmt import escape_controls
 from ._scaler import ScalerMachine
 
 __all__ = [
@@ -57,6 +58,14 @@ ACTIVE_FILL = "#40e0d0"
 
 class DiagramError(RegulatorError, ValueError):
     """A diagram request names an unknown machine, format, state or event."""
+
+
+def dot_string(text: str) -> str:
+    """``text`` as a quoted DOT string that Graphviz draws as written: backslashes and quotes
+    escaped (pydot escapes neither, so a caption ending in ``\\`` made the DOT source
+    unparsable), control characters shown as escapes. Quoted here, pydot passes it through."""
+    inert = escape_controls(text).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{inert}"'
 
 
 def has_graphviz() -> bool:
@@ -166,7 +175,7 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
         source = machine if state is not None else type(machine)
         graph = _PageGraph(source).get_graph()  # type: ignore[no-untyped-call]
         if caption:
-            graph.set("label", caption)
+            graph.set("label", dot_string(caption))
             graph.set("labelloc", "b")
         svg = _graphviz(str(graph.to_string()), "svg").decode()
         return svg[svg.index("<svg") :]
@@ -362,7 +371,7 @@ def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str
     if caption:
         out.append(
             f'<text x="{plan.width / 2:.1f}" y="{plan.height - 8:.1f}"'
-            f' text-anchor="middle">{esc(caption)}</text>'
+            f' text-anchor="middle">{esc(escape_controls(caption))}</text>'
         )
     out.append("</svg>")
     return "\n".join(out)

@@ -38,7 +38,15 @@ _ESCAPES = str.maketrans(
     }
 )
 _QUOTE_OR_ESCAPE = re.compile(r'["\\]')
+_ANY_CONTROL = re.compile(f"[{_CONTROL}]")
+_CONTROL_ESCAPES = {k: v for k, v in _ESCAPES.items() if k not in (ord("\\"), ord('"'))}
 _UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character and line separator written as an escape, the
+    rest as it is: what a terminal or a line reader is given is inert and on one line."""
+    return text.translate(_CONTROL_ESCAPES) if _ANY_CONTROL.search(text) else text
 
 
 def _value(value: object) -> str:

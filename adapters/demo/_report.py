@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ...fsm import CONNECTION_STATES
+from ...fsm._logfmt import escape_controls
 from ...fsm._scaler import SCALER_STATES
+from .._redact import clip
 from ..binance._tracker import Gap
 from ._market import MarketRecord
 from ._training import SKIPPED_FLAG, TrainingRecord
@@ -56,21 +58,46 @@ def _diagram(name: str, final: str, caption: str) -> str:
     return f"<figure id='diagram-{name}' class='diagram'>{svg}</figure>"
 
 
-def _utc(epoch: float, fmt: str = "%H:%M:%S") -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime(fmt)
+def _h(text: str) -> str:
+    """Text a server may have written, as HTML: markup escaped, control characters shown."""
+    return html.escape(escape_controls(text))
+
+
+def _out_of_range(epoch: object) -> str:
+    return f"out of range ({clip(repr(epoch), 40)})"
+
+
+def _utc(epoch: Any, fmt: str = "%H:%M:%S") -> str:
+    """``epoch`` (seconds) as UTC; a time no calendar holds (a server's kline at 10^16 ms,
+    NaN) is shown as such, never raised: the report renders any value."""
+    try:
+        return datetime.fromtimestamp(float(epoch), UTC).strftime(fmt)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return _out_of_range(epoch)
 
 
 def _clock(market: MarketRecord, t: float) -> str:
     """Seconds since the start as a UTC clock time, to the hundredth."""
-    stamp = datetime.fromtimestamp(market.started_at + t, UTC)
+    try:
+        stamp = datetime.fromtimestamp(market.started_at + t, UTC)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return _out_of_range(t)
     return stamp.strftime("%H:%M:%S.%f")[:-4]
+
+
+def _ms(value: Any) -> Any:
+    """Epoch milliseconds as seconds (a huge int cannot be divided into a float)."""
+    try:
+        return float(value) / 1000
+    except (OverflowError, ValueError, TypeError):
+        return value
 
 
 def _gap_row(gap: Gap) -> dict[str, Any]:
     row = gap.as_dict()
     if gap.field == "k.t":  # kline open times, epoch ms: show the candles' UTC times
-        row["first"] = _utc(gap.first / 1000, "%Y-%m-%d %H:%M UTC")
-        row["last"] = _utc(gap.last / 1000, "%Y-%m-%d %H:%M UTC")
+        row["first"] = _utc(_ms(gap.first), "%Y-%m-%d %H:%M UTC")
+        row["last"] = _utc(_ms(gap.last), "%Y-%m-%d %H:%M UTC")
         row["field"] = "kline open time"
     elif gap.field in FIELD_NAMES:
         row["field"] = FIELD_NAMES[gap.field]
@@ -200,7 +227,7 @@ def _table(
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         ("<tr class='flagged'>" if mark else "<tr>")
-        + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns)
+        + "".join(f"<td>{_h(_fmt(r.get(c)))}</td>" for c in columns)
         + "</tr>"
         for r, mark in zip(rows, marks, strict=True)
     )
@@ -208,11 +235,18 @@ def _table(
 
 
 def _fmt(value: Any) -> str:
+    """Any value as table text: a float to 4 digits, a dict as k=v pairs, anything else by
+    str(); a value whose str() fails is named by its type, never raised."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    try:
+        return clip(str(value), 2000)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def write_report(
@@ -262,7 +296,7 @@ def write_report(
         f" {len(market.faults)} scripted faults. Times are UTC.</p>",
         "<h2 id='diagrams'>State diagrams</h2>",
         f"<p>Final states (filled): connection <b>{html.escape(final_conn)}</b>"
-        + (f" ({html.escape(market.final_reason)})" if market.final_reason else "")
+        + (f" ({_h(market.final_reason)})" if market.final_reason else "")
         + f", scaler of the last trial <b>{html.escape(final_scaler)}</b>.</p>",
         _diagram("connection", final_conn, conn_caption),
         _diagram("scaler", final_scaler, scaler_caption),
@@ -312,7 +346,7 @@ def write_report(
         "<h2 id='patterns'>Pattern detector</h2>",
         "<p>Live run: "
         + (
-            html.escape("; ".join(patterns))
+            _h("; ".join(patterns))
             if patterns
             else f"no recurring pattern in {len(market.failures)} drops"
             " (too few and too short a run to be significant)."

@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any, TextIO
 
 from ...fsm import format_kv
+from ...fsm._logfmt import escape_controls
 
 __all__ = ["PlainView", "View", "make_view"]
 
@@ -52,7 +53,15 @@ class PlainView(View):
     pass
 
 
-class LiveView(View):  # pragma: no cover - drawn on a terminal only
+def _inert(value: object) -> Any:
+    """A rich ``Text`` of ``value``: never parsed as markup (a server's reason ``[/]`` or
+    ``[link=...]`` is shown as written) and with no raw control character."""
+    from rich.text import Text
+
+    return Text(escape_controls(str(value)))
+
+
+class LiveView(View):
     def __init__(self, out: TextIO) -> None:
         super().__init__(out)
         from rich.console import Console
@@ -85,14 +94,16 @@ class LiveView(View):  # pragma: no cover - drawn on a terminal only
         done, total, label = self.progress
         head = Table.grid(padding=(0, 2))
         head.add_row(
-            Text(self.phase, style="bold"),
+            Text(escape_controls(self.phase), style="bold"),
             ProgressBar(total=total, completed=done, width=40),
-            Text(f"{done:5.1f}/{total:.0f} s  {label}"),
+            Text(escape_controls(f"{done:5.1f}/{total:.0f} s  {label}")),
         )
         states = Table.grid(padding=(0, 3))
         states.add_row(
-            Text.assemble(("connection ", "dim"), (self.connection_state, "bold cyan")),
-            Text.assemble(("scaler ", "dim"), (self.scaler_state, "bold magenta")),
+            Text.assemble(
+                ("connection ", "dim"), (escape_controls(self.connection_state), "bold cyan")
+            ),
+            Text.assemble(("scaler ", "dim"), (escape_controls(self.scaler_state), "bold magenta")),
             Text(
                 f"messages {self.messages:,}  gaps {self.gaps} ({self.missing} missing)"
                 f"  alarms {self.alarms[0]} raised / {self.alarms[1]} resolved"
@@ -116,7 +127,7 @@ class LiveView(View):  # pragma: no cover - drawn on a terminal only
             for _number, t in sorted(self.trials.items()):
                 table.add_row(
                     *(
-                        str(t.get(k, ""))
+                        _inert(t.get(k, ""))
                         for k in (
                             "number",
                             "scenario",
@@ -132,7 +143,9 @@ class LiveView(View):  # pragma: no cover - drawn on a terminal only
                     )
                 )
             parts.append(table)
-        parts.append(Panel("\n".join(self.recent), title="transitions, faults, alarms"))
+        # Text, not a str: a str is rich markup, and these lines quote what servers wrote
+        recent = Text("\n".join(escape_controls(line) for line in self.recent))
+        parts.append(Panel(recent, title="transitions, faults, alarms"))
         return Group(*parts)
 
 
