@@ -8,8 +8,9 @@ labels and the command line's output all pass through :data:`redaction_policy`:
   ``token``, ``secret``, ``signature``, ``password``/``passwd``, ``session``, ``jwt``, ``auth``,
   ``cookie``: so ``listenKey``, ``apiKey``, ``X-MBX-APIKEY``, ``Authorization``);
 * the userinfo of a URL (``user:password@``);
-* path segments that look like tokens (a Binance listenKey, a JWT, a long run of letters and
-  digits), also when percent-encoded;
+* path segments that look like tokens (a Binance listenKey in ``/ws/<listenKey>``, a JWT, a
+  run of 32+ letters and digits, or of 16+ mixing both), also when percent-encoded; in every
+  log line, stat, failure record and exception text;
 * in free text (an exception's message), every URL found, every ``name=value`` pair with a
   secret-looking name, and every secret value of the URL and headers the text is about, as
   written and percent-encoded.
@@ -53,7 +54,9 @@ _DEFAULT_NAMES = (
     "credential",
 )
 _DEFAULT_PATTERNS = (
-    r"^[A-Za-z0-9_\-]{32,}$",  # a Binance listenKey, most bearer tokens
+    r"^[A-Za-z0-9_\-]{32,}$",  # a Binance listenKey (60), most bearer tokens
+    # a shorter token: 16+ letters and digits, both present (no stream name or word is)
+    r"^(?=[A-Za-z_\-]*[0-9])(?=[0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{16,}$",
     r"^eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*$",  # a JWT
 )
 # Every regex here runs on text a server or a user wrote, so each is linear in its input (issue
