@@ -49,6 +49,19 @@ def escape_controls(text: str) -> str:
     return text.translate(_CONTROL_ESCAPES) if _ANY_CONTROL.search(text) else text
 
 
+def echo(value: object, limit: int = 200) -> str:
+    """``repr(value)`` as an error message quotes what a user or a server gave: at most
+    ``limit`` characters (saying how many more there were), controls escaped, and never an
+    exception of its own (a value nested 50,000 deep cannot be repr'd)."""
+    try:
+        text = repr(value)
+    except (RecursionError, MemoryError):
+        return f"<a {type(value).__name__} too deeply nested to show>"
+    if len(text) > limit:
+        text = f"{text[:limit]}...({len(text) - limit} more characters)"
+    return escape_controls(text)
+
+
 def _value(value: object) -> str:
     if value is None:
         return "-"

@@ -62,7 +62,7 @@ from ._connection_events import (
     Wait,
 )
 from ._errors import ConfigError
-from ._logfmt import format_kv
+from ._logfmt import echo, escape_controls, format_kv
 
 __all__ = [
     "BUILTIN_SCHEDULES",
@@ -235,18 +235,20 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
     problems += [f"{key}: unknown key" for key in sorted(unknown)]
     raw_faults = data.get("fault", [])
     if not isinstance(raw_faults, list):
-        problems.append(f"fault: must be an array of tables [[fault]] (got {raw_faults!r})")
+        problems.append(f"fault: must be an array of tables [[fault]] (got {echo(raw_faults)})")
         raw_faults = []
     faults: list[Fault] = []
     for i, raw in enumerate(raw_faults):
         where = f"fault[{i}]"
         if not isinstance(raw, dict):
-            problems.append(f"{where}: must be a table (got {raw!r})")
+            problems.append(f"{where}: must be a table (got {echo(raw)})")
             continue
         problems += [f"{where}.{k}: unknown key" for k in sorted(set(raw) - _FAULT_KEYS)]
         kind = raw.get("type")
-        if kind not in FAULT_TYPES:
-            problems.append(f"{where}.type: must be one of {', '.join(FAULT_TYPES)} (got {kind!r})")
+        if not isinstance(kind, str) or kind not in FAULT_TYPES:
+            problems.append(
+                f"{where}.type: must be one of {', '.join(FAULT_TYPES)} (got {echo(kind)})"
+            )
         for key in ("at", "every", "until", "duration", "retry_after"):
             value = raw.get(key)
             if key == "at" and value is None:
@@ -255,11 +257,14 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
                 not _finite(value) or value < 0 or (key == "every" and value == 0)
             ):
                 rule = "> 0" if key == "every" else ">= 0"
-                problems.append(f"{where}.{key}: must be a finite number {rule} (got {value!r})")
+                problems.append(
+                    f"{where}.{key}: must be a finite number {rule} (got {echo(value)})"
+                )
         if "reason" in raw and not isinstance(raw["reason"], str):
-            problems.append(f"{where}.reason: must be a string (got {raw['reason']!r})")
-        if "kind" in raw and raw["kind"] not in {k.value for k in FailureKind}:
-            problems.append(f"{where}.kind: must be a failure kind (got {raw['kind']!r})")
+            problems.append(f"{where}.reason: must be a string (got {echo(raw['reason'])})")
+        failure_kinds = {k.value for k in FailureKind}
+        if "kind" in raw and not (isinstance(raw["kind"], str) and raw["kind"] in failure_kinds):
+            problems.append(f"{where}.kind: must be a failure kind (got {echo(raw['kind'])})")
         if kind in _WINDOW_TYPES and not raw.get("duration"):
             problems.append(f"{where}.duration: is required and > 0 for a {kind} fault")
         if not problems:
@@ -274,7 +279,7 @@ def _schedule_from_toml(path: Path, data: dict[str, Any]) -> Schedule:
         problems += exc.problems
     for key in ("name", "description"):
         if key in data and not isinstance(data[key], str):
-            problems.append(f"{key}: must be a string (got {data[key]!r})")
+            problems.append(f"{key}: must be a string (got {echo(data[key])})")
     if problems:
         raise ConfigError([f"{path}: {p}" for p in problems])
     return Schedule(
@@ -300,8 +305,15 @@ def load_schedule(name_or_path: str, *, seed: int = 0) -> Schedule:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ConfigError([f"{path}: invalid schedule file: {exc}"]) from None
-    return _schedule_from_toml(path, data)
+        raise ConfigError(
+            [f"{path}: invalid schedule file: {escape_controls(str(exc)[:300])}"]
+        ) from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError([f"{path}: invalid schedule file: nested too deeply"]) from None
+    try:
+        return _schedule_from_toml(path, data)
+    except RecursionError:  # a value nested deeper than Python can compare or copy
+        raise ConfigError([f"{path}: invalid schedule file: nested too deeply"]) from None
 
 
 @attrs.define

@@ -25,10 +25,13 @@ from ...fsm import (
     load_schedule,
     simulate,
 )
-from ...fsm._logfmt import format_kv
+from ...fsm._logfmt import escape_controls, format_kv
 from ...fsm._simulator import check_hours
 
 __all__ = ["main"]
+
+#: Most characters of one error line on the console.
+MAX_ECHO = 500
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -57,8 +60,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (no usage block) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        print(f"error: {self.prog}: {one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def one_line(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` as the console gets it: on one line, no raw control character, at most
+    ``limit`` characters (a 200 KB environment value is named, not echoed whole)."""
+    text = escape_controls(text)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text) - limit} more characters)"
 
 
 def _problem(argument: str, value: object, rule: str) -> ConfigError:
@@ -166,7 +176,7 @@ def _diagram(args: argparse.Namespace) -> int:
             args.machine, args.format, events=args.events or (), state=args.state
         )
     except DiagramError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     if path is not None:
         try:
@@ -204,12 +214,13 @@ def _demo(args: argparse.Namespace) -> int:
             report=args.report,
         )
     except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
 
 
 def _stream(args: argparse.Namespace) -> int:
     check_port("--metrics-port", args.metrics_port)
+    log_file = writable_file("--log-file", args.log_file) if args.log_file else None
     from ._stream import run_stream
 
     return run_stream(
@@ -221,6 +232,8 @@ def _stream(args: argparse.Namespace) -> int:
         duration=args.duration,
         metrics_port=args.metrics_port,
         max_retries=args.max_retries,
+        verbose=args.verbose,
+        log_file=log_file,
     )
 
 
@@ -296,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
     )
+    stream.add_argument(
+        "-v", "--verbose", action="store_true", help="print each failure's stack on stderr too"
+    )
+    stream.add_argument(
+        "--log-file", default=None, help="also write the log, with every stack, to FILE"
+    )
     stream.set_defaults(func=_stream)
 
     demo = sub.add_parser("demo", help="run the main job end to end")
@@ -326,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {one_line(problem)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `regulator simulate ... | head`
         return 0

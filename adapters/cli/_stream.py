@@ -1,22 +1,28 @@
 """``regulator stream``: print a Binance stream's events and its lifecycle until Ctrl-C.
 
-Events go to stdout, one JSON object per line (pipe them anywhere); state changes, failures,
-alarms, rotations and gaps go to stderr as the library's ``key=value`` log lines. When the
-exchange cannot be reached before the first connection, stderr says so in plain words.
+Events go to stdout, one strict JSON object per line (RFC 8259: pipe them anywhere; a
+non-finite number a server sent, which JSON cannot hold, is written as the string ``"NaN"``,
+``"Infinity"`` or ``"-Infinity"``); state changes, failures, alarms, rotations and gaps go to
+stderr as the library's ``key=value`` log lines, one line per record: a failure's stack is
+printed only with ``-v`` and always written to ``--log-file``. When the exchange cannot be
+reached before the first connection, stderr says so in plain words.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import ssl
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import anyio
 
 from ...fsm import ConfigError, ConnectionAction, RegulatorConfig, StateChanged, load_config
+from ...fsm._logfmt import escape_controls
 from ..binance._stream import DEFAULT_BASE_URL, BinanceStream, validate_streams
 from ..websocket._errors import ConnectionClosedError
 from ..websocket._inputs import check_url
@@ -25,6 +31,45 @@ from ..websocket._redact import redact_url, redaction_policy
 __all__ = ["run_stream"]
 
 _UNREACHABLE = ("network", "timeout", "ssl")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float as the string JSON readers agree on."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(event: Any) -> str:
+    """One strict JSON line (no NaN/Infinity literals; ASCII, so no raw control character
+    or line separator either)."""
+    try:
+        return json.dumps(event, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # rare: only a server that sent NaN pays for the second pass
+        return json.dumps(_finite(event), separators=(",", ":"), allow_nan=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """One line per record on the console: the message with controls escaped, and the stack
+    of a failure only when ``verbose`` (the record keeps it, R3.1: --log-file writes it)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.verbose:
+            return "\n".join(escape_controls(line) for line in super().format(record).split("\n"))
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return escape_controls(super().format(record))
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
 
 
 class _Watcher:
@@ -55,7 +100,8 @@ class _Watcher:
                     else "Retrying with backoff; Ctrl-C stops."
                 )
                 print(
-                    f"regulator stream: cannot reach {host} ({action.reason})."
+                    f"regulator stream: cannot reach {escape_controls(host)}"
+                    f" ({escape_controls(action.reason)})."
                     f" Is this machine online, and is the exchange reachable from it? {then}"
                     " --url picks another endpoint.",
                     file=self.err,
@@ -125,7 +171,7 @@ async def _run(
         with anyio.move_on_after(duration if duration is not None else float("inf")):
             async with stream:
                 async for event in stream:
-                    out.write(json.dumps(event, separators=(",", ":")) + "\n")
+                    out.write(json_line(event) + "\n")
                     out.flush()
                     printed += 1
                     if count is not None and printed >= count:
@@ -133,13 +179,16 @@ async def _run(
     except ConnectionClosedError as exc:
         print(
             "regulator stream: gave up:",
-            redaction_policy.text(str(exc), redaction_policy.secrets_of(url)),
+            escape_controls(
+                redaction_policy.text(str(exc), redaction_policy.secrets_of(url), limit=1024)
+            ),
             file=err,
             flush=True,
         )
         if not watcher.ever_live and not watcher.told:
             print(
-                f"regulator stream: never connected to {watcher.url}; is it reachable?",
+                f"regulator stream: never connected to {escape_controls(watcher.url)};"
+                " is it reachable?",
                 file=err,
                 flush=True,
             )
@@ -162,6 +211,8 @@ def run_stream(
     duration: float | None,
     metrics_port: int | None,
     max_retries: int | None,
+    verbose: bool = False,
+    log_file: Path | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -187,7 +238,7 @@ def run_stream(
         problems += exc.problems
     if problems:
         for problem in problems:
-            print(f"error: {problem}", file=err)
+            print(f"error: {escape_controls(problem)[:500]}", file=err)
         return 2
     config = load_config(config_file)
     if max_retries is not None:
@@ -196,11 +247,21 @@ def run_stream(
         config = attrs.evolve(
             config, connection=attrs.evolve(config.connection, max_retries=max_retries)
         )
-    handler = logging.StreamHandler(err)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler: logging.Handler = logging.StreamHandler(err)
+    handler.setFormatter(ConsoleFormatter(verbose))
+    handlers = [handler]
+    if log_file is not None:
+        try:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            print(f"error: --log-file: must be writable ({exc.strerror})", file=err)
+            return 2
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
     loggers = [logging.getLogger(n) for n in ("regulator.connection", "regulator.binance")]
     for logger in loggers:
-        logger.addHandler(handler)
+        for h in handlers:
+            logger.addHandler(h)
         logger.setLevel(logging.INFO)
     try:
         return anyio.run(
@@ -220,4 +281,7 @@ def run_stream(
         return 130
     finally:
         for logger in loggers:
-            logger.removeHandler(handler)
+            for h in handlers:
+                logger.removeHandler(h)
+        for h in handlers[1:]:
+            h.close()
