@@ -24,6 +24,9 @@ The world: a TCP connect takes 0.05 s, the TLS + upgrade handshake 0.15 s, a pin
 Schedule files are TOML: optional ``name``, ``description`` and ``hours``, then one
 ``[[fault]]`` table per fault with ``type``, ``at`` (s from start), optional ``every`` (repeat
 period, s) and ``until`` (s), and per type ``kind``, ``reason``, ``duration``, ``retry_after``.
+A file is validated like a config file: every problem is a ``ConfigError`` line naming the
+field, the rule and the value (clipped to 200 characters); a value of the wrong type (``kind =
+[1]``) or nested too deeply for Python is a problem too, never an exception of another kind.
 """
 
 from __future__ import annotations
