@@ -21,7 +21,10 @@ from _faultbed import Certs
 from _hostile import accept_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from regulator.adapters.binance._stream import validate_streams
+from regulator.adapters.binance._tracker import kline_interval_ms
 from regulator.adapters.websocket import ResilientWebSocket, WebhookNotifier
+from regulator.adapters.websocket._inputs import check_headers
 from regulator.adapters.websocket._redact import RedactionPolicy, redaction_policy
 from regulator.adapters.websocket._socket import MAX_REASON
 from regulator.fsm import ConnectionConfig, format_kv, parse_kv
@@ -414,3 +417,29 @@ async def test_a_webhooks_500_reason_never_holds_the_loop(certs: Certs, records:
     assert "500" in failed[0]["error"] and "more characters" in failed[0]["error"]
     assert "s3cr3t" not in failed[0]["error"]
     _one_line_each(records)
+
+
+def _refused(check: Callable[[str], object]) -> Callable[[str], object]:
+    def run(text: str) -> object:
+        try:
+            return check(text)
+        except ValueError as exc:
+            return str(exc)
+
+    return run
+
+
+# the other patterns applied to server or user text (anchored single runs): linear too
+OTHER_PATTERNS: dict[str, tuple[Callable[[str], object], Callable[[int], str]]] = {
+    "stream name, many @": (_refused(lambda s: validate_streams([s])), lambda n: "a@" * (n // 2)),
+    "stream name, no @": (_refused(lambda s: validate_streams([s])), lambda n: "a" * n + " "),
+    "kline interval": (kline_interval_ms, lambda n: "1" * (n - 1) + "x"),
+    "header name": (_refused(lambda s: check_headers({s: "v"})), lambda n: "a" * n + " "),
+}
+
+
+@pytest.mark.parametrize(("check", "shape"), OTHER_PATTERNS.values(), ids=OTHER_PATTERNS.keys())
+def test_every_other_pattern_on_outside_text_is_linear(
+    check: Callable[[str], object], shape: Callable[[int], str]
+) -> None:
+    _assert_linear(check, shape)
