@@ -36,7 +36,7 @@ MAX_ECHO = 500
 
 def _config_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    print(f"# {args.file}: OK")
+    print(f"# {one_line(args.file)}: OK")
     print(config_to_toml(config), end="")
     return 0
 
@@ -186,7 +186,7 @@ def _diagram(args: argparse.Namespace) -> int:
                 path.write_text(output, encoding="utf-8")
         except OSError as exc:
             raise _problem("--output", args.output, f"must be writable ({exc.strerror})") from None
-        print(f"wrote {path}")
+        print(f"wrote {one_line(str(path))}")
     elif isinstance(output, bytes):
         sys.stdout.buffer.write(output)
     else:
