@@ -127,6 +127,8 @@ class RedactionPolicy:
     def secret_segment(self, segment: str) -> bool:
         if len(segment) > MAX_SEGMENT:  # no pattern (a host's own included) runs on it
             return True
+        if "%" not in segment:  # nothing to decode (most segments): one match per pattern
+            return any(r.match(segment) for r in self._segment_res)
         plain = unquote(segment)
         return any(r.match(plain) or r.match(segment) for r in self._segment_res)
 

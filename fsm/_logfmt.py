@@ -37,7 +37,11 @@ _ESCAPES = str.maketrans(
         **{ord(c): e for c, e in _NAMED.items()},
     }
 )
-_QUOTE_OR_ESCAPE = re.compile(r'["\\]')
+# a quoted value's body: runs without quote or backslash, each backslash with the character
+# it escapes (possessive: linear, nothing to backtrack into)
+_QUOTED_BODY = re.compile(r'[^"\\]*+(?:\\.[^"\\]*+)*+', re.S)
+# any escape format_kv never writes (then the slow path decides, or raises)
+_BAD_ESCAPE = re.compile(r'\\(?![nrt\\"]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})', re.S)
 _ANY_CONTROL = re.compile(f"[{_CONTROL}]")
 _CONTROL_ESCAPES = {k: v for k, v in _ESCAPES.items() if k not in (ord("\\"), ord('"'))}
 _UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
@@ -81,11 +85,41 @@ def format_kv(**fields: object) -> str:
     )
 
 
-def _hex(line: str, i: int, width: int) -> str:
-    digits = line[i : i + width]
+def _hex(text: str, i: int, width: int, column: int) -> str:
+    digits = text[i : i + width]
     if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
-        raise ValueError(f"parse_kv: a \\x or \\u escape needs {width} hex digits at column {i}")
+        raise ValueError(
+            f"parse_kv: a \\x or \\u escape needs {width} hex digits at column {column + i}"
+        )
     return chr(int(digits, 16))
+
+
+def _unescape(body: str, column: int) -> str:
+    if "\\" not in body:
+        return body
+    if _BAD_ESCAPE.search(body) is None:
+        # only the escapes format_kv writes, all of which Python's codec reads the same way:
+        # decoded in C (a megabyte of escaped control characters in milliseconds)
+        return body.encode("raw_unicode_escape").decode("unicode_escape")
+    chars: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        j = body.find("\\", i)
+        if j < 0:
+            chars.append(body[i:])
+            break
+        chars.append(body[i:j])
+        e = body[j + 1]  # the body pattern pairs every backslash with a character
+        if e == "x":
+            chars.append(_hex(body, j + 2, 2, column))
+            i = j + 4
+        elif e == "u":
+            chars.append(_hex(body, j + 2, 4, column))
+            i = j + 6
+        else:  # the named escapes; an unknown one stands for its character
+            chars.append(_UNESCAPE.get(e, e))
+            i = j + 2
+    return "".join(chars)
 
 
 def parse_kv(line: str) -> dict[str, str]:
@@ -108,30 +142,13 @@ def parse_kv(line: str) -> dict[str, str]:
         key = line[i:eq]
         i = eq + 1
         if i < n and line[i] == '"':
+            body = _QUOTED_BODY.match(line, i + 1)
+            assert body is not None  # the pattern matches the empty string
+            i = body.end()
+            if i >= n or line[i] != '"':
+                raise ValueError(f"parse_kv: unterminated quoted value of {key!r}")
+            out[key] = _unescape(body.group(0), body.start())
             i += 1
-            chars: list[str] = []
-            while True:
-                m = _QUOTE_OR_ESCAPE.search(line, i)
-                if m is None:
-                    raise ValueError(f"parse_kv: unterminated quoted value of {key!r}")
-                chars.append(line[i : m.start()])
-                i = m.start()
-                if line[i] == '"':
-                    break
-                if i + 1 >= n:
-                    raise ValueError(f"parse_kv: unterminated quoted value of {key!r}")
-                e = line[i + 1]
-                if e == "x":
-                    chars.append(_hex(line, i + 2, 2))
-                    i += 4
-                elif e == "u":
-                    chars.append(_hex(line, i + 2, 4))
-                    i += 6
-                else:  # the named escapes; an unknown one stands for its character
-                    chars.append(_UNESCAPE.get(e, e))
-                    i += 2
-            i += 1
-            out[key] = "".join(chars)
         else:
             end = line.find(" ", i)
             end = n if end < 0 else end

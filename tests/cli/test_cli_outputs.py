@@ -131,7 +131,6 @@ def _refused_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.spec("R3.1")
 def test_one_console_line_per_failed_attempt_the_stack_in_the_log_file(
     tmp_path: Path,
 ) -> None:
@@ -178,7 +177,6 @@ SCHEDULES = {
 }
 
 
-@pytest.mark.spec("R4.4")
 @pytest.mark.parametrize(("text", "field"), SCHEDULES.values(), ids=SCHEDULES.keys())
 def test_a_bad_schedule_file_is_one_line_naming_the_field(
     tmp_path: Path, text: str, field: str

@@ -39,7 +39,6 @@ def _terminal() -> io.StringIO:
     return out
 
 
-@pytest.mark.spec("R5.2")
 @pytest.mark.parametrize("reason", REASONS)
 def test_the_live_view_shows_markup_as_text(reason: str) -> None:
     out = _terminal()
@@ -98,7 +97,6 @@ def test_the_layout_svg_escapes_a_caption(reason: str) -> None:
     assert "<script>" not in svg and "\x1b" not in svg
 
 
-@pytest.mark.spec("R3.3")
 def test_the_report_renders_hostile_reasons_and_impossible_times(tmp_path: Path) -> None:
     market = MarketRecord(
         duration=5.0,

@@ -37,7 +37,6 @@ KEYS = {
 
 
 @pytest.mark.anyio
-@pytest.mark.spec("R3.1")
 @pytest.mark.parametrize("key", KEYS.values(), ids=KEYS.keys())
 async def test_a_path_token_appears_nowhere(
     certs: Certs, caplog: pytest.LogCaptureFixture, key: str
