@@ -1,9 +1,9 @@
 """The stable ``key=value`` log line format shared by the machines' adapters and tools.
 
 ``format_kv(event="state", source="live", reason="ssl: BAD")`` gives
-``event=state source=live reason="ssl: BAD"``: keys in the given order; values that contain a
-space (any Unicode whitespace), a quote, ``=``, a backslash-free control character or a line
-separator are double-quoted; floats use ``repr`` up to 6 significant digits; None is ``-``.
+``event=state source=live reason="ssl: BAD"``: keys in the given order; values that contain
+whitespace (any Unicode space), a quote, ``=``, a control character or a line separator are
+double-quoted; floats use ``repr`` up to 6 significant digits; None is ``-``.
 Log parsers may rely on this format (R5.2).
 
 One record is one line, whatever a server wrote (issue 27): inside quotes ``\\`` and ``"`` are
