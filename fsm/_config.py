@@ -345,7 +345,8 @@ class BinanceConfig:
     connect_attempts: int = _setting(
         300,
         Integer(ge=1),
-        "Connection attempts allowed per connect_window, across every stream of the process.",
+        "Connection attempts allowed per connect_window, across every stream of the process"
+        " (or of every process that shares the budget).",
         unit="count",
     )
     connect_window: float = _setting(

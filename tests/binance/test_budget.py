@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from _exchangebed import ExchangeBed
+from _faultbed import Certs
 from _redisbed import running_redis
 from _spawn import run_scripts
 from hypothesis import given, settings
@@ -31,7 +34,7 @@ from regulator.adapters.binance import (
     budget_from_url,
 )
 from regulator.adapters.binance._budget import reserve_slot
-from regulator.fsm import BinanceConfig, ConfigError, load_config, parse_kv
+from regulator.fsm import BinanceConfig, ConfigError, ConnectionConfig, load_config, parse_kv
 
 WORKER = str(Path(__file__).with_name("_budget_worker.py"))
 TESTS = str(Path(__file__).resolve().parent.parent)
@@ -333,3 +336,52 @@ def test_a_redis_url_selects_the_redis_budget() -> None:
         made: Any = BinanceStream(["ethusdt@trade"], binance=rules).budget
         assert isinstance(made, RedisBudget) and made.reserve() == 0.0
         assert made.stats()["in_window"] == 1
+
+
+# -- metrics: each process's share ---------------------------------------------------------
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_metrics_show_the_window_and_each_process_share(
+    certs: Certs, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry
+    from regulator.adapters.prometheus import MetricsExporter
+
+    registry = CollectorRegistry()
+    exporter = MetricsExporter(registry)
+    ledger = tmp_path / "ledger"
+    fast = ConnectionConfig(initial_delay=0.05, max_delay=0.3, jitter=0.0, ping_interval=5.0)
+    with ExchangeBed(certs) as bed:
+        # two budgets on one ledger: what two processes of the host see
+        streams = [
+            BinanceStream(
+                ["ethusdt@trade"],
+                base_url=bed.url,
+                ssl_context=certs.client_context(),
+                config=fast,
+                attempt_budget=FileBudget(ledger, 300, 300.0),
+            )
+            for _ in range(2)
+        ]
+        exporter.register(streams[0], name="a")
+        exporter.register(streams[1], name="b")
+        async with streams[0], streams[1]:
+            with anyio.fail_after(10):
+                while not all(s.state == "live" for s in streams):
+                    await anyio.sleep(0.02)
+            bed.reset()  # both reconnect: 2 attempts each
+            with anyio.fail_after(10):
+                while not all(s.counter_totals()["successes"] == 2 for s in streams):
+                    await anyio.sleep(0.02)
+
+            def sample(metric: str, name: str) -> float | None:
+                labels = {"name": name, "backend": "file"}
+                return registry.get_sample_value(f"regulator_binance_budget_{metric}", labels)
+
+            for name in ("a", "b"):
+                assert sample("in_window", name) == 4  # the host's window
+                assert sample("own_in_window", name) == 2  # this one's share
+                assert sample("limit", name) == 270  # 300 less the headroom
+                assert sample("reservations_total", name) == 2
+                assert sample("falling_back", name) == 0
+                assert sample("fallbacks_total", name) == 0
