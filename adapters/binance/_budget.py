@@ -112,11 +112,15 @@ def reserve_slot(
     at = max(now, not_before)
     if times:
         at = max(at, times[-1])
-        if sum(costs) + cost > limit:  # full: the oldest must leave the window first
-            total, i = float(cost), len(costs)
-            while i > 0 and total + costs[i - 1] <= limit:
-                i -= 1
-                total += costs[i]
+        used = sum(costs)
+        if used + cost > limit:  # full: the oldest must leave the window first
+            if used == len(costs):  # every cost is 1 (attempts): keep the newest limit - cost
+                i = len(costs) - (limit - cost)
+            else:  # weights: walk back from the newest
+                total, i = float(cost), len(costs)
+                while i > 0 and total + costs[i - 1] <= limit:
+                    i -= 1
+                    total += costs[i]
             at = max(at, times[i - 1] + window)
     times.append(at)
     costs.append(cost)

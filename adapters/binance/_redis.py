@@ -69,15 +69,21 @@ local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > at then at = blocked end
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if #newest > 0 and tonumber(newest[2]) > at then at = tonumber(newest[2]) end
-if sum + cost > limit then  -- full: walk back from the newest to find who must leave first
-  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  local total, i = cost, #entries / 2
-  while i > 0 and total + cost_of(entries[2 * i - 1]) <= limit do
-    total = total + cost_of(entries[2 * i - 1])
-    i = i - 1
+if sum + cost > limit then  -- full: find the newest entry that must leave first
+  local n, leave = redis.call('ZCARD', KEYS[1]), nil
+  if n == sum then  -- every cost is 1 (attempts): that entry is found by its rank
+    local rank = n - (limit - cost) - 1
+    leave = tonumber(redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')[2])
+  else  -- weights: walk back from the newest
+    local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    local total, i = cost, #entries / 2
+    while i > 0 and total + cost_of(entries[2 * i - 1]) <= limit do
+      total = total + cost_of(entries[2 * i - 1])
+      i = i - 1
+    end
+    leave = tonumber(entries[2 * i])
   end
-  local leave = tonumber(entries[2 * i]) + window
-  if leave > at then at = leave end
+  if leave + window > at then at = leave + window end
 end
 redis.call('ZADD', KEYS[1], at, string.format('%.17g|%d|%s', at, cost, ARGV[5]))
 local ttl = math.ceil((at - now + window) * 1000) + 1000

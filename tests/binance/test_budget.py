@@ -253,6 +253,13 @@ def test_redis_and_the_file_ledger_decide_alike(tmp_path: Path) -> None:
         file_budget.block_for(20.0)
         assert redis_budget.reserve(1) == pytest.approx(file_budget.reserve(1), abs=0.05)
         assert redis_budget.in_window() == file_budget.in_window() == sum(weights) + 1
+        # attempts (every cost 1): both find the slot by rank instead of walking back
+        redis_ones = RedisBudget(server.url, 6, 5.0, margin=0.0, headroom=1, key="ones")
+        file_ones = FileBudget(tmp_path / "ones", 6, 5.0, margin=0.0, headroom=1)
+        delays = [(redis_ones.reserve(), file_ones.reserve()) for _ in range(12)]
+        for from_redis, from_file in delays:
+            assert from_redis == pytest.approx(from_file, abs=0.05)
+        assert [round(d) for d, _ in delays] == [0] * 5 + [5] * 5 + [10] * 2
 
 
 def test_when_redis_goes_away_the_budget_falls_back_and_comes_back(
