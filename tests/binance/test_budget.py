@@ -347,7 +347,6 @@ def test_a_redis_url_selects_the_redis_budget() -> None:
 
 # -- metrics: each process's share ---------------------------------------------------------
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_metrics_show_the_window_and_each_process_share(
     certs: Certs, tmp_path: Path
 ) -> None:
