@@ -224,6 +224,11 @@ class SharedBudget:
     """The part every shared budget has in common: the local share it falls back to when its
     store is unreachable, the per-process counters, and the log lines.
 
+    In fallback a reservation costs at most ``fallback_share`` units of the local window: a
+    REST request heavier than the share waits for a whole window of it, and then goes, so
+    during an outage such a request can overdraw the share by its excess (an attempt costs 1
+    and never does).
+
     A subclass implements ``_store_reserve(cost, limit, window)`` (returns the delay and the
     units in the window, as the store counts them), ``_store_block(seconds)`` and
     ``_store_in_window()``; each raises :class:`StoreUnavailable` when the store is out of

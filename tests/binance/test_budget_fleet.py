@@ -88,3 +88,12 @@ def test_processes_sharing_redis_stay_under_the_exchange_limit(
         results, attempts = run_fleet(certs, tmp_path, server.url)
     check_fleet(results, attempts)
     assert {r["stats"]["backend"] for r in results} == {"redis"}
+
+
+def test_without_a_shared_budget_the_same_fleet_is_refused(certs: Certs, tmp_path: Path) -> None:
+    """The control: one in-process budget each (the default before shared budgets), and the
+    same four processes break the address's limit, as measured (measured-v0.2, "Limits per
+    IP"). So the two tests above can fail, and what they prove is the sharing."""
+    _, attempts = run_fleet(certs, tmp_path, "local")
+    statuses = [status for _, _, status in attempts]
+    assert 429 in statuses
