@@ -165,17 +165,22 @@ async def run_market(
     attempts = None
     if budget is not None:
         attempts = budget_from_url(budget, rules.connect_attempts, rules.connect_window)
-        shown = attempts.stats()
-        view.line(
-            event="budget",
-            backend=shown["backend"],
-            store=shown.get("store", "this process"),
-            limit=shown["limit"],
-        )
+
+    def announce_budget() -> None:  # after the market's own first line
+        if attempts is not None:
+            shown = attempts.stats()
+            view.line(
+                event="budget",
+                backend=shown["backend"],
+                store=shown.get("store", "this process"),
+                limit=shown["limit"],
+            )
+
     if url is not None:
         record.generated = False
         record.url = redact_url(url)  # the report and the view never show a secret
         view.phase = f"market data from {record.url}"
+        announce_budget()
         await _consume(
             view,
             record,
@@ -216,6 +221,7 @@ async def run_market(
         streams=",".join(STREAMS),
         speed="3000x (a 1-minute kline every 0.02 s)",
     )
+    announce_budget()
     with Exchange(ssl_context=server_ctx, market=market, ping_interval=5.0) as exchange:
         proxy = FaultProxy(exchange.port)
         exchange.call(proxy.start)
