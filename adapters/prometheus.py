@@ -168,7 +168,9 @@ class MetricsExporter:
             p + "streams_confirmed", "Streams the exchange confirmed.", labels=["name"]
         )
         wanted = GaugeMetricFamily(p + "streams", "Streams wanted.", labels=["name"])
+        budget = _BudgetMetrics(p + "budget_")
         for name, stream in streams:
+            budget.add(name, stream.budget.stats())
             values = {
                 "gaps": stream.gaps_detected,
                 "gap_events_missing": stream.gap_events_missing,
@@ -187,6 +189,7 @@ class MetricsExporter:
             wanted.add_metric([name], counts[0])
         yield from counters.values()
         yield from (rotations, confirmed, wanted)
+        yield from budget.families()
 
     # -- scalers -------------------------------------------------------------------------
     def _scaler_metrics(self, scalers: list[tuple[str, Any]]) -> Iterator[Metric]:
@@ -235,3 +238,46 @@ def start_metrics_server(
     while getattr(server, "server_port", None) is None and time.monotonic() < deadline:
         time.sleep(0.01)  # pragma: no cover - the server binds in its constructor
     return exporter, server
+
+
+class _BudgetMetrics:
+    """The connection-attempt budget of each stream: the address's window and this process's
+    share of it, and how often its shared store was out of reach (``FileBudget``,
+    ``RedisBudget``; an in-process budget's share is the whole window)."""
+
+    def __init__(self, p: str) -> None:
+        labels = ["name", "backend"]
+        self.gauges = {
+            key: GaugeMetricFamily(p + key, help_, labels=labels)
+            for key, help_ in (
+                ("limit", "Attempts allowed per window (less the headroom kept for fallbacks)."),
+                ("in_window", "Attempts in the current window, every process of the store."),
+                ("own_in_window", "This process's attempts in the current window (its share)."),
+                ("falling_back", "1 while the shared store is unreachable (the local share)."),
+            )
+        }
+        self.counters = {
+            key: CounterMetricFamily(p + key, help_, labels=labels)
+            for key, help_ in (
+                ("reservations", "Attempt slots this process reserved."),
+                ("waits", "Reservations that had to wait for a slot."),
+                ("fallbacks", "Outages of the shared store (each one logged)."),
+                ("fallback_reservations", "Reservations taken from the local share."),
+            )
+        }
+
+    def add(self, name: str, stats: dict[str, Any]) -> None:
+        labels = [name, str(stats.get("backend", "local"))]
+        limit = stats["limit"] - stats.get("headroom", 0)
+        self.gauges["limit"].add_metric(labels, limit)
+        self.gauges["in_window"].add_metric(labels, stats["in_window"])
+        self.gauges["own_in_window"].add_metric(
+            labels, stats.get("own_in_window", stats["in_window"])
+        )
+        self.gauges["falling_back"].add_metric(labels, 1.0 if stats.get("falling_back") else 0.0)
+        for key in self.counters:
+            self.counters[key].add_metric(labels, stats.get(key, 0))
+
+    def families(self) -> Iterator[Metric]:
+        yield from self.gauges.values()
+        yield from self.counters.values()

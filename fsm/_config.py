@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from ._errors import ConfigError
-from ._rules import Boolean, Choice, Integer, Number, Optional, Rule, Scale
+from ._rules import Boolean, BudgetUrl, Choice, Integer, Number, Optional, Rule, Scale
 
 __all__ = [
     "BinanceConfig",
@@ -345,11 +345,21 @@ class BinanceConfig:
     connect_attempts: int = _setting(
         300,
         Integer(ge=1),
-        "Connection attempts allowed per connect_window, across every stream of the process.",
+        "Connection attempts allowed per connect_window, across every stream of the process"
+        " (or of every process that shares the budget).",
         unit="count",
     )
     connect_window: float = _setting(
         300.0, Number(gt=0), "The sliding window of connect_attempts.", unit="s"
+    )
+    budget: str = _setting(
+        "local",
+        BudgetUrl(),
+        "Where the connect_attempts budget is kept: 'local' (this process),"
+        " 'file:///path' (every process on this host, through a ledger file under an fcntl"
+        " lock) or 'redis://host:6379/0' (every host behind one address). A shared budget"
+        " that cannot reach its store falls back to a small local share and logs"
+        " event=budget_fallback.",
     )
 
     def __attrs_post_init__(self) -> None:

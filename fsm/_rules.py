@@ -21,12 +21,14 @@ __all__ = [
     "FLOAT32_MAX",
     "FLOAT32_TINY",
     "Boolean",
+    "BudgetUrl",
     "Choice",
     "Integer",
     "Number",
     "Optional",
     "Rule",
     "Scale",
+    "check_budget_url",
 ]
 
 #: The largest finite float32 and the smallest normal one: torch keeps the loss scale in a
@@ -266,3 +268,69 @@ class Optional(Rule):
     def schema(self) -> dict[str, Any]:
         inner = self.inner.schema()
         return {**inner, "type": [inner["type"], "null"]}
+
+
+def check_budget_url(value: object) -> str | None:
+    """Why ``value`` is not a budget location, or None: ``local``, ``file:///absolute/path``,
+    or ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS). A password is
+    never echoed back."""
+    if not isinstance(value, str):
+        return f"must be a string (got {_shown(value)})"
+    if value == "local":
+        return None
+    from urllib.parse import urlsplit
+
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"must be a valid URL: {exc} (got {_shown(_hide_password(value))})"
+    shown = _shown(_hide_password(value))
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return f"must not contain control characters (got {shown})"
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            return f"must be file:///absolute/path on this host (got {shown})"
+        if not parts.path.startswith("/") or parts.path.endswith("/"):
+            return f"must name a file by its absolute path, file:///path (got {shown})"
+        if parts.query or parts.fragment:
+            return f"must have no query or fragment (got {shown})"
+        return None
+    if scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            return f"must name a host, redis://host:6379/0 (got {shown})"
+        if port is not None and not 1 <= port <= 65535:
+            return f"must have a port from 1 to 65535 (got {shown})"
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            return f"must name a database by its number, redis://host:6379/0 (got {shown})"
+        if parts.fragment:
+            return f"must have no fragment (got {shown})"
+        return None
+    return f"must be 'local', file:///absolute/path or redis://host:6379/0 (got {shown})"
+
+
+def _hide_password(value: str) -> str:
+    head, sep, rest = value.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return value
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}://{user}{':***' if colon else ''}@{host}"
+
+
+class BudgetUrl(Rule):
+    """Where the connection-attempt budget lives: this process, a host file, or Redis."""
+
+    def check(self, value: object) -> str | None:
+        return check_budget_url(value)
+
+    def parse_env(self, text: str) -> object:
+        return text.strip()
+
+    def describe(self) -> str:
+        return '"local", "file:///absolute/path" or "redis://host:6379/0"'
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": r"^(local|file:///.+|rediss?://.+)$"}

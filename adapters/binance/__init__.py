@@ -18,7 +18,9 @@ Data flow
         event {"stream", "data"}  --> _tracker (identity, gaps) --> buffer --> host
         serverShutdown / age      --> _rotation (make-before-break, de-duplicated merge)
     requests --> _pacing.RequestPacer (frames/s) --> leg.send
-    connects --> _pacing.AttemptBudget (attempts per window, shared by every stream)
+    connects --> a Budget (attempts per window, shared by every stream of the process:
+                 _pacing.AttemptBudget; of the host: _ledger.FileBudget; of every host
+                 behind one address: _redis.RedisBudget; protocol and fallback in _budget)
 
 .. code-block:: python
 
@@ -29,9 +31,17 @@ Data flow
             ...
 """
 
+from ._budget import Budget as Budget
+from ._budget import SharedBudget as SharedBudget
+from ._budget import StoreUnavailable as StoreUnavailable
+from ._budget import WeightBudget as WeightBudget
+from ._budget import budget_from_url as budget_from_url
+from ._budget import shared_budget as shared_budget
+from ._ledger import FileBudget as FileBudget
 from ._pacing import AttemptBudget as AttemptBudget
 from ._pacing import RequestPacer as RequestPacer
 from ._pacing import shared_attempt_budget as shared_attempt_budget
+from ._redis import RedisBudget as RedisBudget
 from ._requests import BinanceRequestError as BinanceRequestError
 from ._requests import RequestTimeout as RequestTimeout
 from ._stream import DEFAULT_BASE_URL as DEFAULT_BASE_URL
@@ -46,11 +56,19 @@ __all__ = [
     "AttemptBudget",
     "BinanceRequestError",
     "BinanceStream",
+    "Budget",
+    "FileBudget",
     "Gap",
+    "RedisBudget",
     "RequestPacer",
     "RequestTimeout",
+    "SharedBudget",
+    "StoreUnavailable",
     "StreamTracker",
+    "WeightBudget",
+    "budget_from_url",
     "event_identity",
     "shared_attempt_budget",
+    "shared_budget",
     "validate_streams",
 ]

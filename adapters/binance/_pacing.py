@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -102,10 +103,15 @@ class RequestPacer:
 class AttemptBudget:
     """At most ``attempts`` connection attempts per ``window`` seconds, process-wide.
 
+    The in-process implementation of the :class:`Budget` protocol (``backend = "local"``);
+    ``FileBudget`` and ``RedisBudget`` share the window between processes and hosts.
+
     Slots are spaced ``window + margin`` apart (``margin`` defaults to 1 % of the window, 3 s
     of 5 minutes): an attempt can start a little after its slot (a busy event loop, TCP and
     TLS before the exchange counts it), and the margin keeps such late ones inside the limit.
     """
+
+    backend = "local"
 
     def __init__(
         self,
@@ -134,21 +140,26 @@ class AttemptBudget:
     def window(self) -> float:
         return self._window.window
 
-    def reserve(self) -> float:
-        """Take the next slot; return how long to wait before using it."""
+    def reserve(self, cost: int = 1) -> float:
+        """Take the next slot (``cost`` slots: the :class:`Budget` protocol); return how long
+        to wait before using it."""
         with self._lock:
             now = self._time()
-            at = self._window.reserve(now, self.blocked_until)
-            self.attempts += 1
+            at = now
+            for _ in range(cost):
+                at = self._window.reserve(now, self.blocked_until)
+            self.attempts += cost
             delay = at - now
             if delay > 0:
                 self.waits += 1
                 self.waited += delay
             return delay
 
-    async def acquire(self) -> None:
+    async def acquire(self, cost: int = 1) -> None:
         """Take the next slot and sleep until it (event loops may wake a little early)."""
-        slot = self._time() + self.reserve()
+        # reserve() with no argument when cost is 1: a subclass written before the cost
+        # parameter (overriding reserve(self)) keeps working
+        slot = self._time() + (self.reserve(cost) if cost != 1 else self.reserve())
         while (left := slot - self._time()) > 0:
             await anyio.sleep(left)
 
@@ -161,6 +172,19 @@ class AttemptBudget:
         with self._lock:
             now = self._time()
             return self._window.count_since(now - self._window.window)
+
+    def stats(self) -> dict[str, Any]:
+        """The counters for logs and metrics (the :class:`Budget` protocol)."""
+        return {
+            "backend": self.backend,
+            "limit": self.limit,
+            "window": self.window,
+            "in_window": self.in_window(),
+            "reservations": self.attempts,
+            "units": self.attempts,
+            "waits": self.waits,
+            "waited": round(self.waited, 3),
+        }
 
 
 _SHARED: dict[tuple[int, float], AttemptBudget] = {}

@@ -11,9 +11,9 @@ one leg, the *primary*; during a rotation there are two.
   ``streams_per_request`` streams, paced by the leg's :class:`RequestPacer` so requests plus
   pings and pongs stay under ``messages_per_second``; each reply is matched to its request by
   ``id`` and timed out; then LIST_SUBSCRIPTIONS verifies the exchange's view (R1.4).
-* **Attempts.** Every leg's ``before_attempt`` takes a slot of the process-wide
-  :class:`AttemptBudget` (300 per 5 minutes), which a 429/418's Retry-After blocks for every
-  stream of the process.
+* **Attempts.** Every leg's ``before_attempt`` takes a slot of the attempt :class:`Budget`
+  (300 per 5 minutes): by default one per process, or one for the host (``FileBudget``) or the
+  cluster (``RedisBudget``) behind one address; a 429/418's Retry-After blocks it for all.
 * **Requests** (``_requests.py``): each reply is matched to its request by ``id``, timed out,
   and failed at once when its connection leaves live.
 * **Rotation** (``_rotation.py``), make-before-break, at ``rotation_age`` or a
@@ -62,8 +62,9 @@ from ..websocket._inputs import check_url
 from ..websocket._notifiers import Notifier
 from ..websocket._socket import ResilientWebSocket
 from ..websocket._support import abandon_task_group, exit_task_group, tls_context
+from ._budget import Budget, shared_budget
 from ._leg import Leg
-from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
+from ._pacing import RequestPacer
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
 from ._rotation import Rotation
 from ._stats import add_counters, retired_counters
@@ -114,7 +115,9 @@ class BinanceStream(Rotation):
             task group), e.g. a REST backfill.
         on_action: called with ``(leg_name, action)`` for every action of every leg's
             machine (state changes with reasons, waits, alarms).
-        attempt_budget: the connection-attempt budget; default the process-wide one.
+        attempt_budget: the connection-attempt budget (any :class:`Budget`: in-process,
+            ``FileBudget``, ``RedisBudget``); default the process-wide one for
+            ``binance.budget`` (``local``, ``file:///path`` or ``redis://host:6379/0``).
         buffer_size, overflow_policy: the bounded buffer of events waiting for the consumer
             (``drop_oldest``, the default, or ``block``; see ``OverflowPolicy``).
         notifiers, clock, rng, wall_clock, follow_redirects: as for ResilientWebSocket.
@@ -132,7 +135,7 @@ class BinanceStream(Rotation):
         notifiers: Sequence[Notifier] = (),
         on_gap: Callable[[Gap], Any] | None = None,
         on_action: Callable[[str, ConnectionAction], None] | None = None,
-        attempt_budget: AttemptBudget | None = None,
+        attempt_budget: Budget | None = None,
         buffer_size: int = 10_000,
         overflow_policy: OverflowPolicy = "drop_oldest",
         max_message_bytes: int = 1 << 20,
@@ -157,8 +160,8 @@ class BinanceStream(Rotation):
         self.name = name or "binance"
         self.on_gap = on_gap
         self.on_action = on_action
-        self.budget = attempt_budget or shared_attempt_budget(
-            self.rules.connect_attempts, self.rules.connect_window
+        self.budget: Budget = attempt_budget or shared_budget(
+            self.rules.budget, self.rules.connect_attempts, self.rules.connect_window
         )
         if overflow_policy not in ("drop_oldest", "block"):
             raise ValueError(
@@ -647,12 +650,6 @@ class BinanceStream(Rotation):
             "rotations": dict(self.rotations),
             "server_shutdowns": self.server_shutdowns,
             "rate_limits": list(self.rate_limits),
-            "attempt_budget": {
-                "limit": self.budget.limit,
-                "window": self.budget.window,
-                "in_window": self.budget.in_window(),
-                "waits": self.budget.waits,
-                "waited": round(self.budget.waited, 3),
-            },
+            "attempt_budget": self.budget.stats(),
         }
         return stats

@@ -196,6 +196,12 @@ def _diagram(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     check_port("--metrics-port", args.metrics_port)
+    if args.budget is not None:
+        from ...fsm._rules import check_budget_url
+
+        problem = check_budget_url(args.budget)
+        if problem is not None:
+            raise ConfigError([f"--budget: {problem}"])
     if args.url is not None:
         _check_base_url(args.url)
     from ..demo._run import run_demo
@@ -212,6 +218,7 @@ def _demo(args: argparse.Namespace) -> int:
             url=args.url,
             storage=args.storage,
             report=args.report,
+            budget=args.budget,
         )
     except StorageError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
@@ -330,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    demo.add_argument(
+        "--budget",
+        default=None,
+        help="share the connection-attempt budget: file:///path or redis://host:6379/0",
     )
     demo.set_defaults(func=_demo)
     return parser

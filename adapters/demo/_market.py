@@ -21,6 +21,7 @@ from ...fsm import (
     Wait,
 )
 from .._redact import redact_url
+from ..binance._budget import budget_from_url
 from ..binance._stream import BinanceStream
 from ..binance._tracker import Gap
 from ..websocket._logfields import action_log_fields
@@ -100,6 +101,7 @@ async def run_market(
     quick: bool,
     url: str | None,
     exporter: Any = None,
+    budget: str | None = None,
 ) -> MarketRecord:
     """Run the schedule (or, with ``url``, just stream the real exchange for a while)."""
     t0 = time.monotonic()
@@ -159,10 +161,26 @@ async def run_market(
     )
     # connections live seconds here, not 23.5 h: rotations by age happen between the faults
     rules = BinanceConfig(rotation_age=4.0 * factor, rotation_overlap_timeout=3.0)
+    # --budget: the attempts are shared with every demo (or collector) on the same ledger/Redis
+    attempts = None
+    if budget is not None:
+        attempts = budget_from_url(budget, rules.connect_attempts, rules.connect_window)
+
+    def announce_budget() -> None:  # after the market's own first line
+        if attempts is not None:
+            shown = attempts.stats()
+            view.line(
+                event="budget",
+                backend=shown["backend"],
+                store=shown.get("store", "this process"),
+                limit=shown["limit"],
+            )
+
     if url is not None:
         record.generated = False
         record.url = redact_url(url)  # the report and the view never show a secret
         view.phase = f"market data from {record.url}"
+        announce_budget()
         await _consume(
             view,
             record,
@@ -172,6 +190,7 @@ async def run_market(
                 config=config,
                 on_gap=on_gap,
                 on_action=on_action,
+                attempt_budget=attempts,
                 name="binance",
             ),
             exporter,
@@ -202,6 +221,7 @@ async def run_market(
         streams=",".join(STREAMS),
         speed="3000x (a 1-minute kline every 0.02 s)",
     )
+    announce_budget()
     with Exchange(ssl_context=server_ctx, market=market, ping_interval=5.0) as exchange:
         proxy = FaultProxy(exchange.port)
         exchange.call(proxy.start)
@@ -214,6 +234,7 @@ async def run_market(
             binance=rules,
             on_gap=on_gap,
             on_action=on_action,
+            attempt_budget=attempts,
             name="binance",
         )
         schedule = [

@@ -44,6 +44,7 @@ def run_demo(
     url: str | None = None,
     storage: str | None = None,
     report: str = "regulator-report",
+    budget: str | None = None,
 ) -> int:
     started = time.perf_counter()
     if storage is not None:
@@ -57,7 +58,7 @@ def run_demo(
     level = library_log.level
     library_log.setLevel(logging.CRITICAL)
     try:
-        return _run(view, folder, started, quick, metrics_port, url, storage)
+        return _run(view, folder, started, quick, metrics_port, url, storage, budget)
     finally:
         library_log.setLevel(level)
 
@@ -70,6 +71,7 @@ def _run(
     metrics_port: int | None,
     url: str | None,
     storage: str | None,
+    budget: str | None = None,
 ) -> int:
     exporter: Any = None
     with view:
@@ -88,7 +90,9 @@ def _run(
             view.line(event="metrics", url=f"http://127.0.0.1:{server.server_port}/metrics")
         from ._market import run_market
 
-        market = anyio.run(lambda: run_market(view, quick=quick, url=url, exporter=exporter))
+        market = anyio.run(
+            lambda: run_market(view, quick=quick, url=url, exporter=exporter, budget=budget)
+        )
         klines = [market.klines[t] for t in sorted(market.klines)]
         view.line(
             event="market_done",

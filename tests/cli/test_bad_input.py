@@ -105,6 +105,11 @@ def test_demo_refuses_a_report_folder_url_or_port_it_cannot_use(
     assert_refused(run("demo", "--quick", "--report", str(blocked)), "--report")
     assert_refused(run("demo", "--quick", "--metrics-port", "70000"), "--metrics-port", "70000")
     assert_refused(run("demo", "--quick", "--url", "ftp://x", "--report", report), "--url")
+    assert_refused(
+        run("demo", "--quick", "--budget", "memcached://x", "--report", report),
+        "--budget",
+        "memcached://x",
+    )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)

@@ -44,6 +44,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
             "--quick",
             "--report",
             str(folder),
+            # the attempts go through a host-wide ledger, as with several collectors
+            "--budget",
+            f"file://{folder.parent / 'ledger'}",
         ],
         capture_output=True,
         text=True,
@@ -51,6 +54,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, folder
+
+
+def test_the_demo_takes_its_attempts_from_the_shared_ledger(demo: tuple[str, Path]) -> None:
+    from regulator.adapters.binance import FileBudget
+
+    out, folder = demo
+    lines = [parse_kv(line) for line in out.splitlines() if "event=budget" in line]
+    assert [(x["backend"], x["store"]) for x in lines] == [
+        ("file", f"file://{folder.parent / 'ledger'}")
+    ]
+    # the demo's attempts are in the ledger (its 5-minute window has not passed)
+    ledger = FileBudget(folder.parent / "ledger", 300, 300.0)
+    assert ledger.in_window() >= 7  # at least one attempt per fault of the schedule
 
 
 def test_the_schedule_hits_the_real_stream_and_it_recovers(demo: tuple[str, Path]) -> None:
