@@ -1,14 +1,14 @@
 """Diagrams of the machines, drawn from their declarations (python-statemachine extracts them).
 
 One renderer for every reader: ``regulator diagram``, the demo's report and the docs site.
-Mermaid, DOT and Markdown tables are pure Python; SVG and PNG run Graphviz's ``dot`` when it is
-on PATH. Without Graphviz, :func:`diagram_svg` falls back to :func:`layout_svg`, a pure-Python
-layout that gives every transition label its own place, so no two labels are ever drawn on top
-of each other.
+Mermaid, DOT (``fsm/_dot.py``) and Markdown tables are pure Python; SVG and PNG run
+Graphviz's ``dot`` when it is on PATH. Without Graphviz, :func:`diagram_svg` falls back to
+:func:`layout_svg`, a pure-Python layout that gives every transition label its own place, so
+no two labels are ever drawn on top of each other.
 
 It lives in ``regulator.fsm`` so that both hosts (the command line and the demo) can use it
-without importing each other; it imports python-statemachine only (pydot lazily, through
-python-statemachine's DOT renderer, for the ``dot``/``svg``/``png`` formats).
+without importing each other; it imports python-statemachine only (no pydot: the core install
+renders every format, SVG and PNG with Graphviz).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 import attrs
 from statemachine import StateMachine
-from statemachine.contrib.diagram import DotGraphMachine
 from statemachine.contrib.diagram.extract import extract
 
 from ._connection import ConnectionMachine
+from ._dot import dot_source
 from ._errors import RegulatorError
 from ._scaler import ScalerMachine
 
@@ -140,18 +140,11 @@ def render_diagram(
         return mermaid(machine)
     if fmt == "md":
         return format(machine, "md")
-    graph = DotGraphMachine(machine).get_graph()  # type: ignore[no-untyped-call]
-    dot = str(graph.to_string())
+    # our own DOT writer: pure Python (python-statemachine's needs pydot)
+    dot = dot_source(machine, active=str(machine.current_state_value))
     if fmt == "dot":
         return dot
     return _graphviz(dot, fmt)
-
-
-class _PageGraph(DotGraphMachine):
-    """Top to bottom: left to right, the connection machine is about 1500 px wide and a page
-    column of 700 px would shrink its labels to 5 px; top to bottom it is about 860 px."""
-
-    graph_rankdir = "TB"
 
 
 def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
@@ -162,13 +155,10 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
     """
     machine = _machine(name, (), state)
     if has_graphviz():
-        # an instance starts in its initial state; the class is drawn with nothing highlighted
-        source = machine if state is not None else type(machine)
-        graph = _PageGraph(source).get_graph()  # type: ignore[no-untyped-call]
-        if caption:
-            graph.set("label", caption)
-            graph.set("labelloc", "b")
-        svg = _graphviz(str(graph.to_string()), "svg").decode()
+        # Top to bottom: left to right, the connection machine is about twice as wide as a
+        # page column; the class is drawn with nothing highlighted when no state is given.
+        dot = dot_source(type(machine), active=state, rankdir="TB", caption=caption)
+        svg = _graphviz(dot, "svg").decode()
         return svg[svg.index("<svg") :]
     return layout_svg(name, state=state, caption=caption)
 

@@ -103,7 +103,10 @@ def _run(
             import optuna  # noqa: F401
             import torch  # noqa: F401
         except ImportError as exc:
-            view.line(event="training", skipped=f"{exc.name} is not installed (extra: all)")
+            view.line(
+                event="training",
+                skipped=f'{exc.name} is not installed (pip install "regulator[demo]")',
+            )
         else:
             from ._training import WINDOW, run_study
 
