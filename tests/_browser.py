@@ -22,7 +22,7 @@ needs_chromium = pytest.mark.skipif(
     BINARY is None, reason="Chromium is not installed (Debian/Ubuntu: apt-get install chromium)"
 )
 #: Set to a folder to keep screenshots of the pages the tests open (`make docs-check` does).
-SCREENSHOTS = os.environ.get("REGULATOR_SCREENSHOTS")
+SCREENSHOTS = os.environ.get("DOCS_CHECK_SCREENSHOTS")
 
 
 def _run(url: str, *args: str) -> str:
@@ -58,7 +58,7 @@ def rendered_dom(path: Path) -> str:
 
 
 def screenshot(path: Path, name: str, size: str = "1400,3000") -> None:
-    """Keep a screenshot of the page under $REGULATOR_SCREENSHOTS, when it is set."""
+    """Keep a screenshot of the page under $DOCS_CHECK_SCREENSHOTS, when it is set."""
     if not SCREENSHOTS:
         return
     folder = Path(SCREENSHOTS)
