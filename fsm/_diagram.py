@@ -14,6 +14,7 @@ renders every format, SVG and PNG with Graphviz).
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -157,9 +158,12 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
     if has_graphviz():
         # Top to bottom: left to right, the connection machine is about twice as wide as a
         # page column; the class is drawn with nothing highlighted when no state is given.
-        dot = dot_source(type(machine), active=state, rankdir="TB", caption=caption)
+        dot = dot_source(type(machine), active=state, rankdir="TB", caption=caption, compact=True)
         svg = _graphviz(dot, "svg").decode()
-        return svg[svg.index("<svg") :]
+        svg = svg[svg.index("<svg") :]
+        # Graphviz sizes the drawing in pt (1.33 px): in px, a 12 pt label is 12 px on screen
+        # and the connection machine fits a page column without being shrunk
+        return re.sub(r'(width|height)="([\d.]+)pt"', r'\1="\2"', svg, count=2)
     return layout_svg(name, state=state, caption=caption)
 
 
@@ -168,7 +172,7 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
 FONT = 12.0  # px: label text
 CHAR = 0.62 * FONT  # px: a generous average glyph width of a sans-serif font at FONT
 BOX_H = 34.0
-BOX_GAP = 46.0
+BOX_GAP = 34.0  # px between states: the connection machine stays under 1,150 px wide
 LANE_H = FONT + 10.0  # px between lanes: a label box is FONT + 6 high, so lanes never touch
 PAD = 16.0
 
@@ -219,6 +223,13 @@ def _text_width(text: str) -> float:
     return len(text) * CHAR
 
 
+def _name_lines(name: str) -> list[str]:
+    """A state's name on at most two lines, its parenthesis on the second ("Handshaking" /
+    "(TLS + upgrade)"): narrower boxes, so the one row fits a page."""
+    head, sep, tail = name.partition(" (")
+    return [head, f"({tail}"] if sep else [name]
+
+
 def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
     graph = extract(machine_cls)
     names = {s.id: s.name for s in graph.states}
@@ -234,7 +245,7 @@ def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
     boxes: dict[str, Box] = {}
     x = PAD + 30.0  # room for the initial-state dot
     for sid in order:
-        w = max(_text_width(names[sid]) + 20.0, 70.0)
+        w = max(max(map(_text_width, _name_lines(names[sid]))) + 20.0, 70.0)
         boxes[sid] = Box(x, 0.0, w, BOX_H)
         x += w + BOX_GAP
     # endpoints are spread over each box's top (forward edges) or bottom (others)
@@ -301,6 +312,17 @@ def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
     )
 
 
+def _tspans(name: str, x: float) -> str:
+    lines = _name_lines(name)
+    if len(lines) == 1:
+        return html.escape(name)
+    first, second = (html.escape(line) for line in lines)
+    return (
+        f'<tspan x="{x:.1f}" dy="-0.6em">{first}</tspan>'
+        f'<tspan x="{x:.1f}" dy="1.2em">{second}</tspan>'
+    )
+
+
 def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
     """Machine ``name`` drawn by :func:`layout` as an ``<svg>`` element; ``state`` filled."""
     machine = _machine(name, (), state)
@@ -347,7 +369,7 @@ def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str
             f' stroke-width="{2.5 if active else 1.2}"/><text x="{box.x + box.w / 2:.1f}"'
             f' y="{box.y + box.h / 2:.1f}" text-anchor="middle" dominant-baseline="central"'
             f"{' font-weight=' + chr(34) + 'bold' + chr(34) if active else ''}>"
-            f"{esc(plan.names[sid])}</text></g>"
+            f"{_tspans(plan.names[sid], box.x + box.w / 2)}</text></g>"
         )
     if caption:
         out.append(
