@@ -113,7 +113,7 @@ def test_the_report_has_every_piece(demo: tuple[str, Path]) -> None:
         png = base64.b64decode(data)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert page.count("<tr>") > 20  # faults, failures, gaps, trials
-    assert "drops recur at minute 17" in page  # the simulated day's pattern report
+    assert "live connections fail at minute 17" in page  # the simulated day's report
     study_name = re.search(r"Study <code>([^<]+)</code>", page)
     assert study_name is not None
     storage = f"sqlite:///{(folder / 'study.db').resolve()}"
