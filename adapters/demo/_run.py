@@ -97,6 +97,7 @@ def _run(
             closed_klines=len(klines),
             gaps=len(market.gaps),
             faults=len(market.faults),
+            failures=view.failures,  # the live view's count, the report's failure table
         )
         training = None
         try:
