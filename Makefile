@@ -50,7 +50,7 @@ docs: $(STAMP)
 # The docs site and the report opened in headless Chromium (from the system packages: apt-get
 # install chromium graphviz); screenshots go to build/screenshots/, outside the repository.
 docs-check: docs
-	REGULATOR_SCREENSHOTS=$(CURDIR)/build/screenshots $(BIN)/pytest -q \
+	DOCS_CHECK_SCREENSHOTS=$(CURDIR)/build/screenshots $(BIN)/pytest -q \
 		tests/test_site.py tests/demo/test_demo.py
 	@echo "screenshots: build/screenshots/"
 

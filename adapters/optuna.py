@@ -87,7 +87,9 @@ class ScalerTrial:
             self._record()
             self.trial.set_user_attr("scaler_collapsed", True)
             self.trial.set_user_attr("scaler_collapse_reason", str(exc))
-            raise optuna.TrialPruned(f"the loss scale collapsed at epoch {self.epoch}: {exc}")
+            # epochs counted from 1, as the demo and its report show them (Optuna's step is
+            # ``epoch - 1``)
+            raise optuna.TrialPruned(f"the loss scale collapsed in epoch {self.epoch + 1}: {exc}")
         if exc is None or isinstance(exc, optuna.TrialPruned):
             self._record()
         return None
@@ -104,7 +106,7 @@ class ScalerTrial:
         self._record()
         self.trial.set_user_attr("scaler_collapsed", False)
         if not math.isfinite(value):
-            raise optuna.TrialPruned(f"the objective is {value} at epoch {self.epoch}")
+            raise optuna.TrialPruned(f"the objective is {value} in epoch {self.epoch + 1}")
         self.trial.report(value, self.epoch)
         if self.best is None or (
             value < self.best if self.direction == "minimize" else value > self.best

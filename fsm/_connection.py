@@ -345,6 +345,11 @@ class ConnectionMachine(StateMachine):
     def handle(self, event: ConnectionEvent) -> list[ConnectionAction]:
         """Feed one event; return what the adapter must do, in order.
 
+        The order is the one to do them in: a step's ``StateChanged``, then the transport's
+        actions (``Connect``, ``RestoreSubscriptions``, ``SendPing``, ``Disconnect``), then its
+        notices (``RaiseAlarm``, ``ResolveAlarm``, ``PatternDetected``), and last the ``Wait``
+        or ``GiveUp`` that ends it: a host that sleeps on ``Wait`` has raised the alarm on time.
+
         Raises:
             IllegalEventError: the event is not accepted in the current state; nothing changed.
         """
@@ -612,19 +617,20 @@ class ConnectionMachine(StateMachine):
         self.attempt_deadline = self.retry_at = self.live_since = None
         self.next_ping_at = self.pong_deadline = self.ping_sent_at = None
         actions.append(Disconnect(reason=reason))
+        # The action that ends the step (Wait or GiveUp) comes last, after the alarm and the
+        # pattern reports: a host that sleeps on Wait has raised its alarm on time.
+        last: ConnectionAction
         if decision.target == "closed":
             self.close_reason = reason
             self.close_kind = kind
-            actions.append(GiveUp(kind=kind, reason=reason))
+            last = GiveUp(kind=kind, reason=reason)
         else:
             assert decision.delay is not None
             self.last_delay = decision.delay
             self.delay_sum += decision.delay
             self.delay_counts[bisect.bisect_left(DELAY_BUCKETS, decision.delay)] += 1
             self.retry_at = now + decision.delay
-            actions.append(
-                Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1)
-            )
+            last = Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1)
         if decision.new_alarm:
             self.alarm_active = True
             self.alarm_raised_at = now
@@ -643,6 +649,7 @@ class ConnectionMachine(StateMachine):
             actions.append(RaiseAlarm(alarm=alarm))
         if source == "live":  # healthy or not, a live connection was dropped: a time to analyse
             actions += self._analyse_drop(event, kind)
+        actions.append(last)
         return actions
 
     def _analyse_drop(self, event: ConnectionFailed, kind: str) -> list[ConnectionAction]:

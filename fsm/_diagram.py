@@ -1,29 +1,30 @@
 """Diagrams of the machines, drawn from their declarations (python-statemachine extracts them).
 
 One renderer for every reader: ``regulator diagram``, the demo's report and the docs site.
-Mermaid, DOT and Markdown tables are pure Python; SVG and PNG run Graphviz's ``dot`` when it is
-on PATH. Without Graphviz, :func:`diagram_svg` falls back to :func:`layout_svg`, a pure-Python
-layout that gives every transition label its own place, so no two labels are ever drawn on top
-of each other.
+Mermaid, DOT (``fsm/_dot.py``) and Markdown tables are pure Python; SVG and PNG run
+Graphviz's ``dot`` when it is on PATH. Without Graphviz, :func:`diagram_svg` falls back to
+:func:`layout_svg`, a pure-Python layout that gives every transition label its own place, so
+no two labels are ever drawn on top of each other.
 
 It lives in ``regulator.fsm`` so that both hosts (the command line and the demo) can use it
-without importing each other; it imports python-statemachine only (pydot lazily, through
-python-statemachine's DOT renderer, for the ``dot``/``svg``/``png`` formats).
+without importing each other; it imports python-statemachine only (no pydot: the core install
+renders every format, SVG and PNG with Graphviz).
 """
 
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 
 import attrs
 from statemachine import StateMachine
-from statemachine.contrib.diagram import DotGraphMachine
 from statemachine.contrib.diagram.extract import extract
 
 from ._connection import ConnectionMachine
+from ._dot import dot_source
 from ._errors import RegulatorError
 from ._logfmt import escape_controls
 from ._scaler import ScalerMachine
@@ -149,18 +150,11 @@ def render_diagram(
         return mermaid(machine)
     if fmt == "md":
         return format(machine, "md")
-    graph = DotGraphMachine(machine).get_graph()  # type: ignore[no-untyped-call]
-    dot = str(graph.to_string())
+    # our own DOT writer: pure Python (python-statemachine's needs pydot)
+    dot = dot_source(machine, active=str(machine.current_state_value))
     if fmt == "dot":
         return dot
     return _graphviz(dot, fmt)
-
-
-class _PageGraph(DotGraphMachine):
-    """Top to bottom: left to right, the connection machine is about 1500 px wide and a page
-    column of 700 px would shrink its labels to 5 px; top to bottom it is about 860 px."""
-
-    graph_rankdir = "TB"
 
 
 def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
@@ -171,14 +165,14 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
     """
     machine = _machine(name, (), state)
     if has_graphviz():
-        # an instance starts in its initial state; the class is drawn with nothing highlighted
-        source = machine if state is not None else type(machine)
-        graph = _PageGraph(source).get_graph()  # type: ignore[no-untyped-call]
-        if caption:
-            graph.set("label", dot_string(caption))
-            graph.set("labelloc", "b")
-        svg = _graphviz(str(graph.to_string()), "svg").decode()
-        return svg[svg.index("<svg") :]
+        # Top to bottom: left to right, the connection machine is about twice as wide as a
+        # page column; the class is drawn with nothing highlighted when no state is given.
+        dot = dot_source(type(machine), active=state, rankdir="TB", caption=caption, compact=True)
+        svg = _graphviz(dot, "svg").decode()
+        svg = svg[svg.index("<svg") :]
+        # Graphviz sizes the drawing in pt (1.33 px): in px, a 12 pt label is 12 px on screen
+        # and the connection machine fits a page column without being shrunk
+        return re.sub(r'(width|height)="([\d.]+)pt"', r'\1="\2"', svg, count=2)
     return layout_svg(name, state=state, caption=caption)
 
 
@@ -187,7 +181,7 @@ def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> st
 FONT = 12.0  # px: label text
 CHAR = 0.62 * FONT  # px: a generous average glyph width of a sans-serif font at FONT
 BOX_H = 34.0
-BOX_GAP = 46.0
+BOX_GAP = 34.0  # px between states: the connection machine stays under 1,150 px wide
 LANE_H = FONT + 10.0  # px between lanes: a label box is FONT + 6 high, so lanes never touch
 PAD = 16.0
 
@@ -238,6 +232,13 @@ def _text_width(text: str) -> float:
     return len(text) * CHAR
 
 
+def _name_lines(name: str) -> list[str]:
+    """A state's name on at most two lines, its parenthesis on the second ("Handshaking" /
+    "(TLS + upgrade)"): narrower boxes, so the one row fits a page."""
+    head, sep, tail = name.partition(" (")
+    return [head, f"({tail}"] if sep else [name]
+
+
 def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
     graph = extract(machine_cls)
     names = {s.id: s.name for s in graph.states}
@@ -253,7 +254,7 @@ def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
     boxes: dict[str, Box] = {}
     x = PAD + 30.0  # room for the initial-state dot
     for sid in order:
-        w = max(_text_width(names[sid]) + 20.0, 70.0)
+        w = max(max(map(_text_width, _name_lines(names[sid]))) + 20.0, 70.0)
         boxes[sid] = Box(x, 0.0, w, BOX_H)
         x += w + BOX_GAP
     # endpoints are spread over each box's top (forward edges) or bottom (others)
@@ -320,6 +321,17 @@ def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
     )
 
 
+def _tspans(name: str, x: float) -> str:
+    lines = _name_lines(name)
+    if len(lines) == 1:
+        return html.escape(name)
+    first, second = (html.escape(line) for line in lines)
+    return (
+        f'<tspan x="{x:.1f}" dy="-0.6em">{first}</tspan>'
+        f'<tspan x="{x:.1f}" dy="1.2em">{second}</tspan>'
+    )
+
+
 def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
     """Machine ``name`` drawn by :func:`layout` as an ``<svg>`` element; ``state`` filled."""
     machine = _machine(name, (), state)
@@ -366,7 +378,7 @@ def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str
             f' stroke-width="{2.5 if active else 1.2}"/><text x="{box.x + box.w / 2:.1f}"'
             f' y="{box.y + box.h / 2:.1f}" text-anchor="middle" dominant-baseline="central"'
             f"{' font-weight=' + chr(34) + 'bold' + chr(34) if active else ''}>"
-            f"{esc(plan.names[sid])}</text></g>"
+            f"{_tspans(plan.names[sid], box.x + box.w / 2)}</text></g>"
         )
     if caption:
         out.append(

@@ -67,13 +67,15 @@ class PatternReport:
 
     def describe(self) -> str:
         kinds = ", ".join(f"{k}={n}" for k, n in self.kinds)
+        # The detector reads every failure of a live connection: the drops of healthy ones and
+        # the attempts that failed after reaching live (docs/connection.md's words)
         if self.kind == "minute_of_hour":
-            what = f"drops recur at minute {self.minute} of the hour"
+            what = f"live connections fail at minute {self.minute} of the hour"
         else:
-            what = f"drops recur every {self.period:.1f} s"
+            what = f"live connections fail every {self.period:.1f} s"
         return (
-            f"{what}: {self.hits} of {self.total} drops, confidence {self.confidence:.4f}"
-            f" (kinds: {kinds})"
+            f"{what}: {self.hits} of {self.total} failures of live connections,"
+            f" confidence {self.confidence:.4f} (kinds: {kinds})"
         )
 
     def as_dict(self) -> dict[str, object]:

@@ -26,6 +26,8 @@ def _machine_page(title: str, name: str, machine: type, intro: str) -> str:
     mermaid = format(machine, "mermaid").rstrip()
     table = format(machine, "md").rstrip()
     return (
+        # no table of contents beside it: the diagram gets the width of two columns
+        "---\nhide:\n  - toc\n---\n\n"
         f"{HEADER}# {title}\n\n{intro}\n\n<!-- regulator-diagram: {name} -->\n\n"
         "Drawn when the site is built, from the declaration, by the renderer of"
         " `regulator diagram` (Graphviz when it is installed, otherwise a built-in layout"
@@ -62,7 +64,8 @@ def generated_pages(root: Path | None = None) -> dict[str, str]:
             "Scaler lifecycle",
             "scaler",
             ScalerMachine,
-            "Drawn from `regulator.fsm._scaler.ScalerMachine`"
+            "The machine inside `regulator.adapters.torch.GuardedGradScaler` (its `machine`"
+            " attribute; `regulator diagram scaler` draws it), drawn from its declaration"
             " (see [Guarded scaler](../scaler.md)).",
         ),
     }

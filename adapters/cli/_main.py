@@ -1,7 +1,8 @@
 """The ``regulator`` command line: one more adapter over the pure machines.
 
 Exit status: 0 on success, 2 when the input (config, schedule, arguments, a path or port that
-cannot be used) is rejected; every problem is printed on stderr, one line each, naming the
+cannot be used) is rejected or the command needs an extra that is not installed (one line:
+``pip install "regulator[<extra>]"``); every problem is printed on stderr, one line each, naming the
 argument, the value and the rule. Never a traceback: argparse's own errors are one line too.
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
@@ -146,11 +148,30 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _docs(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _checkout_docs() -> Path | None:
+    """The ``docs/`` folder of the repository checkout this code runs from (a clone, or its
+    editable install), or None: an installed wheel has no docs folder of its own."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "mkdocs.yml").is_file() and (root / "docs").is_dir():
+        return root / "docs"
+    return None
 
+
+def _docs(args: argparse.Namespace) -> int:
     from ._docgen import write_pages
 
+    if args.out is None:
+        # never the current folder by default: from an installed wheel that would write a
+        # docs/ tree wherever the command happens to run
+        found = _checkout_docs()
+        if found is None:
+            raise ConfigError(
+                [
+                    "--out: required outside a regulator checkout: name the folder to write"
+                    " the generated pages into (got nothing)"
+                ]
+            )
+        args.out = str(found)
     if args.check and not Path(args.out).is_dir():
         raise _problem("--out", args.out, "must be an existing docs folder")
     out = Path(args.out) if args.check else writable_folder("--out", args.out)
@@ -249,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="regulator",
         description="State machines for a resilient market-data socket and a guarded AMP scaler.",
     )
+    parser.add_argument("--version", action="version", version=f"regulator {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     config = sub.add_parser("config", help="check, show or describe the configuration")
@@ -294,7 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     docs_cmd = sub.add_parser("docs", help="generated documentation pages")
     docs_sub = docs_cmd.add_subparsers(dest="docs_command", required=True)
     generate = docs_sub.add_parser("generate", help="write the pages generated from the code")
-    generate.add_argument("--out", default="docs", help="the docs folder (default: docs)")
+    generate.add_argument(
+        "--out",
+        default=None,
+        help="the docs folder (default: the docs/ of the checkout regulator runs from;"
+        " required for an installed wheel)",
+    )
     generate.add_argument("--check", action="store_true", help="only report stale pages")
     generate.set_defaults(func=_docs)
 
@@ -347,6 +374,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("regulator")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+#: The extra that installs each optional module a command imports (pyproject.toml).
+EXTRA_OF = {
+    "anyio": "ws",
+    "httpx": "ws",
+    "httpcore": "ws",
+    "httpx_ws": "ws",
+    "wsproto": "ws",
+    "sniffio": "ws",
+    "certifi": "ws",
+    "torch": "torch",
+    "optuna": "optuna",
+    "lightning": "lightning",
+    "pydot": "diagrams",
+    "prometheus_client": "metrics",
+    "hypothesis": "specs",
+    "rich": "demo",
+    "matplotlib": "demo",
+    "trustme": "demo",
+}
+
+
+def missing_extra(command: str, module: str) -> str:
+    """The one line that says what to install when ``command`` needs ``module``."""
+    root = module.split(".")[0]
+    extra = EXTRA_OF.get(root)
+    if command == "demo" and extra != "metrics":
+        extra = "demo"  # the demo's extra brings everything it runs but the exporter
+    elif extra is None:
+        extra = {"stream": "ws"}.get(command, "all")
+    return (
+        f"error: regulator {command} needs {root!r}, which is not installed:"
+        f' pip install "regulator[{extra}]"'
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -358,6 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {one_line(problem)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        # an optional dependency of this command (an extra) is missing: one line, no traceback
+        if not exc.name or exc.name.split(".")[0] == "regulator":
+            raise
+        print(missing_extra(args.command, exc.name), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `regulator simulate ... | head`
         return 0

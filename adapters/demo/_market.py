@@ -27,7 +27,7 @@ from ..binance._tracker import Gap
 from ..websocket._logfields import action_log_fields
 from ._view import View
 
-__all__ = ["MarketRecord", "run_market"]
+__all__ = ["HOST_STOP", "MarketRecord", "is_failure", "run_market"]
 
 STREAMS = ["ethusdt@kline_1m", "ethusdt@trade"]
 
@@ -51,6 +51,28 @@ class MarketRecord:
     #: statistics are read while it still runs, so their ``state`` is not the final one)
     final_state: str = "idle"
     final_reason: str = ""
+    #: the simulator's market clock: ms since the epoch of its first trade, and how many times
+    #: faster than the wall clock it runs (None: a real exchange, on the wall clock)
+    market_start_ms: int | None = None
+    market_speed: float | None = None
+    #: time (as in ``transitions``) -> "drop" (a healthy connection lost) or "planned close"
+    #: (a server's announced close); the other failures are failed attempts
+    failure_types: dict[float, str] = attrs.field(factory=dict)
+
+
+#: A host stopping a connection (the end of the run, a rotation's old leg) is not a failure.
+HOST_STOP = "stopped by host"
+
+
+def is_failure(source: str, target: str, reason: str) -> bool:
+    """Whether a state change is a failure: a connection attempt or a live connection lost
+    (the machine's ``fail``), not a stop by the host. The live view and the report count with
+    this one rule."""
+    return (
+        source in ("connecting", "handshaking", "live")
+        and target in ("backing_off", "alarmed", "closed")
+        and reason != HOST_STOP
+    )
 
 
 Schedule = list[tuple[float, str, Callable[[], None]]]
@@ -106,6 +128,7 @@ async def run_market(
     """Run the schedule (or, with ``url``, just stream the real exchange for a while)."""
     t0 = time.monotonic()
     record = MarketRecord(started_at=time.time())
+    streams: list[BinanceStream] = []  # the stream, once made: its connection's records
     factor = 0.7 if quick else 1.0
 
     def now() -> float:
@@ -116,12 +139,16 @@ async def run_market(
         if isinstance(action, StateChanged):
             record.transitions.append((t, leg, action.source, action.target, action.reason))
             view.connection_state = f"{action.target} ({leg})"
-            if action.target in ("backing_off", "alarmed", "closed") and action.source in (
-                "connecting",
-                "handshaking",
-                "live",
-            ):
+            if is_failure(action.source, action.target, action.reason):
                 view.failures += 1
+                # drop or failed attempt: the machine's record of the failure just handled
+                ws = streams[0].connection if streams else None
+                history = ws.machine.history if ws is not None and ws.name == leg else ()
+                last = history[-1] if history else None
+                if last is not None and last.kind == "server_closed":
+                    record.failure_types[t] = "planned close"
+                elif action.source == "live" and last is not None and not last.attempt_failed:
+                    record.failure_types[t] = "drop"
         elif isinstance(action, RaiseAlarm):
             record.alarms.append([t, None])
             view.alarms = (view.alarms[0] + 1, view.alarms[1])
@@ -181,9 +208,7 @@ async def run_market(
         record.url = redact_url(url)  # the report and the view never show a secret
         view.phase = f"market data from {record.url}"
         announce_budget()
-        await _consume(
-            view,
-            record,
+        streams.append(
             BinanceStream(
                 STREAMS,
                 base_url=url,
@@ -192,7 +217,12 @@ async def run_market(
                 on_action=on_action,
                 attempt_budget=attempts,
                 name="binance",
-            ),
+            )
+        )
+        await _consume(
+            view,
+            record,
+            streams[0],
             exporter,
             30.0 * factor,
             now,
@@ -213,6 +243,7 @@ async def run_market(
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     market = MarketConfig(trades_per_second=200.0, speed=3000.0, seed=11)
+    record.market_start_ms, record.market_speed = market.start_ms, market.speed
     view.phase = "market data under fire"
     view.line(
         event="market",
@@ -237,6 +268,7 @@ async def run_market(
             attempt_budget=attempts,
             name="binance",
         )
+        streams.append(stream)
         schedule = [
             (t * factor, name, fn) for t, name, fn in _schedule(exchange, proxy, exchange.call)
         ]
@@ -316,9 +348,14 @@ async def _consume(
     if record.transitions:
         _, _, _, record.final_state, record.final_reason = record.transitions[-1]
     record.failures = [
-        {"t": round(t, 2), "connection": leg, "state": source, "reason": reason}
+        {
+            "t": round(t, 2),
+            "connection": leg,
+            "state": source,
+            "reason": reason,
+            # docs/connection.md's words: the failure of a healthy connection is a drop
+            "failure": record.failure_types.get(t, "failed attempt"),
+        }
         for t, leg, source, target, reason in record.transitions
-        if target in ("backing_off", "alarmed", "closed")
-        and source != "backing_off"
-        and reason != "stopped by host"
+        if is_failure(source, target, reason)
     ]

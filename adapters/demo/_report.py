@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,20 @@ def _ms(value: Any) -> Any:
         return value
 
 
+def _market_clock_note(market: MarketRecord) -> str:
+    """Kline times are the market's clock: the simulator's runs faster than the wall clock
+    from a fixed date, so they are not the run's date; say so where they are shown."""
+    if market.market_start_ms is None or market.market_speed is None:
+        return ""
+    start = _utc(market.market_start_ms / 1000, "%Y-%m-%d %H:%M UTC")
+    return (
+        "<p class='note'>Kline open times are on the simulator's market clock, not the wall"
+        f" clock: its market starts at {html.escape(start)} and runs"
+        f" {market.market_speed:g} times faster than real time (a 1-minute kline every"
+        f" {60.0 / market.market_speed:.3g} s), so their dates differ from the run's.</p>"
+    )
+
+
 def _gap_row(gap: Gap) -> dict[str, Any]:
     row = gap.as_dict()
     if gap.field == "k.t":  # kline open times, epoch ms: show the candles' UTC times
@@ -107,9 +122,32 @@ def _gap_row(gap: Gap) -> dict[str, Any]:
 FIELD_NAMES = {"t": "trade id", "a": "aggregate trade id", "u": "depth update id"}
 
 
+#: Tick spacings (s) the timeline picks from: whole clock seconds, minutes.
+_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+def timeline_ticks(started_at: float, duration: float) -> list[tuple[float, str]]:
+    """(x, label) of the timeline's ticks: x in seconds since the start, placed where the wall
+    clock reads exactly ``label`` (whole seconds), not at whole seconds since the start (a
+    start at 13:26:02.87 put the tick labelled 13:26:12 at 13:26:12.87)."""
+    step = next((s for s in _TICK_STEPS if duration / s <= 10), _TICK_STEPS[-1])
+    first = math.ceil(started_at / step) * step
+    ticks = []
+    wall = first
+    while wall <= started_at + duration:
+        ticks.append((wall - started_at, _utc(wall)))
+        wall += step
+    return ticks
+
+
 def _timeline(market: MarketRecord) -> str:
+    return _png(timeline_figure(market))
+
+
+def timeline_figure(market: MarketRecord) -> Any:
+    """The connection timeline (a matplotlib figure): states per connection over seconds
+    since the start, faults as dotted lines, alarms shaded, ticks on the wall clock."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
     order = list(CONNECTION_STATES)
     fig, ax = plt.subplots(figsize=(11, 3.4))
@@ -134,7 +172,8 @@ def _timeline(market: MarketRecord) -> str:
         ax.text(t, 1.02, name, transform=top, rotation=90, fontsize=7, va="bottom", ha="center")
     ax.set_xlim(0.0, market.duration)
     ax.set_yticks(range(len(order)), order)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _clock(market, x)[:8]))
+    ticks = timeline_ticks(market.started_at, market.duration)
+    ax.set_xticks([x for x, _ in ticks], [label for _, label in ticks])
     ax.set_xlabel(f"time (UTC, {_utc(market.started_at, '%Y-%m-%d')})")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=False))
@@ -148,7 +187,7 @@ def _timeline(market: MarketRecord) -> str:
         title="connection",
         title_fontsize=8,
     )
-    return _png(fig)
+    return fig
 
 
 def _scales(training: TrainingRecord) -> str:
@@ -282,6 +321,9 @@ def write_report(
     )
     binance = market.stats.get("binance", {})
     rs = market.stats.get("reconnect_statistics", {})
+    drops = sum(1 for f in market.failures if f.get("failure") == "drop")
+    planned = sum(1 for f in market.failures if f.get("failure") == "planned close")
+    lost_live = sum(1 for f in market.failures if f.get("state") == "live")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>regulator demo report</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}"
@@ -308,7 +350,10 @@ def write_report(
                 {
                     "attempts": rs.get("total_attempts"),
                     "successes": rs.get("successes"),
-                    "failures": rs.get("failures"),
+                    "failures": len(market.failures),
+                    "failed attempts": len(market.failures) - drops - planned,
+                    "drops": drops,
+                    "planned closes": planned,
                     "by kind": rs.get("failures_by_kind"),
                     "alarms raised": rs.get("alarm_count"),
                     "alarms resolved": rs.get("alarms_resolved"),
@@ -322,6 +367,9 @@ def write_report(
                 "attempts",
                 "successes",
                 "failures",
+                "failed attempts",
+                "drops",
+                "planned closes",
                 "by kind",
                 "alarms raised",
                 "alarms resolved",
@@ -339,17 +387,26 @@ def write_report(
         "<h2 id='failures'>Failure history</h2>",
         _table(
             [{**f, "time (UTC)": _clock(market, f["t"])} for f in market.failures],
-            ["time (UTC)", "connection", "state", "reason"],
+            ["time (UTC)", "connection", "state", "failure", "reason"],
         ),
+        "<p class='note'>As <code>docs/connection.md</code> defines them: a <b>drop</b> is the"
+        " failure of a healthy connection (live and verified, or live for"
+        " <code>stable_after</code>); a <b>planned close</b> is a server's announced"
+        " restart (1001/1012, <code>serverShutdown</code>), counted nowhere; any other failure"
+        " is a <b>failed attempt</b>, counted towards the alarm. A stop by the host is not a"
+        " failure.</p>",
         "<h2 id='gaps'>Gaps detected</h2>",
         _table([_gap_row(g) for g in market.gaps], ["stream", "field", "first", "last", "count"]),
+        _market_clock_note(market),
         "<h2 id='patterns'>Pattern detector</h2>",
         "<p>Live run: "
         + (
             _h("; ".join(patterns))
             if patterns
-            else f"no recurring pattern in {len(market.failures)} drops"
-            " (too few and too short a run to be significant)."
+            else f"no recurring pattern in {lost_live} failures of live connections"
+            f" ({drops} drops of healthy connections, the others planned closes or attempts"
+            " that failed after reaching live): too few, and too short a run, to be"
+            " significant."
         )
         + "</p>",
         "<p>The same detector over a simulated day of drops at minute 17 of every hour"

@@ -101,13 +101,17 @@ def _run(
             closed_klines=len(klines),
             gaps=len(market.gaps),
             faults=len(market.faults),
+            failures=view.failures,  # the live view's count, the report's failure table
         )
         training = None
         try:
             import optuna  # noqa: F401
             import torch  # noqa: F401
         except ImportError as exc:
-            view.line(event="training", skipped=f"{exc.name} is not installed (extra: all)")
+            view.line(
+                event="training",
+                skipped=f'{exc.name} is not installed (pip install "regulator[demo]")',
+            )
         else:
             from ._training import WINDOW, run_study
 

@@ -62,7 +62,8 @@ def check_storage(storage: str) -> None:
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
     except ImportError:  # SQLAlchemy comes with Optuna
         raise StorageError(
-            f'--storage: {shown!r} needs Optuna, which is not installed (pip install ".[demo]")'
+            f"--storage: {shown!r} needs Optuna, which is not installed"
+            ' (pip install "regulator[demo]")'
         ) from None
 
     try:

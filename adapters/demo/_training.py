@@ -159,7 +159,12 @@ def _objective(
                     )
         except optuna.TrialPruned as pruned:
             _record_steps(trial, step, _optimizer_steps(opt, model))
-            row["result"] = "pruned"
+            # what the scaler did last (a collapse ends in a reset): the plot and the view
+            # show the state the report's table gives
+            final = (step, scaler.get_scale(), scaler.state)
+            if final[1:] != trace[-1][1:]:
+                trace.append(final)
+            row.update(state=scaler.state, scale=f"{scaler.get_scale():.3g}", result="pruned")
             trial.set_user_attr("scale_trace", trace)
             view.line(event="pruned", trial=trial.number, scenario=scenario, reason=str(pruned))
             raise

@@ -32,6 +32,7 @@ from ...fsm import (
     ConnectionFailed,
     ConnectionHealthy,
     ConnectionMachine,
+    FailureRecord,
     GiveUp,
     HandshakeSucceeded,
     PatternDetected,
@@ -319,7 +320,46 @@ class ResilientWebSocket:
 
     # -- the machine ----------------------------------------------------------------------
     def _handle(self, event: ConnectionEvent) -> list[ConnectionAction]:
-        actions = self.machine.handle(event)
+        machine = self.machine
+        failures = machine.failures
+        actions = machine.handle(event)
+        if machine.failures != failures and self._failing is None:
+            # A failure the machine decided itself (a missed pong, a handshake past its
+            # deadline): the same WARNING line as a failure the adapter saw, before its actions.
+            for record in machine.history[failures - machine.failures :]:
+                self._decided_failure(record)
+            try:
+                self._do(actions)
+            finally:
+                self._failing = None
+        else:
+            self._do(actions)
+        return actions
+
+    def _decided_failure(self, record: FailureRecord) -> None:
+        """Log the failure line of a failure the machine decided (R3.1: state, reconnect
+        counter, monotonic and wall time). Its ``exc_info`` is a TimeoutError (a deadline has
+        no stack); the alarm or give-up lines the failure causes carry it too."""
+        exc = TimeoutError(record.reason)
+        self._failing = (exc, f"TimeoutError: {record.reason}")
+        wall = record.wall_time if record.wall_time is not None else self.wall_clock()
+        self._log_failure(
+            logging.WARNING,
+            format_kv(
+                event="failure",
+                name=self.name,
+                kind=record.kind,
+                reason=record.reason,
+                state=record.state,
+                attempt=record.attempt,
+                # the counter as it stood before this failure, as _failed logs it
+                reconnects=max(0, record.consecutive - 1),
+                at=round(record.at, 3),
+                wall=iso_utc(wall),
+            ),
+        )
+
+    def _do(self, actions: list[ConnectionAction]) -> None:
         for action in actions:
             self._log_action(action)
             if self.on_action is not None:
@@ -332,7 +372,6 @@ class ResilientWebSocket:
                 self._notify(action.report)
             elif isinstance(action, GiveUp):
                 self._closed_error = ConnectionClosedError(action.kind, action.reason)
-        return actions
 
     def _log_action(self, action: ConnectionAction) -> None:
         logged = action_log_fields(action, self.name)
@@ -532,7 +571,8 @@ class ResilientWebSocket:
                 self._failed(failure, now)
             else:  # the handshake deadline cancelled the attempt (R1.5)
                 due = self.machine.next_deadline
-                self._handle(Tick(now=max(now, due if due is not None else now)))
+                wall = self.wall_clock()
+                self._handle(Tick(now=max(now, due if due is not None else now), wall_time=wall))
 
     async def _live(self, session: RegulatorSession, generation: int) -> None:
         now = self.clock.now()

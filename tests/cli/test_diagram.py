@@ -111,6 +111,6 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
         env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "site" / "quickstart" / "index.html").exists()
-    page = (tmp_path / "site" / "quickstart" / "index.html").read_text(encoding="utf-8")
+    assert (tmp_path / "site" / "quickstart.html").exists()
+    page = (tmp_path / "site" / "quickstart.html").read_text(encoding="utf-8")
     assert "refusals" in page and "RestoreSubscriptions" in page  # the tested example, included

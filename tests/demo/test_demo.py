@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _browser import needs_chromium, rendered_dom, screenshot
+from _browser import layout_problems, needs_chromium, rendered_dom, screenshot
 from regulator.fsm import parse_kv
 
 FAULTS = [
@@ -104,7 +104,12 @@ def test_training_shows_every_scaler_lifecycle_and_prunes_a_collapse(
     states = {state for t in trials for _, _, state in t.user_attrs["scale_trace"]}
     assert {"overflow_halved", "over_threshold", "reset"} <= states
     pruned = [x for x in lines if x.get("event") == "pruned"]
-    assert any("collapsed" in x["reason"] for x in pruned)
+    assert any("collapsed in epoch " in x["reason"] for x in pruned)
+    assert not any("epoch 0" in x["reason"] for x in pruned)  # epochs count from 1
+    # a pruned trial's plot ends where its scaler ended (a collapse resets it)
+    for t in trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert t.user_attrs["scale_trace"][-1][2] == t.user_attrs["scaler_state"]
 
 
 def test_the_report_has_every_piece(demo: tuple[str, Path]) -> None:
@@ -129,7 +134,11 @@ def test_the_report_has_every_piece(demo: tuple[str, Path]) -> None:
         png = base64.b64decode(data)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert page.count("<tr>") > 20  # faults, failures, gaps, trials
-    assert "drops recur at minute 17" in page  # the simulated day's pattern report
+    # the live view counted the failures the report lists (host stops are neither)
+    done = next(parse_kv(x) for x in out.splitlines() if "event=market_done" in x)
+    failures = _section(page, "failures")
+    assert int(done["failures"]) == failures.count("<tr>") - 1 > 0
+    assert "live connections fail at minute 17" in page  # the simulated day's report
     study_name = re.search(r"Study <code>([^<]+)</code>", page)
     assert study_name is not None
     storage = f"sqlite:///{(folder / 'study.db').resolve()}"
@@ -235,4 +244,6 @@ def test_the_report_renders_in_a_browser_offline(demo: tuple[str, Path]) -> None
         figure = re.search(rf"<figure id=\"diagram-{name}\"[^>]*>(.*?)</figure>", dom, re.S)
         assert figure is not None and "<svg" in figure.group(1) and state in figure.group(1)
     assert dom.count('src="data:image/png;base64,') == 2
+    # at 1280 px nothing is cut off: the diagrams fit the page, labels at least 11 px
+    assert layout_problems(page) == []
     screenshot(page, "demo-report", "1400,5200")

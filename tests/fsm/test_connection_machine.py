@@ -483,3 +483,75 @@ def test_a_resolved_episode_is_not_counted_again() -> None:
         h.at(h.machine.next_deadline or h.now)
         raised += of(h.fail(kind="network", reason="refused"), RaiseAlarm)
     assert len(raised) == 1 and raised[0].alarm.failures_in_window == 4  # a new episode
+
+
+def _host_loop(machine: ConnectionMachine, refusals: int) -> list[tuple[str, float]]:
+    """The straightforward host loop of docs/examples/embed_connection.py: take the actions
+    one by one, sleep on Wait (the clock jumps to ``until``), refuse the first connects."""
+    now = 0.0
+    seen: list[tuple[str, float]] = []
+    pending = machine.handle(Start(now=now))
+    while pending:
+        action = pending.pop(0)
+        if isinstance(action, Connect):
+            if refusals:
+                refusals -= 1
+                seen.append(("failed", now))
+                pending += machine.handle(
+                    ConnectionFailed(now=now, kind="network", reason="connection refused")
+                )
+            else:
+                pending += machine.handle(TransportConnected(now=now))
+                pending += machine.handle(HandshakeSucceeded(now=now))
+        elif isinstance(action, Wait):
+            now = action.until
+            pending += machine.handle(Tick(now=now))
+        elif isinstance(action, RaiseAlarm):
+            seen.append(("alarm", now))
+        elif isinstance(action, RestoreSubscriptions):
+            seen.append(("live", now))
+            pending += machine.handle(Stop(now=now + 20.0))
+    return seen
+
+
+@pytest.mark.spec("R1.3")
+@pytest.mark.parametrize("refusals", [4, 6])
+def test_a_host_that_sleeps_on_wait_raises_the_alarm_when_the_attempt_fails(
+    refusals: int,
+) -> None:
+    machine = ConnectionMachine(ConnectionConfig(jitter=0.0))
+    seen = _host_loop(machine, refusals)
+    failed_at = [t for what, t in seen if what == "failed"]
+    # the fourth failed attempt (t = 0 + 1 + 2 + 4 = 7) raises it, at that moment; with the
+    # actions in the old order [..., Wait, RaiseAlarm] the loop raised it 8 s late
+    assert failed_at[:4] == [0.0, 1.0, 3.0, 7.0]
+    assert [t for what, t in seen if what == "alarm"] == [7.0]
+    assert seen.index(("alarm", 7.0)) == seen.index(("failed", 7.0)) + 1
+
+
+@pytest.mark.spec("R1.3")
+def test_a_failure_ends_with_its_wait_or_give_up_after_its_notices() -> None:
+    """The order handle() documents: StateChanged, transport actions, notices, Wait/GiveUp."""
+    h = Harness(jitter=0.0, max_retries=5)
+    h.send(Start)
+    orders = []
+    for _ in range(6):
+        actions = h.fail(kind="network", reason="refused")
+        orders.append([type(a).__name__ for a in actions])
+        if h.machine.state != "closed":
+            h.at(h.machine.next_deadline or h.now)
+    assert orders[0] == ["StateChanged", "Disconnect", "Wait"]
+    assert orders[3] == ["StateChanged", "Disconnect", "RaiseAlarm", "Wait"]
+    assert orders[-1] == ["StateChanged", "Disconnect", "GiveUp"]
+    # a healthy connection's drops: the pattern report, too, comes before the Wait
+    h = Harness(jitter=0.0, stable_after=0.0)
+    reported = 0
+    for i in range(24):  # a drop at minute 17 of every hour
+        h.connect()
+        h.now = i * 3600.0 + 17 * 60.0
+        names = [type(a).__name__ for a in h.fail()]
+        assert names[-1] == "Wait"
+        if "PatternDetected" in names:
+            reported += 1
+            assert names.index("PatternDetected") < names.index("Wait")
+    assert reported
