@@ -12,7 +12,9 @@ sends one once the leg's pacer allows, waits for its reply up to ``timeout`` and
 outcome; :meth:`Requests.settle` hands a reply to its request; :meth:`Requests.fail_all` ends
 every request of a connection that left live, so no caller waits for a reply that cannot come.
 Ids are unique per stream (one counter over all its connections), so a late reply on a
-replaced connection can never settle a request of the new one.
+replaced connection can never settle a request of the new one. A reply whose ``result`` is
+not what the exchange documents for its method (``_validate.reply_problem``) fails its request
+with :class:`BinanceRequestError` and is reported to the stream as malformed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import attrs
 
 from ...fsm import RegulatorError, format_kv
 from ..websocket._errors import NotLiveError
+from ._validate import reply_problem, short
 
 if TYPE_CHECKING:
     from ._leg import Leg
@@ -82,8 +85,9 @@ def error_of(message: dict[str, Any]) -> tuple[int | None, str] | None:
     else:
         return None
     code = body.get("code")
-    return (code if isinstance(code, int) and not isinstance(code, bool) else None), str(
-        body.get("msg", "")
+    msg = body.get("msg", "")
+    return (code if isinstance(code, int) and not isinstance(code, bool) else None), short(
+        msg if isinstance(msg, str) else repr(msg)
     )
 
 
@@ -126,19 +130,30 @@ class Requests:
             raise request.error
         return request.result
 
-    def settle(self, leg: Leg, message: dict[str, Any]) -> None:
-        """Hand a reply to the request it answers (an unknown id is logged and dropped)."""
+    def settle(self, leg: Leg, message: dict[str, Any]) -> str | None:
+        """Hand a reply to the request it answers (an unknown id is logged and dropped).
+        Returns why the reply is malformed (its request then fails), else None."""
         rid = message.get("id")
-        request = leg.pending.pop(rid, None) if isinstance(rid, int) else None
+        request = leg.pending.pop(rid, None) if type(rid) is int else None
         if request is None:
-            self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=rid))
-            return
+            shown = short(repr(rid), 40) if not isinstance(rid, int | str) else short(str(rid))
+            self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=shown))
+            return None
+        problem: str | None = None
         error = error_of(message)
         if error is not None:
             request.error = BinanceRequestError(request.method, error[0], error[1])
         else:
-            request.result = message.get("result")
+            result = message.get("result")
+            problem = reply_problem(request.method, result)
+            if problem is not None:
+                request.error = BinanceRequestError(
+                    request.method, None, f"malformed reply: {problem}"
+                )
+            else:
+                request.result = result
         request.done.set()
+        return problem
 
     @staticmethod
     def fail_all(leg: Leg, why: str) -> None:

@@ -25,7 +25,13 @@ one leg, the *primary*; during a rotation there are two.
 * **Gaps.** Events reach the consumer through the tracker, which reports jumps in trade,
   aggregate, depth-update ids (``U`` must follow the previous ``u``) and kline open times as
   :class:`Gap` (callback, counter, log). Events the consumer's buffer drops (``drop_oldest``)
-  are reported the same way, with reason ``consumer_overflow``: nothing is lost silently.
+  are reported the same way, with reason ``consumer_overflow``: nothing is lost silently. Ids
+  that move implausibly far are a sequence reset (reason ``reset``), never a poisoned stream.
+* **Hostile input.** One message never ends the stream: whatever decoding or validating it
+  raises (deep JSON nesting, a kline interval the exchange does not document, a reply of the
+  wrong shape) makes it *malformed*: counted, logged (at most ``LogLimiter.burst`` lines per
+  ``period``), dropped. Events of streams not subscribed are dropped and counted, never
+  tracked, so a server cannot grow our memory by naming streams.
 
 Per message: one ``json.loads``, a few dict lookups and one tuple comparison; the machines'
 ``send()`` is never on that path.
@@ -67,7 +73,15 @@ from ._pacing import AttemptBudget, RequestPacer, shared_attempt_budget
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
 from ._rotation import Rotation
 from ._stats import add_counters, retired_counters
-from ._tracker import CONSUMER_OVERFLOW, Gap, StreamTracker, event_identity, event_position
+from ._tracker import (
+    CONSUMER_OVERFLOW,
+    RESET,
+    Gap,
+    StreamTracker,
+    event_identity,
+    event_position,
+)
+from ._validate import LogLimiter, kline_problem, short
 
 __all__ = ["DEFAULT_BASE_URL", "BinanceStream", "validate_streams"]
 
@@ -195,6 +209,10 @@ class BinanceStream(Rotation):
         self.events_delivered = 0
         self.duplicates_dropped = 0
         self.malformed = 0
+        self.unsubscribed_dropped = 0  # events of streams not subscribed
+        self.sequence_resets = 0
+        self._malformed_log = LogLimiter()
+        self._unsubscribed_log = LogLimiter()
         self.gaps_detected = 0
         self.gap_events_missing = 0
         self.rate_limited_total = 0
@@ -386,6 +404,15 @@ class BinanceStream(Rotation):
 
     # -- inbound -------------------------------------------------------------------------
     async def _on_raw(self, leg: Leg, raw: str | bytes) -> None:
+        # One message never ends the stream: whatever decoding or validating it raises
+        # (RecursionError from deep nesting, an overflow, a shape nobody checked) makes it
+        # malformed. Cancellation is a BaseException and passes.
+        try:
+            await self._on_message(leg, raw)
+        except Exception as exc:
+            self._malformed(leg, None, f"{type(exc).__name__}: {exc}")
+
+    async def _on_message(self, leg: Leg, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
         except ValueError as exc:
@@ -406,9 +433,19 @@ class BinanceStream(Rotation):
             ):
                 self._server_shutdown(leg)
                 return
+            if stream not in self._wanted:  # never tracked: a server cannot grow our memory
+                self._unsubscribed(leg, stream)
+                return
+            if type(data) is dict and data.get("e") == "kline":
+                problem = kline_problem(data)
+                if problem is not None:
+                    self._malformed(leg, stream, problem)
+                    return
             await self._on_event(leg, stream, message, data)
         elif is_reply(message) and message.get("id") is not None:
-            self._requests.settle(leg, message)
+            problem = self._requests.settle(leg, message)
+            if problem is not None:
+                self._malformed(leg, None, problem)
         elif message.get("e") == "serverShutdown":
             self._server_shutdown(leg)
         elif (error := error_of(message)) is not None:
@@ -421,7 +458,25 @@ class BinanceStream(Rotation):
 
     def _malformed(self, leg: Leg, stream: Any, why: str) -> None:
         self.malformed += 1
-        self._log.warning(format_kv(event="malformed", name=leg.ws.name, stream=stream, error=why))
+        held = self._malformed_log.allow()
+        if held is None:
+            return
+        fields: dict[str, Any] = {"stream": short(str(stream)) if stream is not None else None}
+        if held:
+            fields["suppressed"] = held
+        self._log.warning(
+            format_kv(event="malformed", name=leg.ws.name, **fields, error=short(why))
+        )
+
+    def _unsubscribed(self, leg: Leg, stream: str) -> None:
+        self.unsubscribed_dropped += 1
+        held = self._unsubscribed_log.allow()
+        if held is None:
+            return
+        extra = {"suppressed": held} if held else {}
+        self._log.warning(
+            format_kv(event="unsubscribed_event", name=leg.ws.name, stream=short(stream), **extra)
+        )
 
     async def _on_event(self, leg: Leg, stream: str, message: dict[str, Any], data: Any) -> None:
         key = event_identity(data)
@@ -432,12 +487,19 @@ class BinanceStream(Rotation):
             leg.first_held.setdefault(stream, key)
         # else: a retired leg's last messages; the new primary carries them
 
-    async def _deliver(self, stream: str, message: dict[str, Any], data: Any, key: Any) -> None:
+    async def _deliver(
+        self, stream: str, message: dict[str, Any], data: Any, key: Any, *, merging: bool = False
+    ) -> None:
         tracker = self._tracker
         if not tracker.is_new(stream, key):
-            self.duplicates_dropped += 1
-            return
-        gap = tracker.accept(stream, data, key, anyio.current_time)
+            # a rotation's overlap is expected to repeat; a live connection repeating on and
+            # on means the last identity was the odd one out (a reset, see _tracker)
+            gap = None if merging else tracker.stale(stream, data, key, anyio.current_time)
+            if gap is None:
+                self.duplicates_dropped += 1
+                return
+        else:
+            gap = tracker.accept(stream, data, key, anyio.current_time)
         if gap is not None:
             self._report_gap(gap)
         self.events_delivered += 1
@@ -468,6 +530,8 @@ class BinanceStream(Rotation):
             self._report_gap(gap)
 
     def _report_gap(self, gap: Gap) -> None:
+        if gap.reason == RESET:
+            self.sequence_resets += 1
         self.gaps_detected += 1
         self.gap_events_missing += gap.count
         self.recent_gaps.append(gap)
@@ -580,6 +644,7 @@ class BinanceStream(Rotation):
         gone = [s for s in validate_streams(streams) if s in self._wanted]
         for name in gone:
             self._wanted.pop(name, None)
+            self._tracker.forget(name)
         if gone:
             for each in self._live_legs():
                 await self._subscribe_on(each, "UNSUBSCRIBE", gone)
@@ -637,6 +702,8 @@ class BinanceStream(Rotation):
             "events_delivered": self.events_delivered,
             "duplicates_dropped": self.duplicates_dropped,
             "malformed": self.malformed,
+            "unsubscribed_dropped": self.unsubscribed_dropped,
+            "sequence_resets": self.sequence_resets,
             "gaps_detected": self.gaps_detected,
             "gap_events_missing": self.gap_events_missing,
             "overflow_gaps": self.overflow_gaps,
