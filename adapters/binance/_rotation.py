@@ -48,7 +48,14 @@ class Rotation:
         raise NotImplementedError
 
     async def _deliver(
-        self, stream: str, message: dict[str, Any], data: Any, key: Any, *, merging: bool = False
+        self,
+        stream: str,
+        message: dict[str, Any],
+        data: Any,
+        key: Any,
+        size: int,
+        *,
+        merging: bool = False,
     ) -> None:
         raise NotImplementedError
 
@@ -138,8 +145,8 @@ class Rotation:
     async def _switch(self, old: Leg, new: Leg) -> None:
         self._primary = new  # the old leg stops delivering at once
         while new.held:  # the new leg's pump may append while we await the consumer
-            stream, message, key = new.held.popleft()
-            await self._deliver(stream, message, message.get("data"), key, merging=True)
+            stream, message, key, size = new.held.popleft()
+            await self._deliver(stream, message, message.get("data"), key, size, merging=True)
         new.rotating_in = False  # no await since the queue ran empty: nothing slips between
         new.first_held.clear()
         old.scope.cancel()

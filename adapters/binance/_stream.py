@@ -62,6 +62,7 @@ from ...fsm import (
     load_config,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
+from ..websocket._classify import MAX_RETRY_AFTER
 from ..websocket._clock import Clock
 from ..websocket._errors import ConnectionClosedError, NotLiveError
 from ..websocket._inputs import check_url
@@ -181,7 +182,10 @@ class BinanceStream(Rotation):
         # Events wait for the consumer here; the legs' own buffers only hand over to the
         # reader task, which never waits for the consumer under drop_oldest, so replies to
         # requests are never stuck behind unread events.
-        self._events: MessageBuffer[dict[str, Any]] = MessageBuffer(buffer_size, overflow_policy)
+        # Bounded by count and by size (the raw message's length, config.buffer_bytes).
+        self._events: MessageBuffer[dict[str, Any]] = MessageBuffer(
+            buffer_size, overflow_policy, self.config.buffer_bytes, weigh=None
+        )
         self._ws_options: dict[str, Any] = {
             "config": self.config,
             "ssl_context": ssl_context,
@@ -222,6 +226,7 @@ class BinanceStream(Rotation):
         # events the consumer buffer dropped since the consumer last read: per stream
         # [field, first, last, count], reported as one gap each at the next read
         self._overflow: dict[str, list[Any]] = {}
+        self._events.on_drop = self._overflowed  # drops for the size bound beyond the last
         self._requests = Requests(self.rules.request_timeout, self._log)
         self.rotations: dict[str, int] = {"age": 0, "server_shutdown": 0}
         self.rate_limits: deque[dict[str, Any]] = deque(maxlen=20)
@@ -378,7 +383,10 @@ class BinanceStream(Rotation):
             record = history[-1] if history else None
             if record is not None and record.kind in ("rate_limited", "banned"):
                 wait = record.retry_after if record.retry_after is not None else action.delay
-                self.budget.block_for(wait)  # every stream of the process waits (per IP)
+                # every stream of the process waits (per IP), but never for ever: the cap is
+                # applied here too, whatever produced the record (the socket caps the header)
+                wait = min(wait, MAX_RETRY_AFTER) if wait >= 0 else 0.0
+                self.budget.block_for(wait)
                 self.rate_limited_total += 1
                 self.rate_limits.append(
                     {
@@ -441,7 +449,7 @@ class BinanceStream(Rotation):
                 if problem is not None:
                     self._malformed(leg, stream, problem)
                     return
-            await self._on_event(leg, stream, message, data)
+            await self._on_event(leg, stream, message, data, len(raw))
         elif is_reply(message) and message.get("id") is not None:
             problem = self._requests.settle(leg, message)
             if problem is not None:
@@ -478,17 +486,26 @@ class BinanceStream(Rotation):
             format_kv(event="unsubscribed_event", name=leg.ws.name, stream=short(stream), **extra)
         )
 
-    async def _on_event(self, leg: Leg, stream: str, message: dict[str, Any], data: Any) -> None:
+    async def _on_event(
+        self, leg: Leg, stream: str, message: dict[str, Any], data: Any, size: int
+    ) -> None:
         key = event_identity(data)
         if leg is self._primary and not leg.rotating_in:
-            await self._deliver(stream, message, data, key)
+            await self._deliver(stream, message, data, key, size)
         elif leg.rotating_in:  # held until the switch (bounded: _rotate switches at HOLD_LIMIT)
-            leg.held.append((stream, message, key))
+            leg.held.append((stream, message, key, size))
             leg.first_held.setdefault(stream, key)
         # else: a retired leg's last messages; the new primary carries them
 
     async def _deliver(
-        self, stream: str, message: dict[str, Any], data: Any, key: Any, *, merging: bool = False
+        self,
+        stream: str,
+        message: dict[str, Any],
+        data: Any,
+        key: Any,
+        size: int,
+        *,
+        merging: bool = False,
     ) -> None:
         tracker = self._tracker
         if not tracker.is_new(stream, key):
@@ -503,7 +520,7 @@ class BinanceStream(Rotation):
         if gap is not None:
             self._report_gap(gap)
         self.events_delivered += 1
-        dropped = await self._events.put(message)
+        dropped = await self._events.put(message, size)
         if dropped is not None:
             self._overflowed(dropped)
 

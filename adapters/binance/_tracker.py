@@ -28,11 +28,12 @@ the same stream (a rotation's overlap) are merged through it without duplicates.
 Id poisoning. A server (or anything between it and us) may send one id far ahead of the
 stream's: taken at its word, it would swallow every genuine event after it as a duplicate.
 So an identity more than :data:`RESET_IDS` ids (:data:`RESET_MS` ms for times) ahead of the
-last one is a *sequence reset*: the stream's sequence starts again from it and a :class:`Gap`
-with reason ``reset`` says so (no events are counted missing). And a live connection's
-events that keep arriving older than the last one delivered (:data:`STALE_RESET` in a row,
-never the overlap of a rotation, which :meth:`StreamTracker.is_new` merges) mean the last one
-was the odd one out: the stream is reset onto the genuine ids, which are delivered again.
+last one is a *sequence reset*: it is delivered, a :class:`Gap` with reason ``reset`` says so
+(no events are counted missing), and the stream's tracking starts again at its next event.
+Below that bound, events of a live connection that keep arriving older than the last one
+delivered (:data:`STALE_RESET` in a row; never a rotation's overlap, which repeats on purpose)
+mean the last one was the odd one out: the stream is reset onto the genuine ids (the first
+``STALE_RESET - 1`` of them were dropped as duplicates, the rest are delivered).
 """
 
 from __future__ import annotations
@@ -227,12 +228,12 @@ class StreamTracker:
             self._stale.pop(stream, None)
         if key is not None:
             last = self._last.get(stream)
-            self._last[stream] = key
             # one comparison per event; the field is looked up only past the smaller bound
             if last is not None and key[0] - last[0] > RESET_IDS:
                 reset = self._reset_ahead(stream, data, last[0], key[0], clock)
                 if reset is not None:
                     return reset
+            self._last[stream] = key
         if not isinstance(data, dict):
             return None
         kind = data.get("e")
@@ -252,8 +253,9 @@ class StreamTracker:
         field = _field(data)
         if field in _TIME_FIELDS and after - before <= RESET_MS:
             return None
-        self._seq.pop(stream, None)
-        self.accept(stream, data, None, clock)  # its sequence starts again here
+        # Not taken as the new last identity: the stream starts again at its next event,
+        # whichever it is (the genuine ids again, or this one's successors if it was real).
+        self.forget(stream)
         return Gap(stream, field, before, after, 0, clock(), RESET)
 
     def stale(
