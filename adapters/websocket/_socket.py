@@ -535,7 +535,9 @@ class ResilientWebSocket:
                         client,
                         keepalive_ping_interval_seconds=None,  # the machine pings
                         session_class=self._session_class,
-                        headers=self.headers,
+                        # a copy: httpx-ws 0.9 adds the handshake's headers (a fresh
+                        # Sec-WebSocket-Key each attempt) to the dict it is given
+                        headers=dict(self.headers),
                         extensions={"trace": self._trace},
                     ) as session,
                 ):
