@@ -5,19 +5,17 @@ attempt budget for ever. Real TLS on 127.0.0.1, asyncio and trio."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
 import time
-import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
 from _faultbed import Certs
-from _hostile_exchange import HostileExchange
+from _hostile_exchange import HostileExchange, Traced
 from _rawframes import raw_frame
 from hypothesis import given
 from hypothesis import strategies as st
@@ -178,9 +176,7 @@ async def test_events_of_streams_not_subscribed_are_dropped_and_never_tracked(
         server.push(trade(1))
         events: list[dict[str, Any]] = []
         await take(s, lambda e: True, events)
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
+        traced = Traced().__enter__()
         forged = [
             json.dumps({"stream": f"s{i}x@trade", "data": {"e": "trade", "t": i}})
             for i in range(names)
@@ -190,9 +186,8 @@ async def test_events_of_streams_not_subscribed_are_dropped_and_never_tracked(
         forged.clear()
         server.push(trade(2))
         await take(s, lambda e: e["data"].get("t") == 2, events)
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
+        traced.__exit__()
+        grown = traced.grown
         stats = s.get_connection_stats()["binance"]
         assert len(s._tracker) == 1  # the trade stream only
         await s.unsubscribe([TRADE])

@@ -6,12 +6,10 @@ tracemalloc (the figures are printed with -s)."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 import ssl
 import threading
-import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +18,7 @@ import httpx
 import pytest
 from _faultbed import Certs
 from _hostile import HostileServer
-from _hostile_exchange import HostileExchange
+from _hostile_exchange import HostileExchange, Traced
 from _rawframes import raw_frame
 from regulator.adapters.websocket import ConnectionClosedError, ResilientWebSocket
 from regulator.adapters.websocket._classify import MAX_RETRY_AFTER
@@ -199,12 +197,10 @@ async def test_a_message_in_too_many_fragments_fails_the_connection(
             ssl_context=certs.client_context(),
             max_message_bytes=1024,
         )
-        gc.collect()
-        tracemalloc.start()
-        async with ws:
-            error = await closed_error(ws)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        with Traced() as traced:
+            async with ws:
+                error = await closed_error(ws)
+        peak = traced.peak
     assert error.kind == "protocol"
     assert f"more than max_fragments={MAX_FRAGMENTS} frames" in error.reason
     print(f"{frames} empty continuation frames: peak {peak / 1024:.0f} KiB traced")
@@ -241,8 +237,7 @@ async def test_a_paused_consumer_holds_at_most_buffer_bytes(certs: Certs, policy
             ssl_context=certs.client_context(),
             overflow_policy=policy,
         )
-        gc.collect()
-        tracemalloc.start()
+        traced = Traced().__enter__()
         async with ws:
             if policy == "block":
                 await wait_for(lambda: ws._buffer.bytes + size > bound)
@@ -252,8 +247,8 @@ async def test_a_paused_consumer_holds_at_most_buffer_bytes(certs: Certs, policy
             else:
                 await wait_for(lambda: ws.machine.failures == 1)
             held = ws._buffer.bytes
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+            traced.__exit__()
+            peak = traced.peak
             stats = ws.get_connection_stats()
             if policy == "block":
                 received = [await ws.receive() for _ in range(count)]  # all of it, in order
@@ -334,16 +329,13 @@ async def test_a_webhook_body_is_never_read(certs: Certs, status: int) -> None:
             last_kind="ssl",
             last_reason="x",
         )
-        gc.collect()
-        tracemalloc.start()
-        with anyio.fail_after(10):
+        with Traced() as traced, anyio.fail_after(10):
             if status == 200:
                 await notifier(alarm)
             else:
                 with pytest.raises(httpx.HTTPStatusError):
                     await notifier(alarm)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        peak = traced.peak
     print(f"webhook answering {status} with 256 MiB: peak {peak / 1024:.0f} KiB traced")
     assert peak < 2 * 1024 * 1024
     assert server.sent < 64 << 20  # the client hung up long before the end
