@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -154,7 +155,9 @@ class HostileExchange:
 
         peer = wsproto.Connection(wsproto.ConnectionType.SERVER)
         sock = conn.sock
-        sock.settimeout(0.005)
+        # blocking writes (a timeout could cut a TLS record and drop a slow client); reads
+        # only when select or the TLS layer says there is something to read
+        sock.settimeout(None)
         if pending:
             peer.receive_data(pending)
         text = ""
@@ -175,10 +178,10 @@ class HostileExchange:
                     if event.message_finished:
                         self._answer(conn, peer, text)
                         text = ""
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
+            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+            if not pending and not select.select([sock], [], [], 0.005)[0]:
                 continue
+            data = sock.recv(65536)
             if not data:
                 return
             peer.receive_data(data)

@@ -412,57 +412,55 @@ class BinanceStream(Rotation):
 
     # -- inbound -------------------------------------------------------------------------
     async def _on_raw(self, leg: Leg, raw: str | bytes) -> None:
-        # One message never ends the stream: whatever decoding or validating it raises
-        # (RecursionError from deep nesting, an overflow, a shape nobody checked) makes it
-        # malformed. Cancellation is a BaseException and passes.
+        # One message never ends the stream: whatever decoding, validating or tracking it
+        # raises (RecursionError from deep nesting, an overflow, a shape nobody checked) makes
+        # it malformed. Cancellation is a BaseException and passes. (One method, not a
+        # wrapper around another: no second coroutine per message.)
         try:
-            await self._on_message(leg, raw)
+            try:
+                message = json.loads(raw)
+            except ValueError as exc:
+                self._malformed(leg, None, f"not JSON: {exc}")
+                return
+            if not isinstance(message, dict):
+                self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
+                return
+            stream = message.get("stream")
+            data = message.get("data")
+            if stream is not None:
+                if not isinstance(stream, str) or not isinstance(data, dict | list):
+                    self._malformed(leg, stream, "a combined event needs a string stream and data")
+                    return
+                # the combined form names the stream "!serverShutdown"; its data may vary
+                if stream == "!serverShutdown" or (
+                    isinstance(data, dict) and data.get("e") == "serverShutdown"
+                ):
+                    self._server_shutdown(leg)
+                    return
+                if stream not in self._wanted:  # never tracked: a server cannot grow our memory
+                    self._unsubscribed(leg, stream)
+                    return
+                if type(data) is dict and data.get("e") == "kline":
+                    problem = kline_problem(data)
+                    if problem is not None:
+                        self._malformed(leg, stream, problem)
+                        return
+                await self._on_event(leg, stream, message, data, len(raw))
+            elif is_reply(message) and message.get("id") is not None:
+                problem = self._requests.settle(leg, message)
+                if problem is not None:
+                    self._malformed(leg, None, problem)
+            elif message.get("e") == "serverShutdown":
+                self._server_shutdown(leg)
+            elif (error := error_of(message)) is not None:
+                self._requests.errors += 1  # an error frame that names no request
+                self._log.error(
+                    format_kv(event="request_error", name=self.name, code=error[0], msg=error[1])
+                )
+            else:
+                self._malformed(leg, None, "not a known message shape")
         except Exception as exc:
             self._malformed(leg, None, f"{type(exc).__name__}: {exc}")
-
-    async def _on_message(self, leg: Leg, raw: str | bytes) -> None:
-        try:
-            message = json.loads(raw)
-        except ValueError as exc:
-            self._malformed(leg, None, f"not JSON: {exc}")
-            return
-        if not isinstance(message, dict):
-            self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
-            return
-        stream = message.get("stream")
-        data = message.get("data")
-        if stream is not None:
-            if not isinstance(stream, str) or not isinstance(data, dict | list):
-                self._malformed(leg, stream, "a combined event needs a string stream and data")
-                return
-            # the combined form names the stream "!serverShutdown"; its data may vary
-            if stream == "!serverShutdown" or (
-                isinstance(data, dict) and data.get("e") == "serverShutdown"
-            ):
-                self._server_shutdown(leg)
-                return
-            if stream not in self._wanted:  # never tracked: a server cannot grow our memory
-                self._unsubscribed(leg, stream)
-                return
-            if type(data) is dict and data.get("e") == "kline":
-                problem = kline_problem(data)
-                if problem is not None:
-                    self._malformed(leg, stream, problem)
-                    return
-            await self._on_event(leg, stream, message, data, len(raw))
-        elif is_reply(message) and message.get("id") is not None:
-            problem = self._requests.settle(leg, message)
-            if problem is not None:
-                self._malformed(leg, None, problem)
-        elif message.get("e") == "serverShutdown":
-            self._server_shutdown(leg)
-        elif (error := error_of(message)) is not None:
-            self._requests.errors += 1  # an error frame that names no request
-            self._log.error(
-                format_kv(event="request_error", name=self.name, code=error[0], msg=error[1])
-            )
-        else:
-            self._malformed(leg, None, "not a known message shape")
 
     def _malformed(self, leg: Leg, stream: Any, why: str) -> None:
         self.malformed += 1

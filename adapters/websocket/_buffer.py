@@ -134,7 +134,9 @@ class MessageBuffer(Generic[Message]):
             assert self._weigh is not None, "put needs a weight"
             weight = self._weigh(item)
         dropped: Message | None = None
-        while self._full(weight):
+        items = self._items
+        # the per-message path: two comparisons inline, the loop only when a bound is reached
+        while len(items) >= self.size or (self.bytes + weight > self.max_bytes and items):
             if self.policy == "drop_oldest":
                 # the count bound drops one; the size bound as many as it takes
                 dropped = self._pop()
@@ -159,7 +161,7 @@ class MessageBuffer(Generic[Message]):
             except BaseException:  # cancelled while waiting (the connection ended): discarded
                 self.dropped += 1
                 raise
-        self._items.append(item)
+        items.append(item)
         self.bytes += weight
         if self._weights is not None:
             self._weights.append(weight)

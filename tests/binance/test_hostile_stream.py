@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from _faultbed import Certs
 from _hostile_exchange import HostileExchange, Traced
@@ -310,3 +311,28 @@ async def test_no_retry_after_blocks_the_attempt_budget_for_ever(
     capped = [parse_kv(r.getMessage()) for r in caplog.records if "retry_after_capped" in r.msg]
     assert len(capped) == 1 and capped[0]["sent"] == sent[:40] + ("..." if len(sent) > 40 else "")
     assert float(capped[0]["used"]) == used
+
+
+async def test_the_event_buffer_is_bounded_in_bytes_and_reports_what_it_dropped(
+    server: HostileExchange, certs: Certs
+) -> None:
+    bound = 64 * 1024
+    config = ConnectionConfig(**{**attrs.asdict(FAST), "buffer_bytes": bound})
+    gaps: list[Any] = []
+    big = [
+        json.dumps({"stream": TRADE, "data": {"e": "trade", "t": t, "p": "x" * 8000}})
+        for t in range(1, 101)
+    ]
+    async with make(server, certs, [TRADE], config=config, on_gap=gaps.append) as s:
+        await wait_for(lambda: verified(s))
+        server.push(*big)  # 800 KB for a consumer that is not reading
+        await wait_for(lambda: s.events_delivered == 100)
+        held = s._events.bytes
+        first = await s.__anext__()
+    assert held <= bound
+    kept = 100 - s._events.dropped
+    assert kept == bound // len(big[0])
+    assert first["data"]["t"] == 100 - kept + 1  # the newest are kept (drop_oldest)
+    overflow = [g for g in gaps if g.reason == "consumer_overflow"]
+    assert sum(g.count for g in overflow) == s._events.dropped == 100 - kept
+    assert (overflow[0].first, overflow[-1].last) == (1, 100 - kept)
