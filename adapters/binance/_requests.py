@@ -29,7 +29,7 @@ import attrs
 
 from ...fsm import RegulatorError, format_kv
 from ..websocket._errors import NotLiveError
-from ._validate import reply_problem, short
+from ._validate import LogLimiter, reply_problem, short
 
 if TYPE_CHECKING:
     from ._leg import Leg
@@ -101,6 +101,9 @@ class Requests:
         self.sent = 0
         self.errors = 0
         self.timeouts = 0
+        self.unexpected = 0  # replies that answer no request in flight
+        # a server can send replies nobody asked for at any rate: their lines are limited
+        self._unexpected_log = LogLimiter()
 
     async def call(self, leg: Leg, method: str, params: list[str] | None = None) -> Any:
         """Send ``method`` on ``leg`` (paced) and return the exchange's ``result``."""
@@ -136,8 +139,14 @@ class Requests:
         rid = message.get("id")
         request = leg.pending.pop(rid, None) if type(rid) is int else None
         if request is None:
-            shown = short(repr(rid), 40) if not isinstance(rid, int | str) else short(str(rid))
-            self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=shown))
+            self.unexpected += 1
+            held = self._unexpected_log.allow()
+            if held is not None:
+                shown = short(repr(rid), 40) if not isinstance(rid, int | str) else short(str(rid))
+                extra = {"suppressed": held} if held else {}
+                self._log.warning(
+                    format_kv(event="unexpected_reply", name=leg.ws.name, id=shown, **extra)
+                )
             return None
         problem: str | None = None
         error = error_of(message)

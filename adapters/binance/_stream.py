@@ -217,6 +217,7 @@ class BinanceStream(Rotation):
         self.sequence_resets = 0
         self._malformed_log = LogLimiter()
         self._unsubscribed_log = LogLimiter()
+        self._error_log = LogLimiter()  # error frames that name no request
         self.gaps_detected = 0
         self.gap_events_missing = 0
         self.rate_limited_total = 0
@@ -454,9 +455,18 @@ class BinanceStream(Rotation):
                 self._server_shutdown(leg)
             elif (error := error_of(message)) is not None:
                 self._requests.errors += 1  # an error frame that names no request
-                self._log.error(
-                    format_kv(event="request_error", name=self.name, code=error[0], msg=error[1])
-                )
+                held = self._error_log.allow()
+                if held is not None:
+                    extra = {"suppressed": held} if held else {}
+                    self._log.error(
+                        format_kv(
+                            event="request_error",
+                            name=self.name,
+                            code=error[0],
+                            msg=error[1],
+                            **extra,
+                        )
+                    )
             else:
                 self._malformed(leg, None, "not a known message shape")
         except Exception as exc:

@@ -336,3 +336,23 @@ async def test_the_event_buffer_is_bounded_in_bytes_and_reports_what_it_dropped(
     overflow = [g for g in gaps if g.reason == "consumer_overflow"]
     assert sum(g.count for g in overflow) == s._events.dropped == 100 - kept
     assert (overflow[0].first, overflow[-1].last) == (1, 100 - kept)
+
+
+async def test_floods_of_unasked_replies_and_errors_are_counted_and_their_lines_limited(
+    server: HostileExchange, certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    flood = 500
+    with caplog.at_level(logging.WARNING, logger="regulator.binance"):
+        async with make(server, certs, [TRADE]) as s:
+            await wait_for(lambda: verified(s))
+            server.push(*[json.dumps({"result": None, "id": 10**6 + i}) for i in range(flood)])
+            server.push(*[json.dumps({"code": 3, "msg": "x" * 1000}) for _ in range(flood)])
+            server.push(trade(1))
+            events: list[dict[str, Any]] = []
+            await take(s, lambda e: True, events)
+            assert s.state == "live"
+    assert s._requests.unexpected == flood and s.request_errors == flood
+    for event in ("unexpected_reply", "request_error"):
+        lines = [r.getMessage() for r in caplog.records if f"event={event}" in r.getMessage()]
+        assert 1 <= len(lines) <= LogLimiter().burst
+        assert all(len(line) < 400 for line in lines)
