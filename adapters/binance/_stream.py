@@ -736,6 +736,7 @@ class BinanceStream(Rotation):
             "requests_sent": self.requests_sent,
             "request_errors": self.request_errors,
             "request_timeouts": self.request_timeouts,
+            "unexpected_replies": self._requests.unexpected,
             "rotations": dict(self.rotations),
             "server_shutdowns": self.server_shutdowns,
             "rate_limits": list(self.rate_limits),
