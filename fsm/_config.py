@@ -131,6 +131,16 @@ class ConnectionConfig:
         "Drops needed before the pattern detector may report a recurring pattern.",
         unit="count",
     )
+    buffer_bytes: int = _setting(
+        32 * 1024 * 1024,
+        Integer(ge=1),
+        "Size bound of the receive buffer between the socket and the consumer, beside its"
+        " count bound (buffer_size): the messages held weigh at most this together"
+        " (characters of text, bytes of binary); whichever bound is reached first applies"
+        " the overflow policy. A single message heavier than this still enters an empty"
+        " buffer (max_message_bytes bounds it). Default 32 MiB.",
+        unit="bytes",
+    )
 
     def __attrs_post_init__(self) -> None:
         _cross_problems(

@@ -33,8 +33,8 @@ class Leg:
     pending: dict[int, Pending] = attrs.field(factory=dict)
     rotating_in: bool = False
     retiring: bool = False
-    # the new leg's events while it proves the overlap: (stream, event, identity)
-    held: deque[tuple[str, dict[str, Any], Any]] = attrs.field(factory=deque)
+    # the new leg's events while it proves the overlap: (stream, event, identity, raw size)
+    held: deque[tuple[str, dict[str, Any], Any, int]] = attrs.field(factory=deque)
     first_held: dict[str, Any] = attrs.field(factory=dict)
     lost: anyio.Event = attrs.field(factory=anyio.Event)
     counters_at_retirement: dict[str, Any] | None = None

@@ -12,7 +12,9 @@ sends one once the leg's pacer allows, waits for its reply up to ``timeout`` and
 outcome; :meth:`Requests.settle` hands a reply to its request; :meth:`Requests.fail_all` ends
 every request of a connection that left live, so no caller waits for a reply that cannot come.
 Ids are unique per stream (one counter over all its connections), so a late reply on a
-replaced connection can never settle a request of the new one.
+replaced connection can never settle a request of the new one. A reply whose ``result`` is
+not what the exchange documents for its method (``_validate.reply_problem``) fails its request
+with :class:`BinanceRequestError` and is reported to the stream as malformed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import attrs
 
 from ...fsm import RegulatorError, format_kv
 from ..websocket._errors import NotLiveError
+from ._validate import LogLimiter, reply_problem, short
 
 if TYPE_CHECKING:
     from ._leg import Leg
@@ -82,8 +85,9 @@ def error_of(message: dict[str, Any]) -> tuple[int | None, str] | None:
     else:
         return None
     code = body.get("code")
-    return (code if isinstance(code, int) and not isinstance(code, bool) else None), str(
-        body.get("msg", "")
+    msg = body.get("msg", "")
+    return (code if isinstance(code, int) and not isinstance(code, bool) else None), short(
+        msg if isinstance(msg, str) else repr(msg)
     )
 
 
@@ -97,6 +101,9 @@ class Requests:
         self.sent = 0
         self.errors = 0
         self.timeouts = 0
+        self.unexpected = 0  # replies that answer no request in flight
+        # a server can send replies nobody asked for at any rate: their lines are limited
+        self._unexpected_log = LogLimiter()
 
     async def call(self, leg: Leg, method: str, params: list[str] | None = None) -> Any:
         """Send ``method`` on ``leg`` (paced) and return the exchange's ``result``."""
@@ -126,19 +133,36 @@ class Requests:
             raise request.error
         return request.result
 
-    def settle(self, leg: Leg, message: dict[str, Any]) -> None:
-        """Hand a reply to the request it answers (an unknown id is logged and dropped)."""
+    def settle(self, leg: Leg, message: dict[str, Any]) -> str | None:
+        """Hand a reply to the request it answers (an unknown id is logged and dropped).
+        Returns why the reply is malformed (its request then fails), else None."""
         rid = message.get("id")
-        request = leg.pending.pop(rid, None) if isinstance(rid, int) else None
+        request = leg.pending.pop(rid, None) if type(rid) is int else None
         if request is None:
-            self._log.warning(format_kv(event="unexpected_reply", name=leg.ws.name, id=rid))
-            return
+            self.unexpected += 1
+            held = self._unexpected_log.allow()
+            if held is not None:
+                shown = short(repr(rid), 40) if not isinstance(rid, int | str) else short(str(rid))
+                extra = {"suppressed": held} if held else {}
+                self._log.warning(
+                    format_kv(event="unexpected_reply", name=leg.ws.name, id=shown, **extra)
+                )
+            return None
+        problem: str | None = None
         error = error_of(message)
         if error is not None:
             request.error = BinanceRequestError(request.method, error[0], error[1])
         else:
-            request.result = message.get("result")
+            result = message.get("result")
+            problem = reply_problem(request.method, result)
+            if problem is not None:
+                request.error = BinanceRequestError(
+                    request.method, None, f"malformed reply: {problem}"
+                )
+            else:
+                request.result = result
         request.done.set()
+        return problem
 
     @staticmethod
     def fail_all(leg: Leg, why: str) -> None:

@@ -47,7 +47,16 @@ class Rotation:
     def _start_leg(self, *, rotating_in: bool = False) -> Leg:
         raise NotImplementedError
 
-    async def _deliver(self, stream: str, message: dict[str, Any], data: Any, key: Any) -> None:
+    async def _deliver(
+        self,
+        stream: str,
+        message: dict[str, Any],
+        data: Any,
+        key: Any,
+        size: int,
+        *,
+        merging: bool = False,
+    ) -> None:
         raise NotImplementedError
 
     def _request_rotation(self, reason: str) -> None:
@@ -136,8 +145,8 @@ class Rotation:
     async def _switch(self, old: Leg, new: Leg) -> None:
         self._primary = new  # the old leg stops delivering at once
         while new.held:  # the new leg's pump may append while we await the consumer
-            stream, message, key = new.held.popleft()
-            await self._deliver(stream, message, message.get("data"), key)
+            stream, message, key, size = new.held.popleft()
+            await self._deliver(stream, message, message.get("data"), key, size, merging=True)
         new.rotating_in = False  # no await since the queue ran empty: nothing slips between
         new.first_held.clear()
         old.scope.cancel()

@@ -25,7 +25,13 @@ one leg, the *primary*; during a rotation there are two.
 * **Gaps.** Events reach the consumer through the tracker, which reports jumps in trade,
   aggregate, depth-update ids (``U`` must follow the previous ``u``) and kline open times as
   :class:`Gap` (callback, counter, log). Events the consumer's buffer drops (``drop_oldest``)
-  are reported the same way, with reason ``consumer_overflow``: nothing is lost silently.
+  are reported the same way, with reason ``consumer_overflow``: nothing is lost silently. Ids
+  that move implausibly far are a sequence reset (reason ``reset``), never a poisoned stream.
+* **Hostile input.** One message never ends the stream: whatever decoding or validating it
+  raises (deep JSON nesting, a kline interval the exchange does not document, a reply of the
+  wrong shape) makes it *malformed*: counted, logged (at most ``LogLimiter.burst`` lines per
+  ``period``), dropped. Events of streams not subscribed are dropped and counted, never
+  tracked, so a server cannot grow our memory by naming streams.
 
 Per message: one ``json.loads``, a few dict lookups and one tuple comparison; the machines'
 ``send()`` is never on that path.
@@ -56,6 +62,7 @@ from ...fsm import (
     load_config,
 )
 from ..websocket._buffer import MessageBuffer, OverflowPolicy
+from ..websocket._classify import MAX_RETRY_AFTER
 from ..websocket._clock import Clock
 from ..websocket._errors import ConnectionClosedError, NotLiveError
 from ..websocket._inputs import check_url
@@ -68,7 +75,15 @@ from ._pacing import RequestPacer
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
 from ._rotation import Rotation
 from ._stats import add_counters, retired_counters
-from ._tracker import CONSUMER_OVERFLOW, Gap, StreamTracker, event_identity, event_position
+from ._tracker import (
+    CONSUMER_OVERFLOW,
+    RESET,
+    Gap,
+    StreamTracker,
+    event_identity,
+    event_position,
+)
+from ._validate import LogLimiter, kline_problem, short
 
 __all__ = ["DEFAULT_BASE_URL", "BinanceStream", "validate_streams"]
 
@@ -170,7 +185,10 @@ class BinanceStream(Rotation):
         # Events wait for the consumer here; the legs' own buffers only hand over to the
         # reader task, which never waits for the consumer under drop_oldest, so replies to
         # requests are never stuck behind unread events.
-        self._events: MessageBuffer[dict[str, Any]] = MessageBuffer(buffer_size, overflow_policy)
+        # Bounded by count and by size (the raw message's length, config.buffer_bytes).
+        self._events: MessageBuffer[dict[str, Any]] = MessageBuffer(
+            buffer_size, overflow_policy, self.config.buffer_bytes, weigh=None
+        )
         self._ws_options: dict[str, Any] = {
             "config": self.config,
             "ssl_context": ssl_context,
@@ -198,6 +216,11 @@ class BinanceStream(Rotation):
         self.events_delivered = 0
         self.duplicates_dropped = 0
         self.malformed = 0
+        self.unsubscribed_dropped = 0  # events of streams not subscribed
+        self.sequence_resets = 0
+        self._malformed_log = LogLimiter()
+        self._unsubscribed_log = LogLimiter()
+        self._error_log = LogLimiter()  # error frames that name no request
         self.gaps_detected = 0
         self.gap_events_missing = 0
         self.rate_limited_total = 0
@@ -207,6 +230,7 @@ class BinanceStream(Rotation):
         # events the consumer buffer dropped since the consumer last read: per stream
         # [field, first, last, count], reported as one gap each at the next read
         self._overflow: dict[str, list[Any]] = {}
+        self._events.on_drop = self._overflowed  # drops for the size bound beyond the last
         self._requests = Requests(self.rules.request_timeout, self._log)
         self.rotations: dict[str, int] = {"age": 0, "server_shutdown": 0}
         self.rate_limits: deque[dict[str, Any]] = deque(maxlen=20)
@@ -363,7 +387,10 @@ class BinanceStream(Rotation):
             record = history[-1] if history else None
             if record is not None and record.kind in ("rate_limited", "banned"):
                 wait = record.retry_after if record.retry_after is not None else action.delay
-                self.budget.block_for(wait)  # every stream of the process waits (per IP)
+                # every stream of the process waits (per IP), but never for ever: the cap is
+                # applied here too, whatever produced the record (the socket caps the header)
+                wait = min(wait, MAX_RETRY_AFTER) if wait >= 0 else 0.0
+                self.budget.block_for(wait)
                 self.rate_limited_total += 1
                 self.rate_limits.append(
                     {
@@ -389,62 +416,122 @@ class BinanceStream(Rotation):
 
     # -- inbound -------------------------------------------------------------------------
     async def _on_raw(self, leg: Leg, raw: str | bytes) -> None:
+        # One message never ends the stream: whatever decoding, validating or tracking it
+        # raises (RecursionError from deep nesting, an overflow, a shape nobody checked) makes
+        # it malformed. Cancellation is a BaseException and passes. (One method, not a
+        # wrapper around another: no second coroutine per message.)
         try:
-            message = json.loads(raw)
-        except ValueError as exc:
-            self._malformed(leg, None, f"not JSON: {exc}")
-            return
-        if not isinstance(message, dict):
-            self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
-            return
-        stream = message.get("stream")
-        data = message.get("data")
-        if stream is not None:
-            if not isinstance(stream, str) or not isinstance(data, dict | list):
-                self._malformed(leg, stream, "a combined event needs a string stream and data")
+            try:
+                message = json.loads(raw)
+            except ValueError as exc:
+                self._malformed(leg, None, f"not JSON: {exc}")
                 return
-            # the combined form names the stream "!serverShutdown"; its data may vary
-            if stream == "!serverShutdown" or (
-                isinstance(data, dict) and data.get("e") == "serverShutdown"
-            ):
+            if not isinstance(message, dict):
+                self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
+                return
+            stream = message.get("stream")
+            data = message.get("data")
+            if stream is not None:
+                if not isinstance(stream, str) or not isinstance(data, dict | list):
+                    self._malformed(leg, stream, "a combined event needs a string stream and data")
+                    return
+                # the combined form names the stream "!serverShutdown"; its data may vary
+                if stream == "!serverShutdown" or (
+                    isinstance(data, dict) and data.get("e") == "serverShutdown"
+                ):
+                    self._server_shutdown(leg)
+                    return
+                if stream not in self._wanted:  # never tracked: a server cannot grow our memory
+                    self._unsubscribed(leg, stream)
+                    return
+                if type(data) is dict and data.get("e") == "kline":
+                    problem = kline_problem(data)
+                    if problem is not None:
+                        self._malformed(leg, stream, problem)
+                        return
+                await self._on_event(leg, stream, message, data, len(raw))
+            elif is_reply(message) and message.get("id") is not None:
+                problem = self._requests.settle(leg, message)
+                if problem is not None:
+                    self._malformed(leg, None, problem)
+            elif message.get("e") == "serverShutdown":
                 self._server_shutdown(leg)
-                return
-            await self._on_event(leg, stream, message, data)
-        elif is_reply(message) and message.get("id") is not None:
-            self._requests.settle(leg, message)
-        elif message.get("e") == "serverShutdown":
-            self._server_shutdown(leg)
-        elif (error := error_of(message)) is not None:
-            self._requests.errors += 1  # an error frame that names no request
-            self._log.error(
-                format_kv(event="request_error", name=self.name, code=error[0], msg=error[1])
-            )
-        else:
-            self._malformed(leg, None, "not a known message shape")
+            elif (error := error_of(message)) is not None:
+                self._requests.errors += 1  # an error frame that names no request
+                held = self._error_log.allow()
+                if held is not None:
+                    extra = {"suppressed": held} if held else {}
+                    self._log.error(
+                        format_kv(
+                            event="request_error",
+                            name=self.name,
+                            code=error[0],
+                            msg=error[1],
+                            **extra,
+                        )
+                    )
+            else:
+                self._malformed(leg, None, "not a known message shape")
+        except Exception as exc:
+            self._malformed(leg, None, f"{type(exc).__name__}: {exc}")
 
     def _malformed(self, leg: Leg, stream: Any, why: str) -> None:
         self.malformed += 1
-        self._log.warning(format_kv(event="malformed", name=leg.ws.name, stream=stream, error=why))
+        held = self._malformed_log.allow()
+        if held is None:
+            return
+        fields: dict[str, Any] = {"stream": short(str(stream)) if stream is not None else None}
+        if held:
+            fields["suppressed"] = held
+        self._log.warning(
+            format_kv(event="malformed", name=leg.ws.name, **fields, error=short(why))
+        )
 
-    async def _on_event(self, leg: Leg, stream: str, message: dict[str, Any], data: Any) -> None:
+    def _unsubscribed(self, leg: Leg, stream: str) -> None:
+        self.unsubscribed_dropped += 1
+        held = self._unsubscribed_log.allow()
+        if held is None:
+            return
+        extra = {"suppressed": held} if held else {}
+        self._log.warning(
+            format_kv(event="unsubscribed_event", name=leg.ws.name, stream=short(stream), **extra)
+        )
+
+    async def _on_event(
+        self, leg: Leg, stream: str, message: dict[str, Any], data: Any, size: int
+    ) -> None:
         key = event_identity(data)
         if leg is self._primary and not leg.rotating_in:
-            await self._deliver(stream, message, data, key)
+            await self._deliver(stream, message, data, key, size)
         elif leg.rotating_in:  # held until the switch (bounded: _rotate switches at HOLD_LIMIT)
-            leg.held.append((stream, message, key))
+            leg.held.append((stream, message, key, size))
             leg.first_held.setdefault(stream, key)
         # else: a retired leg's last messages; the new primary carries them
 
-    async def _deliver(self, stream: str, message: dict[str, Any], data: Any, key: Any) -> None:
+    async def _deliver(
+        self,
+        stream: str,
+        message: dict[str, Any],
+        data: Any,
+        key: Any,
+        size: int,
+        *,
+        merging: bool = False,
+    ) -> None:
         tracker = self._tracker
         if not tracker.is_new(stream, key):
-            self.duplicates_dropped += 1
-            return
-        gap = tracker.accept(stream, data, key, anyio.current_time)
+            # a rotation's overlap is expected to repeat; a live connection repeating on and
+            # on means the last identity was the odd one out (a reset, see _tracker)
+            gap = None if merging else tracker.stale(stream, data, key, anyio.current_time)
+            if gap is None:
+                self.duplicates_dropped += 1
+                return
+        else:
+            gap = tracker.accept(stream, data, key, anyio.current_time)
         if gap is not None:
             self._report_gap(gap)
         self.events_delivered += 1
-        dropped = await self._events.put(message)
+        dropped = await self._events.put(message, size)
         if dropped is not None:
             self._overflowed(dropped)
 
@@ -471,6 +558,8 @@ class BinanceStream(Rotation):
             self._report_gap(gap)
 
     def _report_gap(self, gap: Gap) -> None:
+        if gap.reason == RESET:
+            self.sequence_resets += 1
         self.gaps_detected += 1
         self.gap_events_missing += gap.count
         self.recent_gaps.append(gap)
@@ -583,6 +672,7 @@ class BinanceStream(Rotation):
         gone = [s for s in validate_streams(streams) if s in self._wanted]
         for name in gone:
             self._wanted.pop(name, None)
+            self._tracker.forget(name)
         if gone:
             for each in self._live_legs():
                 await self._subscribe_on(each, "UNSUBSCRIBE", gone)
@@ -640,6 +730,8 @@ class BinanceStream(Rotation):
             "events_delivered": self.events_delivered,
             "duplicates_dropped": self.duplicates_dropped,
             "malformed": self.malformed,
+            "unsubscribed_dropped": self.unsubscribed_dropped,
+            "sequence_resets": self.sequence_resets,
             "gaps_detected": self.gaps_detected,
             "gap_events_missing": self.gap_events_missing,
             "overflow_gaps": self.overflow_gaps,
@@ -647,6 +739,7 @@ class BinanceStream(Rotation):
             "requests_sent": self.requests_sent,
             "request_errors": self.request_errors,
             "request_timeouts": self.request_timeouts,
+            "unexpected_replies": self._requests.unexpected,
             "rotations": dict(self.rotations),
             "server_shutdowns": self.server_shutdowns,
             "rate_limits": list(self.rate_limits),

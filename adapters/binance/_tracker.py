@@ -24,19 +24,34 @@ event's final ``u`` + 1; a larger ``U`` is a gap (the book must be resynced from
 it says whether the event is new (identity above the last one delivered on its stream) and,
 when a sequence jumped, the exact missing range as a :class:`Gap`. Two connections that carry
 the same stream (a rotation's overlap) are merged through it without duplicates.
+
+Id poisoning. A server (or anything between it and us) may send one id far ahead of the
+stream's: taken at its word, it would swallow every genuine event after it as a duplicate.
+So an identity more than :data:`RESET_IDS` ids (:data:`RESET_MS` ms for times) ahead of the
+last one is a *sequence reset*: it is delivered, a :class:`Gap` with reason ``reset`` says so
+(no events are counted missing), and the stream's tracking starts again at its next event.
+Below that bound, events of a live connection that keep arriving older than the last one
+delivered (:data:`STALE_RESET` in a row; never a rotation's overlap, which repeats on purpose)
+mean the last one was the odd one out: the stream is reset onto the genuine ids (the first
+``STALE_RESET - 1`` of them were dropped as duplicates, the rest are delivered).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
+from ._validate import KLINE_INTERVALS_MS
+
 __all__ = [
     "CONSUMER_OVERFLOW",
+    "RESET",
+    "RESET_IDS",
+    "RESET_MS",
     "SEQUENCE",
+    "STALE_RESET",
     "Gap",
     "StreamTracker",
     "event_identity",
@@ -48,19 +63,27 @@ __all__ = [
 #: dropped events that did arrive (``drop_oldest``).
 SEQUENCE = "sequence"
 CONSUMER_OVERFLOW = "consumer_overflow"
+#: ... or the stream's ids moved implausibly far (see the module doc): its sequence restarts.
+RESET = "reset"
+
+#: Ids (trade, aggregate, update ids) further ahead than this are a reset, not a gap: a billion
+#: trades is more than a year of the busiest symbol's.
+RESET_IDS: Final = 1_000_000_000
+#: Times (event times, kline open times, in ms) further ahead than this are a reset: 400 days,
+#: so a monthly kline stream's next candles are still gaps.
+RESET_MS: Final = 400 * 86_400_000
+#: Older-than-delivered events in a row on a live connection that reset the stream.
+STALE_RESET: Final = 3
+
+_TIME_FIELDS: Final = frozenset({"k.t", "E"})
 
 Key = tuple[int, ...]
 
-_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_INTERVAL = re.compile(r"^(\d+)([smhdwM])$")
-
 
 def kline_interval_ms(interval: str) -> int | None:
-    """``"1m"`` -> 60000; months (``"1M"``) have no fixed length: None."""
-    match = _INTERVAL.match(interval)
-    if match is None or match.group(2) == "M":
-        return None
-    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+    """``"1m"`` -> 60000; months (``"1M"``) and intervals the exchange does not document
+    (``"0m"``, ``"7m"``): None."""
+    return KLINE_INTERVALS_MS.get(interval) if isinstance(interval, str) else None
 
 
 @attrs.frozen
@@ -71,10 +94,13 @@ class Gap:
     or ``k.t`` (kline open times in ms, one per missing candle; ``interval_ms`` apart).
     ``count`` is the number of missing trades, aggregates, updates or candles.
 
-    ``reason`` is ``sequence`` (the exchange's ids jumped: the events never arrived) or
+    ``reason`` is ``sequence`` (the exchange's ids jumped: the events never arrived),
     ``consumer_overflow`` (they arrived, and the consumer's buffer dropped them under
     ``drop_oldest``): then ``first``/``last`` are the positions (see :func:`event_position`)
-    of the first and last event dropped and ``count`` the number of events dropped.
+    of the first and last event dropped and ``count`` the number of events dropped; or
+    ``reset`` (the ids moved implausibly far, see the module doc): then ``first`` is the last
+    id before and ``last`` the first id after the reset, and ``count`` is 0 (nothing is known
+    to be missing; a host keeping state from the stream resyncs it).
     """
 
     stream: str
@@ -153,6 +179,11 @@ def event_position(data: Any) -> tuple[str, int, int] | None:
     return None if at is None else ("E", at, at)
 
 
+def _field(data: Any) -> str:
+    where = event_position(data)
+    return where[0] if where is not None else "E"
+
+
 @attrs.define
 class _Seq:
     field: str
@@ -166,6 +197,17 @@ class StreamTracker:
     def __init__(self) -> None:
         self._last: dict[str, Key] = {}
         self._seq: dict[str, _Seq] = {}
+        self._stale: dict[str, int] = {}  # older events in a row, per stream (usually empty)
+
+    def __len__(self) -> int:
+        """Streams tracked."""
+        return len(self._last.keys() | self._seq.keys())
+
+    def forget(self, stream: str) -> None:
+        """Drop what is known of ``stream`` (unsubscribed: nothing of it is kept)."""
+        self._last.pop(stream, None)
+        self._seq.pop(stream, None)
+        self._stale.pop(stream, None)
 
     def last_identity(self, stream: str) -> Key | None:
         return self._last.get(stream)
@@ -182,7 +224,15 @@ class StreamTracker:
     ) -> Gap | None:
         """Record a delivered event (call only when :meth:`is_new`); the gap it reveals,
         stamped with ``clock()`` (read only when there is a gap: this runs per event)."""
+        if self._stale:
+            self._stale.pop(stream, None)
         if key is not None:
+            last = self._last.get(stream)
+            # one comparison per event; the field is looked up only past the smaller bound
+            if last is not None and key[0] - last[0] > RESET_IDS:
+                reset = self._reset_ahead(stream, data, last[0], key[0], clock)
+                if reset is not None:
+                    return reset
             self._last[stream] = key
         if not isinstance(data, dict):
             return None
@@ -196,6 +246,35 @@ class StreamTracker:
         if kind == "kline":
             return self._kline(stream, data, clock)
         return None
+
+    def _reset_ahead(
+        self, stream: str, data: Any, before: int, after: int, clock: Callable[[], float]
+    ) -> Gap | None:
+        field = _field(data)
+        if field in _TIME_FIELDS and after - before <= RESET_MS:
+            return None
+        # Not taken as the new last identity: the stream starts again at its next event,
+        # whichever it is (the genuine ids again, or this one's successors if it was real).
+        self.forget(stream)
+        return Gap(stream, field, before, after, 0, clock(), RESET)
+
+    def stale(
+        self, stream: str, data: Any, key: Key | None, clock: Callable[[], float]
+    ) -> Gap | None:
+        """An event of a live connection that is not new (:meth:`is_new` said so): None, a
+        duplicate to drop; or, at the :data:`STALE_RESET`-th in a row, the reset that puts
+        the stream back on these ids (the caller delivers the event)."""
+        if key is None:
+            return None
+        count = self._stale.get(stream, 0) + 1
+        if count < STALE_RESET:
+            self._stale[stream] = count
+            return None
+        last = self._last.pop(stream, None)
+        self._seq.pop(stream, None)
+        self.accept(stream, data, key, clock)
+        before = last[0] if last is not None else key[0]
+        return Gap(stream, _field(data), before, key[0], 0, clock(), RESET)
 
     def _step(
         self,

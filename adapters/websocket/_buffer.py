@@ -9,6 +9,12 @@ the server drops the connection), so what happens when the buffer is full is a p
 * ``block``: the reader waits for room (back-pressure to the server through TCP; server pings
   wait too, so use it only with consumers that keep up).
 
+The bound is a count (``size`` messages) and, with ``max_bytes``, a size too: the messages
+held weigh at most ``max_bytes`` together (characters of text, bytes of binary: ``len``; or a
+weight the caller gives, see :meth:`MessageBuffer.put`), whichever is reached first triggers
+the policy. A single message heavier than ``max_bytes`` is still taken into an empty buffer
+(it is bounded by ``max_message_bytes``), so nothing is refused for ever.
+
 While ``paused`` (the adapter pauses from a new connection until its ``on_connect`` has run),
 the consumer gets nothing; what arrives meanwhile is buffered under the same bound and policy.
 With ``block``, an ``on_connect`` that awaits a reply therefore needs room in the buffer.
@@ -17,6 +23,7 @@ With ``block``, an ``on_connect`` that awaits a reply therefore needs room in th
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
 import anyio
@@ -32,9 +39,20 @@ class BufferFull(Exception):
 
 
 class MessageBuffer(Generic[Message]):
-    def __init__(self, size: int, policy: OverflowPolicy) -> None:
+    """``weigh`` (default ``len``) gives a message's weight on the way in and out; with
+    ``weigh=None`` the caller passes each weight to :meth:`put` and the buffer keeps it."""
+
+    def __init__(
+        self,
+        size: int,
+        policy: OverflowPolicy,
+        max_bytes: int | None = None,
+        weigh: Callable[[Message], int] | None = len,  # type: ignore[assignment]
+    ) -> None:
         if size < 1:
             raise ValueError(f"buffer_size: must be >= 1 (got {size!r})")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"buffer_bytes: must be >= 1 (got {max_bytes!r})")
         if policy not in ("drop_oldest", "fail", "block"):
             raise ValueError(
                 f"overflow_policy: must be 'drop_oldest', 'fail' or 'block' (got {policy!r})"
@@ -42,6 +60,11 @@ class MessageBuffer(Generic[Message]):
         self.size = size
         self.policy: OverflowPolicy = policy
         self._items: deque[Message] = deque()
+        # the size bound: a plain int compared per message (no bound: never reached)
+        self.max_bytes = max_bytes if max_bytes is not None else 1 << 62
+        self.bytes = 0  # weight of the messages held
+        self._weigh = weigh
+        self._weights: deque[int] | None = deque() if weigh is None else None
         self._readable = anyio.Event()
         self._writable = anyio.Event()
         # received == delivered + dropped + failed + len(self), whatever the policy
@@ -50,6 +73,9 @@ class MessageBuffer(Generic[Message]):
         self.failed = 0  # refused by ``fail``: the message that found the buffer full
         self.closed = False
         self.paused = False
+        self._put_waiting = False
+        #: told of every message dropped for the size bound but the last (see ``put``)
+        self.on_drop: Callable[[Message], None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,6 +85,11 @@ class MessageBuffer(Generic[Message]):
         items = self._items
         if len(items) >= self.size:
             return False
+        assert self._weigh is not None, "offer needs a weigh function"
+        weight = self._weigh(item)
+        if self.bytes + weight > self.max_bytes and items:
+            return False
+        self.bytes += weight
         items.append(item)
         if len(items) == 1:  # a consumer only ever waits on an empty (or paused) buffer
             self._readable.set()
@@ -70,36 +101,79 @@ class MessageBuffer(Generic[Message]):
         buffered = self._items
         if len(buffered) + len(items) > self.size:
             return False
+        assert self._weigh is not None, "offer_all needs a weigh function"
+        weight = sum(map(self._weigh, items))
+        if self.bytes + weight > self.max_bytes and (buffered or len(items) > 1):
+            return False
+        self.bytes += weight
         was_empty = not buffered
         buffered.extend(items)
         if was_empty and items:  # as in ``offer``: a consumer waits only on an empty buffer
             self._readable.set()
         return True
 
-    async def put(self, item: Message) -> Message | None:
+    def _full(self, weight: int) -> bool:
+        items = self._items
+        return len(items) >= self.size or (self.bytes + weight > self.max_bytes and bool(items))
+
+    def _pop(self) -> Message:
+        item = self._items.popleft()
+        weights = self._weights
+        if weights is not None:
+            self.bytes -= weights.popleft()
+        else:
+            assert self._weigh is not None
+            self.bytes -= self._weigh(item)
+        return item
+
+    async def put(self, item: Message, weight: int | None = None) -> Message | None:
         """Buffer ``item``; return the message dropped to make room (``drop_oldest``), so a
-        caller that knows what messages mean can report the loss (None: nothing dropped)."""
+        caller that knows what messages mean can report the loss (None: nothing dropped).
+        ``weight``: the item's weight when the buffer has no ``weigh`` function."""
+        if weight is None:
+            assert self._weigh is not None, "put needs a weight"
+            weight = self._weigh(item)
         dropped: Message | None = None
-        while len(self._items) >= self.size:
+        items = self._items
+        # the per-message path: two comparisons inline, the loop only when a bound is reached
+        while len(items) >= self.size or (self.bytes + weight > self.max_bytes and items):
             if self.policy == "drop_oldest":
-                dropped = self._items.popleft()
+                # the count bound drops one; the size bound as many as it takes
+                dropped = self._pop()
                 self.dropped += 1
+                if self._full(weight):
+                    self._dropped_more(dropped)
+                    continue
                 break
             if self.policy == "fail":
                 self.failed += 1
-                raise BufferFull(f"consumer too slow: {self.size} messages buffered")
+                raise BufferFull(
+                    f"consumer too slow: {len(self._items)} messages ({self.bytes} bytes)"
+                    f" buffered (buffer_size={self.size}, buffer_bytes={self.max_bytes})"
+                )
             if self.closed:  # nobody will make room: the message is discarded, and counted
                 self.dropped += 1
                 return None
             self._writable = anyio.Event()
+            self._put_waiting = True
             try:
                 await self._writable.wait()
             except BaseException:  # cancelled while waiting (the connection ended): discarded
                 self.dropped += 1
                 raise
-        self._items.append(item)
+        items.append(item)
+        self.bytes += weight
+        if self._weights is not None:
+            self._weights.append(weight)
         self._readable.set()
         return dropped
+
+    def _dropped_more(self, message: Message) -> None:
+        """One of several messages dropped for one put (the size bound): the caller is told
+        of the last one only, so the others go to :attr:`on_drop` (a caller that reports
+        losses sets it)."""
+        if self.on_drop is not None:
+            self.on_drop(message)
 
     def pause(self) -> None:
         """Hold messages back from the consumer (they are still buffered, under the bound)."""
@@ -114,10 +188,10 @@ class MessageBuffer(Generic[Message]):
         items = self._items
         if not items or (self.paused and not self.closed):
             raise anyio.WouldBlock
-        was_full = len(items) >= self.size
-        item = items.popleft()
+        item = self._pop()
         self.delivered += 1
-        if was_full:  # a ``block`` put waits only on a full buffer
+        if self._put_waiting:  # a ``block`` put waits for room: it looks again
+            self._put_waiting = False
             self._writable.set()
         return item
 

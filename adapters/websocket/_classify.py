@@ -5,13 +5,22 @@ and ``anyio.EndOfStream`` unmapped on asyncio, and on trio turns a corrupted TLS
 bare ``WebSocketNetworkError()``. So: flatten the groups, skip cancellations, walk each leaf's
 ``__cause__``/``__context__`` chain (httpcore raises ``ReadError from SSLError``), and take the
 most specific fact found.
+
+A server's ``Retry-After`` is its word, not ours to trust: a value that is not a finite
+number of seconds >= 0 (``inf``, ``1e999``, ``-5``, ``nan``) or is above
+:data:`MAX_RETRY_AFTER` (3 days, the longest ban Binance documents) is capped into
+``[0, MAX_RETRY_AFTER]`` (``nan``, which says nothing, is ignored) and
+:attr:`Classified.retry_after_capped` keeps what the server sent, so the adapter logs it. A
+date (RFC 9110 allows one) is not used either. So no wait a server asks for is ever endless.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
 import traceback
 from collections.abc import Iterator
+from typing import Final
 
 import anyio
 import attrs
@@ -30,7 +39,12 @@ from .._redact import clip
 from ._buffer import BufferFull
 from ._guards import GuardFailure
 
-__all__ = ["Classified", "MessageTooBig", "classify_exception"]
+__all__ = ["MAX_RETRY_AFTER", "Classified", "MessageTooBig", "classify_exception"]
+
+#: The longest Retry-After honoured, in seconds: 3 days, Binance's longest documented ban.
+MAX_RETRY_AFTER: Final = 259_200.0
+# the longest excerpt of a server's Retry-After kept for the log line
+_SHOWN: Final = 40
 
 #: Close codes that announce a planned restart: reconnect at once, not a failure.
 PLANNED_CLOSE_CODES = frozenset({1001, 1012})
@@ -48,6 +62,8 @@ class Classified:
     detail: str
     #: the Location of a 3xx answer to the upgrade (the adapter may follow it)
     location: str | None = None
+    #: the server's Retry-After as sent (cut to 40 characters) when it was not used as is
+    retry_after_capped: str | None = None
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -74,13 +90,23 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+    return retry_after_seconds(response.headers.get("retry-after"))[0]
+
+
+def retry_after_seconds(value: str | None) -> tuple[float | None, str | None]:
+    """``(seconds to wait or None, the value as sent when it was not used as is)``."""
     if value is None:
-        return None
+        return None, None
+    shown = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        return None, shown
+    if math.isnan(seconds):
+        return None, shown
+    if not 0.0 <= seconds <= MAX_RETRY_AFTER:
+        return min(max(seconds, 0.0), MAX_RETRY_AFTER), shown
+    return seconds, None
 
 
 def _one(exc: BaseException) -> tuple[int, str, str, float | None]:
@@ -159,7 +185,17 @@ def classify_exception(exc: BaseException) -> Classified:
         retry_after=best[3],
         detail=detail,
         location=_redirect_location(leaves) if best[2].startswith("HTTP 3") else None,
+        retry_after_capped=_retry_after_sent(leaves) if best[1] != "fatal" else None,
     )
+
+
+def _retry_after_sent(leaves: list[BaseException]) -> str | None:
+    """The Retry-After the server sent, when :func:`retry_after_seconds` did not use it as is."""
+    for leaf in leaves:
+        for link in _chain(leaf):
+            if isinstance(link, WebSocketUpgradeError):
+                return retry_after_seconds(link.response.headers.get("retry-after"))[1]
+    return None
 
 
 def _redirect_location(leaves: list[BaseException]) -> str | None:

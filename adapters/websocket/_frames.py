@@ -32,7 +32,9 @@ continuation with nothing to continue or a new message inside a fragmented one (
 that is not UTF-8, checked incrementally frame by frame so an error is found where it arrives,
 and a close reason that is not UTF-8 (1007); a close payload of one byte or a code no endpoint
 may send (1002); a message that would grow past ``max_message_bytes``, refused from the frame
-header, before its payload is buffered (1009). Events completed before the violation are in
+header, before its payload is buffered (1009); a message in more than ``max_fragments``
+frames (1009: empty continuations cost nothing in bytes but a list entry each, so the count is
+bounded too; empty fragments are not kept at all). Events completed before the violation are in
 :attr:`FrameError.events`; after a violation or a close frame the decoder takes no more input.
 """
 
@@ -41,7 +43,10 @@ from __future__ import annotations
 import codecs
 from typing import Final
 
-__all__ = ["Close", "Event", "FrameDecoder", "FrameError", "Ping", "Pong"]
+__all__ = ["MAX_FRAGMENTS", "Close", "Event", "FrameDecoder", "FrameError", "Ping", "Pong"]
+
+#: Frames one message may arrive in (a server that fragments at all uses a few).
+MAX_FRAGMENTS: Final = 4096
 
 # close codes RFC 6455 section 7.4.1 defines (1004 reserved; 1005, 1006, 1015 never sent)
 _DEFINED_CODES: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
@@ -126,8 +131,10 @@ class _Violation(Exception):
 class FrameDecoder:
     """Decodes one connection's server frames; see the module's docstring."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, max_fragments: int = MAX_FRAGMENTS) -> None:
         self.max_message_bytes = max_message_bytes
+        self.max_fragments = max_fragments
+        self._count = 0  # frames of the fragmented message in progress
         self._head = b""  # an incomplete frame header
         # the frame whose payload is still arriving
         self._missing = 0  # payload bytes still to come; 0: no frame in progress
@@ -288,6 +295,11 @@ class FrameDecoder:
                 self._opcode = opcode
                 if opcode == 1:
                     self._utf8 = codecs.getincrementaldecoder("utf-8")()
+            self._count += 1
+            if self._count > self.max_fragments:
+                raise _Violation(
+                    _TOO_BIG, f"message in more than max_fragments={self.max_fragments} frames"
+                )
             size = self._size + len(payload)
             if size > self.max_message_bytes:  # the header was checked; this is a backstop
                 raise _Violation(_TOO_BIG, self._too_big(size))
@@ -295,10 +307,12 @@ class FrameDecoder:
             utf8 = self._utf8
             if utf8 is not None:
                 try:
-                    self._text.append(utf8.decode(payload, fin))
+                    text = utf8.decode(payload, fin)
                 except UnicodeDecodeError as exc:
                     raise _Violation(_INVALID_DATA, f"text is not UTF-8 ({exc.reason})") from None
-            else:
+                if text:
+                    self._text.append(text)
+            elif payload:
                 self._fragments.append(payload)
             if fin:
                 if utf8 is not None:
@@ -310,3 +324,4 @@ class FrameDecoder:
                 self._text = []
                 self._fragments = []
                 self._size = 0
+                self._count = 0

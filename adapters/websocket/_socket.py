@@ -51,7 +51,7 @@ from ...fsm import (
 from ...fsm._diagram import mermaid
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
-from ._classify import classify_exception
+from ._classify import MAX_RETRY_AFTER, classify_exception
 from ._clock import AnyioClock, Clock
 from ._errors import ConnectionClosedError, NotLiveError
 from ._guards import InsecureContext, SendBlocked
@@ -59,6 +59,7 @@ from ._inputs import check_count, check_headers, check_seconds, check_url
 from ._logfields import action_log_fields, iso_utc
 from ._notifiers import Notice, Notifier
 from ._redact import guard_third_party_logs, redact_url, redaction_policy
+from ._redirect import follow
 from ._session import RegulatorSession
 from ._support import abandon_task_group, exit_task_group, tls_context, tls_problem
 from ._transport import TrackingTransport
@@ -83,7 +84,8 @@ class ResilientWebSocket:
             restore subscriptions here (R1.4).
         notifiers: async callables told about alarms, resolutions and pattern reports.
         buffer_size, overflow_policy: the bounded buffer between socket and consumer
-            (``drop_oldest``, ``fail`` or ``block``; see ``regulator.adapters.websocket._buffer``).
+            (``drop_oldest``, ``fail`` or ``block``; see ``regulator.adapters.websocket._buffer``);
+            its size bound is ``config.buffer_bytes``.
         max_message_bytes: a message growing past this fails the connection as ``protocol``.
         headers: extra HTTP headers of the upgrade request.
         clock: time source (default: the event loop's).
@@ -99,7 +101,8 @@ class ResilientWebSocket:
             pattern detector finds "minute 17 of every hour" on it (R3.5).
         follow_redirects: a 3xx answer to the upgrade is fatal by default (the reason names
             its Location); True follows the Location at the next attempt (with backoff, so a
-            redirect loop cannot spin).
+            redirect loop cannot spin), never from wss to ws (fatal) and without the secret
+            headers (``X-MBX-APIKEY``, ``Authorization``, ...) when it leads to another origin.
     """
 
     def __init__(
@@ -148,10 +151,13 @@ class ResilientWebSocket:
         self.on_action = on_action
         self.wall_clock: Callable[[], float] = wall_clock or time.time
         self.follow_redirects = follow_redirects
+        self._past_secrets: set[str] = set()  # of URLs and headers left behind by redirects
         # the failure being handled and its redacted traceback, for the log lines it causes
         self._failing: tuple[BaseException, str] | None = None
         self._log = logger or logging.getLogger(LOGGER_NAME)
-        self._buffer: MessageBuffer[str | bytes] = MessageBuffer(buffer_size, overflow_policy)
+        self._buffer: MessageBuffer[str | bytes] = MessageBuffer(
+            buffer_size, overflow_policy, self.config.buffer_bytes
+        )
         self._tg: TaskGroup | None = None
         self._session: RegulatorSession | None = None
         self._generation = 0
@@ -414,7 +420,7 @@ class ResilientWebSocket:
         (at most ``limit`` characters of it)."""
         # computed per call (failures are rare): a host may extend the policy at any time
         secrets = redaction_policy.secrets_of(self.url, self.headers)
-        return redaction_policy.text(text, secrets, limit=limit)
+        return redaction_policy.text(text, [*secrets, *self._past_secrets], limit=limit)
 
     def _failed(self, exc: BaseException, now: float) -> None:
         if self.machine.state not in ("connecting", "handshaking", "live"):
@@ -427,7 +433,20 @@ class ResilientWebSocket:
         detail = self._redact(found.detail, limit=MAX_DETAIL)
         kind = found.kind
         if found.location is not None:
-            kind = self._redirected(found.location)
+            kind, refused = self._redirected(found.location)
+            if refused is not None:
+                reason = f"{reason} (refused: {refused})"
+        if found.retry_after_capped is not None:
+            # a Retry-After not finite, negative, absurd or unreadable: never an endless wait
+            self._log.warning(
+                format_kv(
+                    event="retry_after_capped",
+                    name=self.name,
+                    sent=found.retry_after_capped,
+                    used=found.retry_after,
+                    max=MAX_RETRY_AFTER,
+                )
+            )
         wall = self.wall_clock()
         # R3.1: the stack (exc_info: every handler formats it), the state, the reconnect
         # counter (consecutive failures so far, R1.4) and the time, monotonic and wall (UTC).
@@ -481,18 +500,30 @@ class ResilientWebSocket:
         record.exc_text = redacted
         self._log.handle(record)
 
-    def _redirected(self, location: str) -> str:
-        """A 3xx to the upgrade: fatal, unless the host opted into following it."""
+    def _redirected(self, location: str) -> tuple[str, str | None]:
+        """A 3xx to the upgrade: ``(kind, why it is refused)``. Fatal unless the host opted
+        into following it; never from wss to ws, never with secret headers to another
+        origin (see ``_redirect``)."""
         if not self.follow_redirects:
-            return "fatal"
-        target = str(httpx.URL(self.url).join(location))
-        if target.startswith("https:"):
-            target = "wss:" + target[len("https:") :]
-        elif target.startswith("http:"):
-            target = "ws:" + target[len("http:") :]
-        self.url = target
-        self.safe_url = redact_url(target)
-        return "protocol"  # retried with backoff: a redirect loop cannot spin
+            return "fatal", None
+        hop = follow(self.url, location, self.headers)
+        if hop.target is None:
+            return "fatal", hop.refused
+        # what this socket knew as secret stays masked in everything it writes later
+        self._past_secrets.update(redaction_policy.secrets_of(self.url, self.headers))
+        if hop.dropped:
+            self._log.warning(
+                format_kv(
+                    event="redirect_headers_dropped",
+                    name=self.name,
+                    headers=",".join(hop.dropped),
+                    to=redact_url(hop.target),
+                )
+            )
+        self.url = hop.target
+        self.safe_url = redact_url(hop.target)
+        self.headers = hop.headers
+        return "protocol", None  # retried with backoff: a redirect loop cannot spin
 
     def _anyio_deadline(self, deadline: float | None) -> float:
         if deadline is None:
@@ -549,7 +580,9 @@ class ResilientWebSocket:
                         client,
                         keepalive_ping_interval_seconds=None,  # the machine pings
                         session_class=self._session_class,
-                        headers=self.headers,
+                        # a copy: httpx-ws 0.9 adds the handshake's headers (a fresh
+                        # Sec-WebSocket-Key each attempt) to the dict it is given
+                        headers=dict(self.headers),
                         extensions={"trace": self._trace},
                     ) as session,
                 ):
