@@ -47,6 +47,8 @@ from ._errors import RegulatorError as RegulatorError
 from ._errors import ScaleCollapseError as ScaleCollapseError
 from ._logfmt import format_kv as format_kv
 from ._logfmt import parse_kv as parse_kv
+from ._machine import EngineFallbackWarning as EngineFallbackWarning
+from ._machine import Machine as Machine
 from ._patterns import PatternReport as PatternReport
 from ._patterns import detect_patterns as detect_patterns
 from ._simulator import BUILTIN_SCHEDULES as BUILTIN_SCHEDULES

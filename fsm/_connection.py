@@ -63,11 +63,10 @@ import bisect
 import math
 import random
 from collections import deque
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
-from statemachine import State, StateMachine
-from statemachine.exceptions import TransitionNotAllowed
+from statemachine import State
 
 from ._config import ConnectionConfig
 from ._connection_events import (
@@ -98,8 +97,8 @@ from ._connection_events import (
 )
 from ._drop_tracker import DropTracker
 from ._errors import IllegalEventError
+from ._machine import Machine
 from ._patterns import PatternReport
-from ._table import TransitionTable
 
 __all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
 
@@ -157,7 +156,7 @@ class _FailureDecision:
     window_count: int
 
 
-class ConnectionMachine(StateMachine):
+class ConnectionMachine(Machine):
     """The connection lifecycle (see the module header for how it works).
 
     Args:
@@ -201,20 +200,6 @@ class ConnectionMachine(StateMachine):
         | alarmed.to(closed)
     )
 
-    #: True: every transition goes through python-statemachine's ``send()`` (the side-by-side
-    #: property test runs such a subclass beside the table).
-    _execute_with_send: ClassVar[bool] = False
-    _tables: ClassVar[dict[type, TransitionTable | None]] = {}
-    #: This instance's table (None: through send()).
-    _table: TransitionTable | None
-
-    def add_listener(self, *listeners: Any) -> Any:
-        """python-statemachine's ``add_listener``. A listener observes the callbacks ``send()``
-        runs (``after_transition`` ...), so from now on this machine's transitions go through
-        ``send()``, where every listener sees them."""
-        self._table = None
-        return super().add_listener(*listeners)  # type: ignore[no-untyped-call]
-
     # python-statemachine's __setattr__ checks every attribute set against the state names
     # (a state must not be overwritten): about 0.2 us per set, and an event sets about ten
     # counters. Nothing here assigns a state name and python-statemachine reads its states
@@ -239,12 +224,6 @@ class ConnectionMachine(StateMachine):
         self.config = config if config is not None else ConnectionConfig()
         self.rng = rng if rng is not None else random.Random()
         self._reset_counters()
-        cls = type(self)
-        if cls not in ConnectionMachine._tables:
-            ConnectionMachine._tables[cls] = (
-                None if cls._execute_with_send else TransitionTable.compile(cls)
-            )
-        self._table = ConnectionMachine._tables[cls]
         if _start_value is None:
             super().__init__()
         else:
@@ -392,26 +371,10 @@ class ConnectionMachine(StateMachine):
         them: ``decision`` for ``fail``)."""
         model = self.model
         source: str = model.state
-        table = self._table
-        if table is None:
-            try:
-                self.send(name, **kwargs)
-            except TransitionNotAllowed:
-                raise IllegalEventError("ConnectionMachine", name, source) from None
-        else:
-            # The declaration compiled into a dict (see fsm/_table.py): the same transition,
-            # guards in declaration order, without send()'s queue and callback resolution.
-            row = table.unguarded.get((source, name))
-            if row is None:
-                row = table.target(self, source, name, kwargs)
-                if row is None:
-                    raise IllegalEventError("ConnectionMachine", name, source)
-            # The model's state field is where python-statemachine keeps the state (what
-            # current_state_value writes, less its 1.6 us of normalising the value to a set
-            # and back); its configuration cache is keyed by that value, so it follows.
-            model.state = row.target
-            if row.final:
-                self._engine.stop()  # as send() does on a final state: is_terminated holds
+        # The declared transition, on the compiled engine (fsm/_machine.py) or through
+        # python-statemachine's send() for a subclass the engine cannot run.
+        if not self._move(name, kwargs):
+            raise IllegalEventError("ConnectionMachine", name, source)
         entered = self.state_entered_at
         if entered is not None:
             self.time_in_state[source] += now - entered
@@ -873,6 +836,3 @@ _HANDLERS: dict[type, tuple[str, bool]] = {
         (ConnectionHealthy, "_vouched"),
     )
 }
-
-# Compiled at class creation: a subclass compiles its own on first use.
-ConnectionMachine._tables[ConnectionMachine] = TransitionTable.compile(ConnectionMachine)

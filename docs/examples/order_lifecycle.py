@@ -1,0 +1,94 @@
+"""A host's own machine on regulator's engine: an order lifecycle.
+
+Declared exactly as python-statemachine documents it (named guards that take injected
+arguments, convention callbacks, final states, a self-transition); subclassing
+``regulator.fsm.Machine`` instead of ``StateMachine`` runs its events on the compiled engine.
+``tests/docs/test_order_lifecycle_example.py`` runs this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from statemachine import State
+
+from regulator.fsm import Machine
+
+
+class OrderLifecycle(Machine):
+    """draft -> placed -> paid -> shipped; cancelled from draft or placed; refunds while paid."""
+
+    draft = State("Draft", initial=True)
+    placed = State("Placed")
+    paid = State("Paid")
+    shipped = State("Shipped", final=True)
+    cancelled = State("Cancelled", final=True)
+
+    place = draft.to(placed, cond="has_items")
+    pay = placed.to(paid, cond="amount_matches", unless="is_blocked", on="charge")
+    refund = paid.to.itself(cond="refundable")  # type: ignore[no-untyped-call]
+    ship = paid.to(shipped, validators="address_known")
+    cancel = draft.to(cancelled) | placed.to(cancelled, cond="not_charged")
+
+    def __init__(self, items: int = 1, total: float = 10.0, **kwargs: Any) -> None:
+        self.items = items
+        self.total = total
+        self.charged = 0.0
+        self.log: list[str] = []
+        super().__init__(**kwargs)
+
+    # -- guards: arguments injected by name, as python-statemachine does ---------------------
+    def has_items(self) -> bool:
+        return self.items > 0
+
+    def amount_matches(self, amount: float = 0.0) -> bool:
+        return amount == self.total
+
+    def is_blocked(self, customer: str = "") -> bool:
+        return customer == "blocked"
+
+    def refundable(self, amount: float = 0.0) -> bool:
+        return 0.0 < amount <= self.charged
+
+    def not_charged(self) -> bool:
+        return self.charged == 0.0
+
+    def address_known(self, address: str | None = None) -> None:
+        if not address:
+            raise ValueError("ship: an address is required")
+
+    # -- actions and convention callbacks ----------------------------------------------------
+    def charge(self, amount: float) -> str:
+        self.charged += amount
+        return f"charged {amount:g}"
+
+    def on_refund(self, amount: float) -> str:
+        self.charged -= amount
+        return f"refunded {amount:g}"
+
+    def before_pay(self, event: Any, source: State, target: State) -> None:
+        self.log.append(f"before {event} {source.id}->{target.id}")
+
+    def on_enter_paid(self, state: State) -> None:
+        self.log.append(f"enter {state.id}")
+
+    def on_exit_placed(self) -> None:
+        self.log.append("exit placed")
+
+    def after_transition(self, event: Any, source: State, target: State) -> None:
+        self.log.append(f"{source.id} --{event}--> {target.id}")
+
+
+def main() -> None:
+    order = OrderLifecycle(items=2, total=25.0)
+    assert OrderLifecycle.engine == "compiled"
+    order.place()
+    print(order.send("pay", amount=25.0, customer="alice"))  # charged 25
+    print(order.refund(amount=5.0))  # refunded 5
+    order.ship(address="1 Main St")
+    print(order.current_state_value, order.is_terminated)  # shipped True
+    print("\n".join(order.log))
+
+
+if __name__ == "__main__":
+    main()
