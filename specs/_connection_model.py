@@ -35,6 +35,7 @@ from ..fsm import (
     ConnectionFailed,
     ConnectionHealthy,
     ConnectionMachine,
+    Disconnect,
     FailureKind,
     HandshakeSucceeded,
     IllegalEventError,
@@ -247,7 +248,10 @@ def connection_lifecycle_spec(
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
             self.machine = machine_class(cfg, rng=random.Random(seed))
+            engine = self.machine._fast
             self.machine.add_listener(recorder)
+            # The recorder observes the engine production runs; it never switches to send().
+            assert self.machine._fast == engine
             self.model = ConnectionModel(cfg)
             self.seen_closed = False
 
@@ -264,6 +268,8 @@ def connection_lifecycle_spec(
             self, actions: list[Any], new_alarm: bool, n: int, retry_after: float | None
         ) -> None:
             _, model = self._m()
+            # the failed transport is closed, once, whatever follows (R1.1: reconnect anew)
+            assert sum(isinstance(a, Disconnect) for a in actions) == 1, actions
             raised = [a for a in actions if isinstance(a, RaiseAlarm)]
             assert len(raised) == int(new_alarm), (raised, new_alarm)
             waits = [a for a in actions if isinstance(a, Wait)]
@@ -385,7 +391,8 @@ def connection_lifecycle_spec(
         @rule()
         def stop(self) -> None:
             _, model = self._m()
-            self._apply(Stop(now=self.now))
+            actions = self._apply(Stop(now=self.now))
+            assert sum(isinstance(a, Disconnect) for a in actions) == 1, actions
             model.state = "closed"
 
         @precondition(lambda self: self.model is not None)

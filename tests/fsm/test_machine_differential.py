@@ -272,9 +272,7 @@ def test_order_lifecycle_agrees_with_send(script: list[Any], items: int) -> None
     fast, slow = OrderLifecycle(items=items, total=25.0), OrderTwin(items=items, total=25.0)
     assert OrderLifecycle.engine == "compiled"
     for event, kwargs, as_method in script:
-        assert _outcome(fast, event, kwargs, as_method) == _outcome(
-            slow, event, kwargs, as_method
-        )
+        assert _outcome(fast, event, kwargs, as_method) == _outcome(slow, event, kwargs, as_method)
         assert (fast.current_state_value, fast.is_terminated, fast.log, fast.charged) == (
             slow.current_state_value,
             slow.is_terminated,
