@@ -288,14 +288,14 @@ class _MachineMeta(StateMachineMetaclass):
         for base in bases:
             for parent in base.__mro__:
                 _refuse_parent_change(parent, name, attrs)
-        super().__init__(name, bases, attrs)
+        super().__init__(name, bases, attrs)  # type: ignore[arg-type]
         cls._declared = _transitions_of(cls)
         if not cls.states:  # Machine itself: nothing declared
             cls.engine = "send"
             cls._fallback = "no states"
             return
         reason = _fallback_reason(cls)
-        cls._fallback = reason
+        cls._fallback = reason  # type: ignore[assignment]
         cls.engine = "send" if reason is not None else "compiled"
         if reason is not None and reason != "use_engine = False":
             warnings.warn(
@@ -347,6 +347,13 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     use_engine: ClassVar[bool] = True
     _fallback: ClassVar[str | None] = None
     _declared: ClassVar[dict[State, tuple[Any, ...]]] = {}
+    # per instance (set in __init__): the links per (state value, event), the queue of events
+    # sent from callbacks, whether one is being processed, the bound events, the engine on
+    _links: dict[tuple[Any, str], tuple[_Candidate, ...]]
+    _queue: list[tuple[str, dict[str, Any]]]
+    _busy: bool
+    _events_bound: dict[str, Any]
+    _fast: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # python-statemachine's __setattr__ checks each set against the state names; the

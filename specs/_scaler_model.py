@@ -205,7 +205,10 @@ def scaler_lifecycle_spec(
         def setup(self, cfg: ScalerConfig, initial: float) -> None:
             initial = max(initial, cfg.min_scale)
             self.machine = machine_class(cfg, initial_scale=initial)
-            self.machine.add_listener(recorder)  # type: ignore[no-untyped-call]
+            engine = self.machine._fast
+            self.machine.add_listener(recorder)
+            # The recorder observes the engine production runs; it never switches to send().
+            assert self.machine._fast == engine
             self.model = ScalerModel(cfg, initial, scale=initial)
             self.scale = initial
 

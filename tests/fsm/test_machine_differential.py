@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from regulator.fsm import EngineFallbackWarning, Machine
 from statemachine import State
+from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
 from statemachine.model import Model
 from statemachine.orderedset import OrderedSet
 from statemachine.transition import Transition
-from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "order_lifecycle.py"
 
