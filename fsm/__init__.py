@@ -16,6 +16,7 @@ from ._config_loader import load_config as load_config
 from ._connection import CONNECTION_STATES as CONNECTION_STATES
 from ._connection import DELAY_BUCKETS as DELAY_BUCKETS
 from ._connection import ConnectionMachine as ConnectionMachine
+from ._connection import FailureDecision as FailureDecision
 from ._connection import backoff_delay as backoff_delay
 from ._connection_events import Alarm as Alarm
 from ._connection_events import AlarmResolved as AlarmResolved
@@ -50,6 +51,8 @@ from ._logfmt import parse_kv as parse_kv
 from ._machine import EngineFallbackWarning as EngineFallbackWarning
 from ._machine import Machine as Machine
 from ._patterns import PatternReport as PatternReport
+from ._scaler import SCALER_STATES as SCALER_STATES
+from ._scaler import ScalerMachine as ScalerMachine
 from ._patterns import detect_patterns as detect_patterns
 from ._simulator import BUILTIN_SCHEDULES as BUILTIN_SCHEDULES
 from ._simulator import Fault as Fault
@@ -64,6 +67,7 @@ __all__ = [
     "BUILTIN_SCHEDULES",
     "CONNECTION_STATES",
     "DELAY_BUCKETS",
+    "EngineFallbackWarning",
     "Alarm",
     "AlarmResolved",
     "BinanceConfig",
@@ -76,12 +80,14 @@ __all__ = [
     "ConnectionHealthy",
     "ConnectionMachine",
     "Disconnect",
+    "FailureDecision",
     "FailureKind",
     "FailureRecord",
     "Fault",
     "GiveUp",
     "HandshakeSucceeded",
     "IllegalEventError",
+    "Machine",
     "PatternDetected",
     "PatternReport",
     "PongReceived",
@@ -90,8 +96,10 @@ __all__ = [
     "RegulatorError",
     "ResolveAlarm",
     "RestoreSubscriptions",
+    "SCALER_STATES",
     "ScaleCollapseError",
     "ScalerConfig",
+    "ScalerMachine",
     "Schedule",
     "SendPing",
     "SimulationResult",

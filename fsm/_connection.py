@@ -100,7 +100,13 @@ from ._errors import IllegalEventError
 from ._machine import Machine
 from ._patterns import PatternReport
 
-__all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
+__all__ = [
+    "CONNECTION_STATES",
+    "DELAY_BUCKETS",
+    "ConnectionMachine",
+    "FailureDecision",
+    "backoff_delay",
+]
 
 #: The keyword arguments of an event without any (never changed).
 _NO_KWARGS: dict[str, Any] = {}
@@ -143,9 +149,19 @@ def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
 
 
 @attrs.define
-class _FailureDecision:
-    """What a failure will do, computed before anything changes (never changed afterwards;
-    not frozen because a frozen attrs class costs 0.7 us more to build, once per failure)."""
+class FailureDecision:
+    """What a failure will do, computed by :meth:`ConnectionMachine.decide_failure` before
+    anything changes (never changed afterwards; not frozen because a frozen attrs class costs
+    0.7 us more to build, once per failure).
+
+    ``target`` is ``"closed"``, ``"alarmed"`` or ``"backing_off"``; ``counted``: the failure
+    counts (a planned server close does not); ``attempt_failed``: an attempt that never became
+    healthy (R1.3 counts those); ``consecutive``: the consecutive failures after this one;
+    ``delay``: the wait before the next attempt (None when closing); ``new_alarm``: this
+    failure raises the alarm; ``window_count``: failed attempts in the alarm window.
+
+    .. versionadded:: 0.2.0
+    """
 
     target: str
     counted: bool
@@ -207,10 +223,10 @@ class ConnectionMachine(Machine):
     __setattr__ = object.__setattr__
 
     # -- guards (pure: they read the precomputed decision) -------------------------------
-    def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
+    def fatal_or_exhausted(self, decision: FailureDecision) -> bool:
         return decision.target == "closed"
 
-    def alarm_raised(self, decision: _FailureDecision) -> bool:
+    def alarm_raised(self, decision: FailureDecision) -> bool:
         return decision.target == "alarmed"
 
     # ---------------------------------------------------------------------------
@@ -476,23 +492,38 @@ class ConnectionMachine(Machine):
         return []
 
     # -- failures ------------------------------------------------------------------
-    def _decide(self, event: ConnectionFailed) -> _FailureDecision:
+    # -- public hooks: a subclass overrides these (docs/connection.md, "Subclass hooks") ------
+    def retry_delay(self, consecutive: int, unit: float) -> float:
+        """The wait before the attempt after the ``consecutive``-th consecutive failure (R1.1).
+
+        ``unit`` is a uniform draw in [0, 1) from the machine's ``rng`` (0.5 without jitter).
+        Default: :func:`backoff_delay` (exponential, capped, jittered). A host with another
+        rule (say linear) overrides it, and checks it with its own reference model
+        (``connection_lifecycle_spec(model=...)``). A server's ``retry_after`` still wins
+        when longer; a planned server close (``server_closed``) retries at once.
+        """
+        return backoff_delay(self.config, consecutive - 1, unit)
+
+    def decide_failure(self, event: ConnectionFailed) -> FailureDecision:
+        """What the failure ``event`` will do, from the counters as they are before it (the
+        failure decision: close, alarm or back off, and the delay). Called once per failure,
+        before anything changes; the transition's guards read the returned decision."""
         cfg = self.config
         kind = event.kind
         counted = kind is not FailureKind.SERVER_CLOSED
-        healthy_drop = self.model.state == "live" and self._is_recovered(event.now)
+        healthy_drop = self.model.state == "live" and self.is_healthy(event.now)
         # R1.3 counts reconnect failures: attempts that never became healthy. The drop of a
         # healthy connection is a drop (history, pattern detector), not a failed attempt.
         attempt_failed = counted and not healthy_drop
         consecutive = 0 if healthy_drop else self.consecutive_failures
         if counted:
             consecutive += 1
-        window_count = self._failures_in_window(event.now)
+        window_count = self.failures_in_window(event.now)
         if attempt_failed:
             window_count += 1
         exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
         if kind is FailureKind.FATAL or exhausted:
-            return _FailureDecision(
+            return FailureDecision(
                 "closed", counted, attempt_failed, consecutive, None, False, window_count
             )
         # A ban is an operator's problem at the first sighting, whatever the window says.
@@ -505,22 +536,25 @@ class ConnectionMachine(Machine):
             delay = 0.0
         else:
             unit = self.rng.random() if cfg.jitter > 0.0 else 0.5
-            delay = backoff_delay(cfg, consecutive - 1, unit)
+            delay = self.retry_delay(consecutive, unit)
         if event.retry_after is not None and event.retry_after > delay:
             delay = float(event.retry_after)  # the server's word beats max_delay
-        return _FailureDecision(
+        return FailureDecision(
             target, counted, attempt_failed, consecutive, delay, new_alarm, window_count
         )
 
-    def _failures_in_window(self, now: float) -> int:
+    def failures_in_window(self, now: float) -> int:
         """This episode's failed attempts within the alarm window (R1.3): those less than
-        ``alarm_window`` seconds old (one exactly that old is outside it)."""
+        ``alarm_window`` seconds old (one exactly that old is outside it). A hook: a subclass
+        may count otherwise (the alarm fires when the count exceeds ``alarm_failures``)."""
         if not self._window:  # the common case: the first failure of an episode
             return 0
         horizon = now - self.config.alarm_window
         return sum(1 for t in self._window if t > horizon)
 
-    def _is_recovered(self, now: float) -> bool:
+    def is_healthy(self, now: float) -> bool:
+        """Whether the live connection counts as healthy at ``now`` (R1.4: vouched for, or
+        live for ``stable_after`` seconds). A hook: a subclass may be stricter."""
         return self.recovered or (
             self.live_since is not None and now - self.live_since >= self.config.stable_after
         )
@@ -532,9 +566,9 @@ class ConnectionMachine(Machine):
         # Healthy by time but not yet ticked: recover first (the transition below cannot be
         # refused from live, so nothing is half-applied).
         recovery: list[ConnectionAction] = []
-        if source == "live" and not self.recovered and self._is_recovered(event.now):
+        if source == "live" and not self.recovered and self.is_healthy(event.now):
             recovery = self._recover(event.now)
-        decision = self._decide(event)
+        decision = self.decide_failure(event)
         kind = event.kind.value  # an enum's .value is a Python-level descriptor: read it once
         reason = f"{kind}: {event.reason}" if event.reason else kind
         actions = recovery + self._transition("fail", event.now, reason, {"decision": decision})

@@ -216,11 +216,15 @@ def connection_lifecycle_spec(
     config: ConnectionConfig | None = None,
     *,
     machine_class: type[ConnectionMachine] = ConnectionMachine,
+    model: Callable[[ConnectionConfig], ConnectionModel] = ConnectionModel,
 ) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
 
     With ``config`` None each run draws a config from :func:`connection_configs`;
-    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    ``machine_class`` is the machine checked (a host's own subclass); ``model`` builds the
+    reference model from the config: a host whose subclass changes a rule through a public
+    hook (``retry_delay``: linear backoff, say) passes a :class:`ConnectionModel` subclass
+    with the same change (``base_delay``). Every rule is reachable
     in a short example on any valid config: time jumps to the next deadline or by any
     fraction of the config's longest period, and a failed attempt can be followed by its
     retry in one step.
@@ -252,7 +256,7 @@ def connection_lifecycle_spec(
             self.machine.add_listener(recorder)
             # The recorder observes the engine production runs; it never switches to send().
             assert self.machine._fast == engine
-            self.model = ConnectionModel(cfg)
+            self.model = model(cfg)
             self.seen_closed = False
 
         def _m(self) -> tuple[ConnectionMachine, ConnectionModel]:

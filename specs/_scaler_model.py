@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -169,20 +170,28 @@ def initial_scale_by_size(cfg: ScalerConfig, parameters: int | None) -> float:
     return cfg.medium_model_scale
 
 
+def _default_model(cfg: ScalerConfig, initial: float) -> ScalerModel:
+    return ScalerModel(cfg, initial, scale=initial)
+
+
 def scaler_lifecycle_spec(
     config: ScalerConfig | None = None,
     *,
     initial_scale: float | None = None,
     machine_class: type[ScalerMachine] = ScalerMachine,
+    model: Callable[[ScalerConfig, float], ScalerModel] | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ScalerMachine against :class:`ScalerModel`.
 
-    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    ``machine_class`` is the machine checked (a host's own subclass); ``model(config,
+    initial_scale)`` builds the reference model (default: :class:`ScalerModel`; a host that
+    changes a rule in its subclass passes a model with the same change). Every rule is reachable
     in a short example on any valid config: a rule runs clean steps up to the next growth at
     once, and another sets the scale near the threshold, the floor or the initial scale
     through ``resync`` (what a host does with the scale read back from the device).
     """
     recorder = TransitionRecorder(machine_class)
+    build_model = model if model is not None else _default_model
 
     class ScalerLifecycle(RuleBasedStateMachine):
         transitions = recorder
@@ -209,7 +218,7 @@ def scaler_lifecycle_spec(
             self.machine.add_listener(recorder)
             # The recorder observes the engine production runs; it never switches to send().
             assert self.machine._fast == engine
-            self.model = ScalerModel(cfg, initial, scale=initial)
+            self.model = build_model(cfg, initial)
             self.scale = initial
 
         def _both(self) -> tuple[ScalerMachine, ScalerModel]:

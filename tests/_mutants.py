@@ -79,8 +79,8 @@ def _no_subscription_restore(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
 
 def _alarm_every_failure(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
     class Mutant(ConnectionMachine):
-        def _decide(self, event: Any) -> Any:
-            decision = super()._decide(event)
+        def decide_failure(self, event: Any) -> Any:
+            decision = super().decide_failure(event)
             return attrs.evolve(decision, new_alarm=decision.target == "alarmed")
 
     return Mutant
@@ -120,7 +120,7 @@ def _late_first_ping(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
 
 def _window_edge_inside(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
     class Mutant(ConnectionMachine):
-        def _failures_in_window(self, now: float) -> int:
+        def failures_in_window(self, now: float) -> int:
             horizon = now - self.config.alarm_window
             return sum(1 for t in self._window if t >= horizon)  # R1.3 window: >, not >=
 
