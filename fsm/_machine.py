@@ -398,7 +398,10 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                     self._engine.stop()
                 return True
         try:
-            self.send(event, **kwargs)
+            if self._fast and not self._busy:
+                self._process(event, kwargs)
+            else:
+                self.send(event, **kwargs)
         except TransitionNotAllowed:
             return False
         return True
