@@ -42,6 +42,8 @@ from ._connection_events import Stop as Stop
 from ._connection_events import Tick as Tick
 from ._connection_events import TransportConnected as TransportConnected
 from ._connection_events import Wait as Wait
+from ._diagram import DiagramError as DiagramError
+from ._diagram import render_diagram as render_diagram
 from ._errors import ConfigError as ConfigError
 from ._errors import IllegalEventError as IllegalEventError
 from ._errors import RegulatorError as RegulatorError
@@ -51,9 +53,9 @@ from ._logfmt import parse_kv as parse_kv
 from ._machine import EngineFallbackWarning as EngineFallbackWarning
 from ._machine import Machine as Machine
 from ._patterns import PatternReport as PatternReport
+from ._patterns import detect_patterns as detect_patterns
 from ._scaler import SCALER_STATES as SCALER_STATES
 from ._scaler import ScalerMachine as ScalerMachine
-from ._patterns import detect_patterns as detect_patterns
 from ._simulator import BUILTIN_SCHEDULES as BUILTIN_SCHEDULES
 from ._simulator import Fault as Fault
 from ._simulator import Schedule as Schedule
@@ -67,7 +69,7 @@ __all__ = [
     "BUILTIN_SCHEDULES",
     "CONNECTION_STATES",
     "DELAY_BUCKETS",
-    "EngineFallbackWarning",
+    "SCALER_STATES",
     "Alarm",
     "AlarmResolved",
     "BinanceConfig",
@@ -79,7 +81,9 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionHealthy",
     "ConnectionMachine",
+    "DiagramError",
     "Disconnect",
+    "EngineFallbackWarning",
     "FailureDecision",
     "FailureKind",
     "FailureRecord",
@@ -96,7 +100,6 @@ __all__ = [
     "RegulatorError",
     "ResolveAlarm",
     "RestoreSubscriptions",
-    "SCALER_STATES",
     "ScaleCollapseError",
     "ScalerConfig",
     "ScalerMachine",
@@ -120,5 +123,6 @@ __all__ = [
     "load_config",
     "load_schedule",
     "parse_kv",
+    "render_diagram",
     "simulate",
 ]

@@ -370,6 +370,33 @@ class ConnectionMachine(Machine):
             self.wall_offset = previous
             raise
 
+    def replay_event(self, event: str) -> list[ConnectionAction]:
+        """Feed the event named ``event`` as a host would, at the current time, through the
+        real guards and rules (``regulator diagram --events``): ``fail`` is a network
+        failure, ``retry`` the Tick at the retry deadline.
+
+        Raises:
+            IllegalEventError: the event is not accepted in the current state.
+        """
+        now = self.last_event_at if self.last_event_at is not None else 0.0
+        state = self.state
+        typed: ConnectionEvent
+        if event == "start":
+            typed = Start(now=now)
+        elif event == "transport_connected":
+            typed = TransportConnected(now=now)
+        elif event == "handshake_succeeded":
+            typed = HandshakeSucceeded(now=now)
+        elif event == "fail":
+            typed = ConnectionFailed(now=now, kind=FailureKind.NETWORK, reason="replayed")
+        elif event == "retry" and state in ("backing_off", "alarmed") and self.retry_at:
+            typed = Tick(now=max(now, self.retry_at))
+        elif event == "stop" and state != "closed":
+            typed = Stop(now=now, reason="replayed")
+        else:
+            raise IllegalEventError("ConnectionMachine", event, state)
+        return self.handle(typed)
+
     def _on_tick(self, event: Tick) -> list[ConnectionAction]:
         return self._tick(event.now)
 

@@ -65,6 +65,7 @@ from statemachine.event import BoundEvent, Event
 from statemachine.event_data import EventData, TriggerData
 from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
 from statemachine.factory import StateMachineMetaclass
+from statemachine.model import Model
 from statemachine.orderedset import OrderedSet
 
 __all__ = ["EngineFallbackWarning", "Machine"]
@@ -280,6 +281,18 @@ def _transitions_of(cls: Any) -> dict[State, tuple[Any, ...]]:
     return {state: tuple(state.transitions.transitions) for state in cls.states}
 
 
+def _engine_runs(machine: Any) -> bool:
+    """Whether this instance runs on the engine: its class compiled, and no async or
+    ``prepare_event`` callback came with its model or listeners."""
+    callbacks = machine._callbacks
+    prepare = callbacks._registry.get(machine.prepare.key)
+    return bool(
+        type(machine).engine == "compiled"
+        and not callbacks.has_async_callbacks
+        and (prepare is None or not prepare.items)
+    )
+
+
 class _MachineMeta(StateMachineMetaclass):
     """python-statemachine's metaclass, plus: refuse a subclass body that changed a parent's
     states, compile the engine's view of the class, and route event methods to ``send()``."""
@@ -360,17 +373,72 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         # engine's own fields are private, so set them plainly.
         vars(self).update(_links={}, _queue=[], _busy=False, _events_bound={})
         super().__init__(*args, **kwargs)
-        fast = type(self).engine == "compiled" and not self._callbacks.has_async_callbacks
-        prepare = self._callbacks._registry.get(self.prepare.key)
-        vars(self)["_fast"] = fast and not prepare
+        vars(self)["_fast"] = _engine_runs(self)
+
+    # -- persistence ----------------------------------------------------------------------
+    #: The host's own plain attributes that :meth:`snapshot` keeps beside the state.
+    snapshot_fields: ClassVar[tuple[str, ...]] = ()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The machine as a JSON-able dict: its class, its state and :attr:`snapshot_fields`
+        (see :meth:`restore`)."""
+        return {
+            "version": 1,
+            "machine": type(self).__qualname__,
+            "state": self.current_state_value,
+            "fields": {name: getattr(self, name) for name in self.snapshot_fields},
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any], *args: Any, **kwargs: Any) -> Machine:
+        """A machine of this class in ``snapshot``'s state, built with ``*args, **kwargs``
+        and a model that already holds the state (python-statemachine then enters no state:
+        the constructor must pass ``model=`` on to ``Machine.__init__``), then
+        :attr:`snapshot_fields` set back.
+
+        Raises:
+            ValueError: the snapshot is of another version or class, or names no state of it.
+        """
+        if snapshot.get("version") != 1:
+            raise ValueError(f"snapshot.version: must be 1 (got {snapshot.get('version')!r})")
+        if snapshot.get("machine") != cls.__qualname__:
+            raise ValueError(
+                f"snapshot.machine: must be {cls.__qualname__!r} (got {snapshot.get('machine')!r})"
+            )
+        state = snapshot.get("state")
+        if state not in cls.states_map:
+            known = ", ".join(repr(s.value) for s in cls.states)
+            raise ValueError(f"snapshot.state: must be one of {known} (got {state!r})")
+        # python-statemachine starts a machine whose model already holds a state there,
+        # without entering it (start_value would run the state's entry callbacks).
+        model = kwargs.setdefault("model", Model())
+        setattr(model, kwargs.get("state_field", "state"), state)
+        machine = cls(*args, **kwargs)
+        for name, value in snapshot.get("fields", {}).items():
+            if name in cls.snapshot_fields:
+                setattr(machine, name, value)
+        return machine
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The engine's links hold callables bound to this instance: rebuilt, never copied.
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
+        for name in ("_links", "_queue", "_busy", "_events_bound", "_fast"):
+            state.pop(name, None)
+        for event in type(self)._events:
+            state.pop(str(event), None)  # the cached event methods (bound to this instance)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(_links={}, _queue=[], _busy=False, _events_bound={})
+        super().__setstate__(state)
+        vars(self)["_fast"] = _engine_runs(self)
 
     def add_listener(self, *listeners: Any) -> Any:
         """python-statemachine's ``add_listener``; the engine re-links with the listeners'
         callbacks on the next event."""
         result = super().add_listener(*listeners)  # type: ignore[no-untyped-call]
         self._links.clear()
-        if self._callbacks.has_async_callbacks:
-            vars(self)["_fast"] = False
+        vars(self)["_fast"] = _engine_runs(self)
         return result
 
     # -- the engine ------------------------------------------------------------------------

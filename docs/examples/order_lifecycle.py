@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from statemachine import State
-
 from regulator.fsm import Machine
+from statemachine import State
 
 
 class OrderLifecycle(Machine):
@@ -29,6 +28,9 @@ class OrderLifecycle(Machine):
     refund = paid.to.itself(cond="refundable")  # type: ignore[no-untyped-call]
     ship = paid.to(shipped, validators="address_known")
     cancel = draft.to(cancelled) | placed.to(cancelled, cond="not_charged")
+
+    #: what Machine.snapshot() keeps beside the state (Machine.restore sets it back)
+    snapshot_fields = ("items", "total", "charged")
 
     def __init__(self, items: int = 1, total: float = 10.0, **kwargs: Any) -> None:
         self.items = items
