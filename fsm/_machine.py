@@ -411,7 +411,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
             raise ValueError(f"snapshot.state: must be one of {known} (got {state!r})")
         # python-statemachine starts a machine whose model already holds a state there,
         # without entering it (start_value would run the state's entry callbacks).
-        model = kwargs.setdefault("model", Model())
+        model = kwargs.setdefault("model", Model())  # type: ignore[no-untyped-call]
         setattr(model, kwargs.get("state_field", "state"), state)
         machine = cls(*args, **kwargs)
         for name, value in snapshot.get("fields", {}).items():

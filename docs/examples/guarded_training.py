@@ -5,9 +5,10 @@ Run: python docs/examples/guarded_training.py   (CPU is fine: torch.autocast("cp
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from regulator.adapters.torch import GuardedGradScaler, check_finite
 from regulator.fsm import ScalerConfig
-from torch import nn
 
 torch.manual_seed(0)
 x, y = torch.randn(256, 16), torch.randn(256, 1)

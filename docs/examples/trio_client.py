@@ -10,10 +10,11 @@ import json
 import threading
 
 import trio
-from regulator.adapters.websocket import ResilientWebSocket
-from regulator.fsm import ConnectionConfig
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+
+from regulator.adapters.websocket import ResilientWebSocket
+from regulator.fsm import ConnectionConfig
 
 
 def start_server():
@@ -66,9 +67,7 @@ async def main() -> None:
         stats = ws.get_connection_stats()
     stop_server(server, loop)
     kinds = stats["reconnect_statistics"]["failures_by_kind"]
-    print(
-        f"trio: {len(seen)} messages, reconnects={stats['reconnect_statistics']['successes'] - 1}, {kinds}"
-    )
+    print(f"trio: {len(seen)} messages, reconnects={stats['reconnect_statistics']['successes'] - 1}, {kinds}")
     assert kinds == {"server_closed": 1}  # reconnected at once, not counted as a failure
 
 

@@ -11,9 +11,10 @@ import json
 import logging
 
 import anyio
+from websockets.asyncio.server import serve
+
 from regulator.adapters.websocket import LoggingNotifier, ResilientWebSocket
 from regulator.fsm import ConnectionConfig
-from websockets.asyncio.server import serve
 
 logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 
@@ -62,10 +63,8 @@ async def main() -> None:
     server.close()
     await server.wait_closed()
     reconnects = stats["reconnect_statistics"]
-    print(
-        f"messages={stats['messages_received']} attempts={reconnects['total_attempts']}"
-        f" failures={reconnects['failures_by_kind']} state={ws.state}"
-    )
+    print(f"messages={stats['messages_received']} attempts={reconnects['total_attempts']}"
+          f" failures={reconnects['failures_by_kind']} state={ws.state}")
     assert reconnects["successes"] == 2
 
 
