@@ -81,6 +81,37 @@ class OrderLifecycle(Machine):
         self.log.append(f"{source.id} --{event}--> {target.id}")
 
 
+class OrderModel:
+    """The host's plain reference model of the same rules, for ``machine_spec``: the state
+    id, and one step that returns the new state id or None where the machine must refuse."""
+
+    def __init__(self, items: int = 1, total: float = 10.0) -> None:
+        self.state = "draft"
+        self.items = items
+        self.total = total
+        self.charged = 0.0
+
+    def step(self, event: str, **kwargs: Any) -> str | None:
+        amount = kwargs.get("amount", 0.0)
+        state = self.state
+        if event == "place" and state == "draft" and self.items > 0:
+            self.state = "placed"
+        elif event == "pay" and state == "placed" and amount == self.total:
+            if kwargs.get("customer") == "blocked":
+                return None
+            self.charged += amount
+            self.state = "paid"
+        elif event == "refund" and state == "paid" and 0.0 < amount <= self.charged:
+            self.charged -= amount
+        elif event == "ship" and state == "paid" and kwargs.get("address"):
+            self.state = "shipped"
+        elif event == "cancel" and (state == "draft" or (state == "placed" and not self.charged)):
+            self.state = "cancelled"
+        else:
+            return None
+        return self.state
+
+
 def main() -> None:
     order = OrderLifecycle(items=2, total=25.0)
     assert OrderLifecycle.engine == "compiled"
