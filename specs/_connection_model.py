@@ -52,6 +52,7 @@ from ..fsm import (
     Wait,
 )
 from ._coverage import TransitionRecorder, next_transition
+from ._machine_spec import twin_on_send
 
 __all__ = [
     "CONNECTION_TABLE",
@@ -230,6 +231,8 @@ def connection_lifecycle_spec(
     retry in one step.
     """
     recorder = TransitionRecorder(machine_class)
+    # the same class on python-statemachine's send(): every event goes to both
+    twin_class = twin_on_send(machine_class)
 
     class ConnectionLifecycle(RuleBasedStateMachine):
         transitions = recorder
@@ -252,6 +255,7 @@ def connection_lifecycle_spec(
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
             self.machine = machine_class(cfg, rng=random.Random(seed))
+            self.twin = twin_class(cfg, rng=random.Random(seed))
             engine = self.machine._fast
             self.machine.add_listener(recorder)
             # The recorder observes the engine production runs; it never switches to send().
@@ -266,6 +270,9 @@ def connection_lifecycle_spec(
         def _apply(self, event: Any) -> list[Any]:
             machine, _ = self._m()
             self.actions = machine.handle(event)
+            # the compiled engine and python-statemachine's send() agree, step by step
+            assert self.twin.handle(event) == self.actions, event
+            assert self.twin.state == machine.state
             return self.actions
 
         def _check_failure_actions(

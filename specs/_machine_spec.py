@@ -14,7 +14,7 @@ transitions not yet taken (the first event of a shortest path, as
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -36,8 +36,13 @@ class ReferenceModel(Protocol):
         ...
 
 
-def _twin_of(machine_class: type[Machine]) -> type[Machine]:
-    return type(f"{machine_class.__name__}OnSend", (machine_class,), {"use_engine": False})
+M = TypeVar("M", bound=Machine)
+
+
+def twin_on_send(machine_class: type[M]) -> type[M]:
+    """``machine_class`` run by python-statemachine's ``send()`` (the differential twin)."""
+    twin: type[M] = type(f"{machine_class.__name__}OnSend", (machine_class,), {"use_engine": False})
+    return twin
 
 
 def _outcome(machine: Machine, event: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
@@ -84,7 +89,7 @@ def machine_spec(
             f" (its events: {known})"
         )
     make = build if build is not None else (lambda cls: cls())
-    twin_class = _twin_of(machine_class)
+    twin_class = twin_on_send(machine_class)
     recorder = TransitionRecorder(machine_class)
     arguments = {name: st.fixed_dictionaries(dict(events[name])) for name in names}
     ids = {s.value: s.id for s in machine_class.states}
