@@ -134,7 +134,9 @@ def test_scaler_metrics_follow_real_overflows(server: tuple[MetricsExporter, str
 
 def test_register_rejects_other_objects() -> None:
     with pytest.raises(
-        TypeError, match="must be a ResilientWebSocket, a BinanceStream or a GuardedGradScaler"
+        TypeError,
+        match="must be a ResilientWebSocket, a BinanceStream, a GuardedGradScaler or a"
+        " regulator.fsm.Machine",
     ):
         MetricsExporter().register(object(), name="x")
 
