@@ -136,7 +136,7 @@ def test_register_rejects_other_objects() -> None:
     with pytest.raises(
         TypeError,
         match="must be a ResilientWebSocket, a BinanceStream, a GuardedGradScaler or a"
-        " regulator.fsm.Machine",
+        r" regulator\.fsm\.Machine",
     ):
         MetricsExporter().register(object(), name="x")
 
