@@ -114,3 +114,19 @@ def test_redeclaring_an_event_is_refused_and_the_parent_keeps_working() -> None:
     machine.handle(_tick(machine))
     assert machine.state == "connecting"
     assert len(ConnectionMachine.backing_off.transitions.transitions) == 2  # retry and stop
+
+
+def test_simulate_and_the_websocket_take_a_machine_class() -> None:
+    from regulator.adapters.websocket import ResilientWebSocket
+    from regulator.fsm import load_schedule, simulate
+
+    schedule = load_schedule("flaky-tls")
+    linear = simulate(schedule, CONFIG, hours=2.0, machine_class=LinearBackoff)
+    default = simulate(schedule, CONFIG, hours=2.0)
+    assert linear.lines != default.lines  # the host's rule decided the waits
+    ws = ResilientWebSocket("wss://127.0.0.1:9/s", config=CONFIG, machine_class=LinearBackoff)
+    assert type(ws.machine) is LinearBackoff
+    with pytest.raises(TypeError, match="machine_class: must be ConnectionMachine"):
+        simulate(schedule, CONFIG, hours=1.0, machine_class=dict)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="machine_class: must be ConnectionMachine"):
+        ResilientWebSocket("wss://127.0.0.1:9/s", machine_class=object)  # type: ignore[arg-type]
