@@ -25,14 +25,17 @@ later) and the machine fires whatever is due: the retry after a backoff, the nex
 missing pong (R1.2), a handshake past its deadline (R1.5), the moment a connection becomes
 healthy.
 
-How a transition executes: python-statemachine's declaration below is compiled once, at class
-creation, into a dict table (``fsm/_table.py``): ``(state, event) -> targets`` with their
-guards in declaration order. A lifecycle change looks its event up, calls the guards as
-``send()`` would, and writes the new state to the model's state field, where
-python-statemachine keeps it, so its ``configuration``, the diagrams and the exporter see it
-(a few us instead of ``send()``'s ~80 us). A subclass the table cannot run exactly (it adds
-callbacks, validators ...) keeps ``send()``; ``tests/fsm/test_connection_engine.py`` runs
-both side by side. Pings, pongs and ticks with nothing due touch plain attributes only.
+How a transition executes: ``ConnectionMachine`` is a ``regulator.fsm.Machine``, so the
+declaration below runs on the compiled engine (``fsm/_machine.py``): a lifecycle change goes
+through the shared dispatch ``Machine._move``, which looks ``(state, event)`` up, calls the
+guards with the event's arguments injected by name as ``send()`` would, and writes the new
+state to the model's state field, where python-statemachine keeps it, so its
+``configuration``, the diagrams and the exporter see it (a few us instead of ``send()``'s
+~80 us). A subclass's callbacks and listeners run on the engine too; the public hooks a
+subclass overrides are ``retry_delay``, ``decide_failure``, ``failures_in_window`` and
+``is_healthy`` (docs/connection.md); ``tests/fsm/test_connection_engine.py`` runs the engine
+and ``send()`` side by side. Pings, pongs and ticks with nothing due touch plain attributes
+only.
 
 A failure is decided before anything changes: the decision (target state, delay, alarm) is
 computed from the current counters, then ``send("fail", decision=...)`` picks the transition

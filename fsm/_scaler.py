@@ -26,13 +26,13 @@ Per-step work never calls python-statemachine's ``send()`` (about 70 us): :meth:
 plain counters (``self.counters``, a slotted object) and compares two floats; it changes the
 lifecycle only when due, and returns None on the fast path.
 
-How a transition executes: as ``ConnectionMachine``'s, from the declaration compiled once per
-class into a dict table (``fsm/_table.py``): the event looked up for the current state, the
-guard (``auto_reset_enabled``) called as ``send()`` would, the new state written to
-python-statemachine's model field (so ``configuration``, the diagrams and the exporters see
-it). A subclass the table cannot run exactly (callbacks, validators ...) and a machine with a
-python-statemachine listener go through ``send()``; ``tests/fsm/test_scaler_engine.py`` runs
-both side by side.
+How a transition executes: as ``ConnectionMachine``'s, on the compiled engine of
+``regulator.fsm.Machine`` (``fsm/_machine.py``) through the shared dispatch ``Machine._move``:
+the event looked up for the current state, the guard (``auto_reset_enabled``) called as
+``send()`` would, the new state written to python-statemachine's model field (so
+``configuration``, the diagrams and the exporters see it). A subclass's callbacks and
+listeners run on the engine too; ``tests/fsm/test_scaler_engine.py`` runs the engine and
+``send()`` side by side.
 
 Beyond the seed: the scale never goes below ``min_scale`` (a ``SetScale`` clamps it); when
 ``collapse_after`` consecutive steps overflow with the scale already at the floor, the loss is

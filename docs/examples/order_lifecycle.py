@@ -112,15 +112,50 @@ class OrderModel:
         return self.state
 
 
+def check_against_the_model(max_examples: int = 20) -> None:
+    """The machine against OrderModel under Hypothesis (machine_spec), on the engine."""
+    from hypothesis import settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import run_state_machine_as_test
+    from regulator.specs import coverage_report, machine_spec
+
+    spec = machine_spec(
+        OrderLifecycle,
+        model=lambda: OrderModel(items=2, total=25.0),
+        events={
+            "place": {},
+            "pay": {
+                "amount": st.sampled_from([25.0, 10.0]),
+                "customer": st.sampled_from(["alice", "blocked"]),
+            },
+            "refund": {"amount": st.sampled_from([5.0, 30.0])},
+            "ship": {"address": st.sampled_from(["", "1 Main St"])},
+            "cancel": {},
+        },
+        build=lambda cls: cls(items=2, total=25.0),
+    )
+    run_state_machine_as_test(
+        spec, settings=settings(max_examples=max_examples, deadline=None, database=None)
+    )
+    print(coverage_report(spec).splitlines()[0])
+
+
 def main() -> None:
+    from regulator.fsm import render_diagram
+
     order = OrderLifecycle(items=2, total=25.0)
     assert OrderLifecycle.engine == "compiled"
     order.place()
-    print(order.send("pay", amount=25.0, customer="alice"))  # charged 25
+    print(order.send("pay", amount=25.0, customer="alice"))  # [None, 'charged 25']
     print(order.refund(amount=5.0))  # refunded 5
+    saved = order.snapshot()
     order.ship(address="1 Main St")
     print(order.current_state_value, order.is_terminated)  # shipped True
     print("\n".join(order.log))
+    print(render_diagram(order))  # Mermaid, "shipped" highlighted
+    again = OrderLifecycle.restore(saved)
+    assert again.current_state_value == "paid" and again.charged == 20.0
+    check_against_the_model()
 
 
 if __name__ == "__main__":
