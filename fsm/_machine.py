@@ -152,6 +152,7 @@ class _Candidate:
 
     __slots__ = (
         "after",
+        "after_move",
         "bare",
         "base",
         "base_target",
@@ -195,6 +196,7 @@ class _Candidate:
         ) + self.after
         self.needs_kw = any(entry[1] != _NOARGS for entry in every)
         self.bare = not every
+        self.after_move = bool(self.enter or self.after)
         self.needs_data = any(
             entry[1] in (_ALL, _WRAPPED) or "event_data" in entry[2] for entry in every
         )
@@ -475,19 +477,20 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         return True
 
     def _process(self, event: str, kwargs: dict[str, Any]) -> Any:
-        vars(self)["_busy"] = True
+        own = self.__dict__
+        own["_busy"] = True
         try:
             result = self._step(event, kwargs)
             queue = self._queue
             while queue and self._engine.running:
                 queued, queued_kwargs = queue.pop(0)
                 self._step(queued, queued_kwargs)
+            queue.clear()  # a terminated machine drops what is left, as send() does
         except BaseException:
             self._queue.clear()
             raise
         finally:
-            vars(self)["_busy"] = False
-        self._queue.clear()
+            own["_busy"] = False
         return result
 
     def _bound_event(self, event: str) -> Any:
@@ -533,8 +536,14 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                     kw = {**kwargs, **candidate.base}
             for entry in candidate.validators:
                 _call(entry, kw)
-            for entry in candidate.guards:
-                if not _call(entry, kw):
+            for fn, mode, names, expected in candidate.guards:
+                if mode == _NAMED:  # the common guard, inline: its named arguments only
+                    value = fn(**{name: kw[name] for name in names if name in kw})
+                    if expected is not None:
+                        value = bool(value) == expected
+                else:
+                    value = _call((fn, mode, names, expected), kw)
+                if not value:
                     break
             else:
                 chosen = candidate
@@ -550,25 +559,30 @@ class Machine(StateMachine, metaclass=_MachineMeta):
             return None
         results: list[Any] = []
         try:
-            _run(chosen.before, kw, results)
-            _run(chosen.exit, kw, None)
+            if chosen.before:
+                _run(chosen.before, kw, results)
+            if chosen.exit:
+                _run(chosen.exit, kw, None)
             if chosen.on_config:
                 kw["previous_configuration"] = self.configuration
                 kw["new_configuration"] = OrderedSet([chosen.target])
-            _run(chosen.on, kw, results)
+            if chosen.on:
+                _run(chosen.on, kw, results)
             setattr(model, field, chosen.target_value)
-            if chosen.needs_kw:
+            if chosen.after_move:  # callbacks after the move get state=target
                 if chosen.needs_data or (kwargs and not _RESERVED.isdisjoint(kwargs)):
                     kw = self._arguments(event, kwargs, chosen, chosen.target)
                 else:
                     kw = {**kwargs, **chosen.base_target}
-            _run(chosen.enter, kw, None)
+                if chosen.enter:
+                    _run(chosen.enter, kw, None)
         except BaseException:
             setattr(model, field, source)  # as send(): the configuration is restored
             raise
         if chosen.final:
             self._engine.stop()
-        _run(chosen.after, kw, None)
+        if chosen.after:
+            _run(chosen.after, kw, None)
         if not results:
             return None
         return results[0] if len(results) == 1 else results
