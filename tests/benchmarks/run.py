@@ -22,7 +22,6 @@ ROOT = HERE.parent.parent
 
 import bench_binance as binance  # noqa: E402
 import bench_connection as conn  # noqa: E402
-import bench_machine as host  # noqa: E402
 import bench_receive as recv  # noqa: E402
 import bench_scaler as scal  # noqa: E402
 import torch  # noqa: E402
