@@ -160,7 +160,9 @@ class _Candidate:
         "enter",
         "exit",
         "final",
+        "guard_names",
         "guards",
+        "guards_only",
         "needs_data",
         "needs_kw",
         "on",
@@ -197,6 +199,11 @@ class _Candidate:
         self.needs_kw = any(entry[1] != _NOARGS for entry in every)
         self.bare = not every
         self.after_move = bool(self.enter or self.after)
+        others = self.validators + self.before + self.exit + self.on + self.enter + self.after
+        self.guards_only = not others and all(
+            entry[1] in (_NOARGS, _NAMED) and "event_data" not in entry[2] for entry in self.guards
+        )
+        self.guard_names = frozenset(name for entry in self.guards for name in entry[2])
         self.needs_data = any(
             entry[1] in (_ALL, _WRAPPED) or "event_data" in entry[2] for entry in every
         )
@@ -218,6 +225,18 @@ class _Candidate:
             or "new_configuration" in entry[2]
             for entry in self.on
         )
+
+
+class _Plan(tuple[_Candidate, ...]):
+    """The candidates of one ``(state, event)``, in declaration order; ``simple``: each is
+    bare or has plain guards only (``Machine._move`` runs those without ``_step``)."""
+
+    simple: bool
+
+    def __new__(cls, candidates: Any) -> _Plan:
+        plan = super().__new__(cls, candidates)
+        plan.simple = all(c.bare or c.guards_only for c in plan)
+        return plan
 
 
 class _EngineBoundEvent(BoundEvent):
@@ -364,7 +383,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     _declared: ClassVar[dict[State, tuple[Any, ...]]] = {}
     # per instance (set in __init__): the links per (state value, event), the queue of events
     # sent from callbacks, whether one is being processed, the bound events, the engine on
-    _links: dict[tuple[Any, str], tuple[_Candidate, ...]]
+    _links: dict[tuple[Any, str], _Plan]
     _queue: list[tuple[str, dict[str, Any]]]
     _busy: bool
     _events_bound: dict[str, Any]
@@ -460,13 +479,37 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         if self._fast and not self._busy:
             model = self.model
             field = self.state_field
-            candidates = self._links.get((getattr(model, field), event))
-            if candidates and candidates[0].bare:  # unguarded, nothing to call: just move
-                first = candidates[0]
-                setattr(model, field, first.target_value)
-                if first.final:
-                    self._engine.stop()
-                return True
+            plan = self._links.get((getattr(model, field), event))
+            if plan is not None and plan.simple:
+                # Every candidate is bare or has plain guards only (no other callback, no
+                # reserved argument asked for): pick and move here, as _step would.
+                for candidate in plan:
+                    if not candidate.bare:
+                        kw = kwargs
+                        if not candidate.guard_names <= kwargs.keys():
+                            kw = {**kwargs, **candidate.base}
+                        passed = True
+                        for fn, mode, names, expected in candidate.guards:
+                            if mode == _NAMED:
+                                if kw is kwargs and len(names) == len(kw):
+                                    value = fn(**kw)  # it takes exactly the event's arguments
+                                else:
+                                    value = fn(**{n: kw[n] for n in names if n in kw})
+                            else:
+                                value = fn()
+                            if expected is not None:
+                                value = bool(value) == expected
+                            if not value:
+                                passed = False
+                                break
+                        if not passed:
+                            continue
+                    setattr(model, field, candidate.target_value)
+                    if candidate.final:
+                        self._engine.stop()
+                    return True
+                # refused (send() would raise; or return None where events may go unanswered)
+                return bool(self.allow_event_without_transition)
         try:
             if self._fast and not self._busy:
                 self._process(event, kwargs)
@@ -503,13 +546,13 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                 self._events_bound[event] = bound
         return bound
 
-    def _candidates(self, source: Any, event: str) -> tuple[_Candidate, ...]:
+    def _candidates(self, source: Any, event: str) -> _Plan:
         key = (source, event)
         found = self._links.get(key)
         if found is None:
             state = self.states_map[source]
             bound = self._bound_event(event)
-            found = tuple(_Candidate(self, t, bound) for t in state.transitions if t.match(event))
+            found = _Plan(_Candidate(self, t, bound) for t in state.transitions if t.match(event))
             if event in self._events_bound or found:  # unknown names are not cached
                 self._links[key] = found
         return found
