@@ -60,13 +60,14 @@ import warnings
 from typing import Any, ClassVar
 
 from statemachine import State, StateMachine
-from statemachine.callbacks import allways_true
 from statemachine.event import BoundEvent, Event
 from statemachine.event_data import EventData, TriggerData
 from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
 from statemachine.factory import StateMachineMetaclass
 from statemachine.model import Model
 from statemachine.orderedset import OrderedSet
+
+from ._links import NAMED, NO_ARGUMENTS, Candidate, Plan, call, run
 
 __all__ = ["EngineFallbackWarning", "Machine"]
 
@@ -79,164 +80,10 @@ _SEND_OPTIONS = frozenset(("delay", "send_id", "internal"))
 #: The convention callbacks python-statemachine resolves on any machine.
 _CLASS_FALLBACKS = (("prepare_event", "a prepare_event callback"),)
 
-# How a linked callable is called: (callable, mode, parameter names, expected value).
-_NOARGS, _NAMED, _ALL, _WRAPPED = range(4)
-_Call = tuple[Any, int, tuple[str, ...], Any]
-#: The arguments of a candidate whose callables take none (never changed).
-_NO_ARGUMENTS: dict[str, Any] = {}
-
 
 class EngineFallbackWarning(UserWarning):
     """A :class:`Machine` subclass uses a feature the compiled engine does not run; its events
     go through python-statemachine's ``send()`` (correct, about 50x slower)."""
-
-
-def _link_call(wrapper: Any) -> _Call:
-    """The target callable of one of python-statemachine's resolved callback wrappers, with
-    the names of the parameters it takes; the wrapper itself when the binding is not plain."""
-    slow: _Call = (wrapper, _WRAPPED, (), wrapper.expected_value)
-    if wrapper.condition is not allways_true:
-        return slow
-    adapter = wrapper._callback
-    code = getattr(adapter, "__code__", None)
-    closure = getattr(adapter, "__closure__", None)
-    if code is None or closure is None or code.co_name != "signature_adapter":
-        return slow  # an expression, an attribute's value, a property ...
-    cells = dict(zip(code.co_freevars, (cell.cell_contents for cell in closure), strict=True))
-    target = cells.get("a_callable")
-    if target is None or getattr(adapter, "is_coroutine", False):
-        return slow
-    try:
-        parameters = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):
-        return slow
-    names: list[str] = []
-    every = False
-    for parameter in parameters:
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            every = True
-        elif parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
-            return slow
-        elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
-            names.append(parameter.name)
-    mode = _ALL if every else (_NAMED if names else _NOARGS)
-    return (target, mode, tuple(names), wrapper.expected_value)
-
-
-def _call(entry: _Call, kw: dict[str, Any]) -> Any:
-    fn, mode, names, expected = entry
-    if mode == _NOARGS:
-        value = fn()
-    elif mode == _NAMED:
-        value = fn(**{name: kw[name] for name in names if name in kw})
-    elif mode == _ALL:
-        value = fn(**kw)
-    else:
-        return fn.call(**kw)  # python-statemachine's wrapper applies expected_value itself
-    if expected is not None:
-        return bool(value) == expected
-    return value
-
-
-def _run(calls: tuple[_Call, ...], kw: dict[str, Any], results: list[Any] | None) -> None:
-    for entry in calls:
-        if entry[1] == _WRAPPED and not entry[0].condition(**kw):
-            continue
-        value = _call(entry, kw)
-        if results is not None:
-            results.append(value)
-
-
-class _Candidate:
-    """One declared transition for a ``(state, event)``, linked for one instance."""
-
-    __slots__ = (
-        "after",
-        "after_move",
-        "bare",
-        "base",
-        "base_target",
-        "before",
-        "enter",
-        "exit",
-        "final",
-        "guard_names",
-        "guards",
-        "guards_only",
-        "needs_data",
-        "needs_kw",
-        "on",
-        "on_config",
-        "source",
-        "target",
-        "target_value",
-        "transition",
-        "validators",
-    )
-
-    def __init__(self, machine: Machine, transition: Any, event: Any) -> None:
-        registry = machine._callbacks._registry
-
-        def calls(key: str) -> tuple[_Call, ...]:
-            executor = registry.get(key)
-            return tuple(_link_call(w) for w in executor) if executor is not None else ()
-
-        self.transition = transition
-        self.source: State = transition.source
-        self.target: State = transition.target
-        self.target_value = self.target.value
-        self.final = bool(self.target.final and self.target.parent is None)
-        self.validators = calls(transition.validators.key)
-        self.guards = calls(transition.cond.key)
-        self.before = calls(transition.before.key)
-        self.exit = calls(self.source.exit.key)
-        self.on = calls(transition.on.key)
-        self.enter = calls(self.target.enter.key)
-        self.after = calls(transition.after.key)
-        every = (
-            self.validators + self.guards + self.before + self.exit + self.on + self.enter
-        ) + self.after
-        self.needs_kw = any(entry[1] != _NOARGS for entry in every)
-        self.bare = not every
-        self.after_move = bool(self.enter or self.after)
-        others = self.validators + self.before + self.exit + self.on + self.enter + self.after
-        self.guards_only = not others and all(
-            entry[1] in (_NOARGS, _NAMED) and "event_data" not in entry[2] for entry in self.guards
-        )
-        self.guard_names = frozenset(name for entry in self.guards for name in entry[2])
-        self.needs_data = any(
-            entry[1] in (_ALL, _WRAPPED) or "event_data" in entry[2] for entry in every
-        )
-        # What python-statemachine injects besides the event's kwargs, before the move and
-        # after it (built once per link: the machine, its model and the event are fixed).
-        self.base = {
-            "machine": machine,
-            "event": event,
-            "model": machine.model,
-            "transition": transition,
-            "state": self.source,
-            "source": self.source,
-            "target": self.target,
-        }
-        self.base_target = {**self.base, "state": self.target}
-        self.on_config = any(
-            entry[1] in (_ALL, _WRAPPED)
-            or "previous_configuration" in entry[2]
-            or "new_configuration" in entry[2]
-            for entry in self.on
-        )
-
-
-class _Plan(tuple[_Candidate, ...]):
-    """The candidates of one ``(state, event)``, in declaration order; ``simple``: each is
-    bare or has plain guards only (``Machine._move`` runs those without ``_step``)."""
-
-    simple: bool
-
-    def __new__(cls, candidates: Any) -> _Plan:
-        plan = super().__new__(cls, candidates)
-        plan.simple = all(c.bare or c.guards_only for c in plan)
-        return plan
 
 
 class _EngineBoundEvent(BoundEvent):
@@ -383,7 +230,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     _declared: ClassVar[dict[State, tuple[Any, ...]]] = {}
     # per instance (set in __init__): the links per (state value, event), the queue of events
     # sent from callbacks, whether one is being processed, the bound events, the engine on
-    _links: dict[tuple[Any, str], _Plan]
+    _links: dict[tuple[Any, str], Plan]
     _queue: list[tuple[str, dict[str, Any]]]
     _busy: bool
     _events_bound: dict[str, Any]
@@ -490,7 +337,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                             kw = {**kwargs, **candidate.base}
                         passed = True
                         for fn, mode, names, expected in candidate.guards:
-                            if mode == _NAMED:
+                            if mode == NAMED:
                                 if kw is kwargs and len(names) == len(kw):
                                     value = fn(**kw)  # it takes exactly the event's arguments
                                 else:
@@ -546,13 +393,13 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                 self._events_bound[event] = bound
         return bound
 
-    def _candidates(self, source: Any, event: str) -> _Plan:
+    def _candidates(self, source: Any, event: str) -> Plan:
         key = (source, event)
         found = self._links.get(key)
         if found is None:
             state = self.states_map[source]
             bound = self._bound_event(event)
-            found = _Plan(_Candidate(self, t, bound) for t in state.transitions if t.match(event))
+            found = Plan(Candidate(self, t, bound) for t in state.transitions if t.match(event))
             if event in self._events_bound or found:  # unknown names are not cached
                 self._links[key] = found
         return found
@@ -567,7 +414,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
             self._bound_event(event)
             candidates = self._candidates(source, event)
         chosen = None
-        kw: dict[str, Any] = _NO_ARGUMENTS
+        kw: dict[str, Any] = NO_ARGUMENTS
         for candidate in candidates:
             if candidate.bare:
                 chosen = candidate
@@ -578,14 +425,14 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                 else:
                     kw = {**kwargs, **candidate.base}
             for entry in candidate.validators:
-                _call(entry, kw)
+                call(entry, kw)
             for fn, mode, names, expected in candidate.guards:
-                if mode == _NAMED:  # the common guard, inline: its named arguments only
+                if mode == NAMED:  # the common guard, inline: its named arguments only
                     value = fn(**{name: kw[name] for name in names if name in kw})
                     if expected is not None:
                         value = bool(value) == expected
                 else:
-                    value = _call((fn, mode, names, expected), kw)
+                    value = call((fn, mode, names, expected), kw)
                 if not value:
                     break
             else:
@@ -603,14 +450,14 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         results: list[Any] = []
         try:
             if chosen.before:
-                _run(chosen.before, kw, results)
+                run(chosen.before, kw, results)
             if chosen.exit:
-                _run(chosen.exit, kw, None)
+                run(chosen.exit, kw, None)
             if chosen.on_config:
                 kw["previous_configuration"] = self.configuration
                 kw["new_configuration"] = OrderedSet([chosen.target])
             if chosen.on:
-                _run(chosen.on, kw, results)
+                run(chosen.on, kw, results)
             setattr(model, field, chosen.target_value)
             if chosen.after_move:  # callbacks after the move get state=target
                 if chosen.needs_data or (kwargs and not _RESERVED.isdisjoint(kwargs)):
@@ -618,20 +465,20 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                 else:
                     kw = {**kwargs, **chosen.base_target}
                 if chosen.enter:
-                    _run(chosen.enter, kw, None)
+                    run(chosen.enter, kw, None)
         except BaseException:
             setattr(model, field, source)  # as send(): the configuration is restored
             raise
         if chosen.final:
             self._engine.stop()
         if chosen.after:
-            _run(chosen.after, kw, None)
+            run(chosen.after, kw, None)
         if not results:
             return None
         return results[0] if len(results) == 1 else results
 
     def _arguments(
-        self, event: str, kwargs: dict[str, Any], candidate: _Candidate, state: State
+        self, event: str, kwargs: dict[str, Any], candidate: Candidate, state: State
     ) -> dict[str, Any]:
         """What python-statemachine injects: the event's kwargs, then its own names."""
         given = {key: value for key, value in kwargs.items() if key not in _RESERVED}
