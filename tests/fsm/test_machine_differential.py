@@ -352,3 +352,49 @@ def test_a_subclass_adds_callbacks_and_guards_by_overriding() -> None:
     plain.send("pause", amount=1)
     assert strict.current_state_value == "working" and plain.current_state_value == "paused"
     assert Strict.engine == Probe.engine == "compiled"
+
+
+class Valued(Machine):
+    """States whose values are not their ids (what python-statemachine stores on the model),
+    and a custom model carrying a callback of its own."""
+
+    low = State("Low", initial=True, value=1)
+    high = State("High", value=2)
+    off = State("Off", value=0, final=True)
+
+    up = low.to(high, cond="allowed")
+    down = high.to(low)
+    halt = low.to(off) | high.to(off)
+
+    def allowed(self, level: int = 1) -> bool:
+        return level > 0
+
+
+class ValuedTwin(Valued):
+    use_engine = False
+
+
+class Record:
+    """A model: python-statemachine resolves callbacks on it too."""
+
+    def __init__(self) -> None:
+        self.state: Any = None
+        self.seen: list[Any] = []
+
+    def on_enter_high(self, level: int = 0) -> None:
+        self.seen.append(("high", level))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    script=st.lists(
+        st.tuples(st.sampled_from(["up", "down", "halt"]), st.integers(-1, 2)), max_size=10
+    )
+)
+def test_state_values_and_a_model_agree_with_send(script: list[tuple[str, int]]) -> None:
+    fast, slow = Valued(model=Record()), ValuedTwin(model=Record())
+    for event, level in script:
+        got = _outcome(fast, event, {"level": level}, False)
+        assert got == _outcome(slow, event, {"level": level}, False)
+        assert fast.model.state == slow.model.state and fast.model.seen == slow.model.seen
+        assert fast.is_terminated == slow.is_terminated
