@@ -419,7 +419,7 @@ class ConnectionMachine(Machine):
         source: str = model.state
         # The declared transition, on the compiled engine (fsm/_machine.py) or through
         # python-statemachine's send() for a subclass the engine cannot run.
-        if not self._move(name, kwargs):
+        if not self._move(name, kwargs, source):
             raise IllegalEventError("ConnectionMachine", name, source)
         entered = self.state_entered_at
         if entered is not None:

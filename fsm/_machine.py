@@ -235,13 +235,15 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     _busy: bool
     _events_bound: dict[str, Any]
     _fast: bool
+    #: _fast and not _busy, kept as one flag: the typed dispatch reads it on every event
+    _ready: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # python-statemachine's __setattr__ checks each set against the state names; the
         # engine's own fields are private, so set them plainly.
         vars(self).update(_links={}, _queue=[], _busy=False, _events_bound={})
         super().__init__(*args, **kwargs)
-        vars(self)["_fast"] = _engine_runs(self)
+        vars(self)["_fast"] = vars(self)["_ready"] = _engine_runs(self)
 
     # -- persistence ----------------------------------------------------------------------
     #: The host's own plain attributes that :meth:`snapshot` keeps beside the state.
@@ -290,7 +292,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     def __getstate__(self) -> dict[str, Any]:
         # The engine's links hold callables bound to this instance: rebuilt, never copied.
         state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
-        for name in ("_links", "_queue", "_busy", "_events_bound", "_fast"):
+        for name in ("_links", "_queue", "_busy", "_events_bound", "_fast", "_ready"):
             state.pop(name, None)
         for event in type(self)._events:
             state.pop(str(event), None)  # the cached event methods (bound to this instance)
@@ -299,7 +301,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     def __setstate__(self, state: dict[str, Any]) -> None:
         vars(self).update(_links={}, _queue=[], _busy=False, _events_bound={})
         super().__setstate__(state)
-        vars(self)["_fast"] = _engine_runs(self)
+        vars(self)["_fast"] = vars(self)["_ready"] = _engine_runs(self)
 
     def add_listener(self, *listeners: Any) -> Any:
         """python-statemachine's ``add_listener``; the engine re-links with the listeners'
@@ -307,6 +309,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         result = super().add_listener(*listeners)  # type: ignore[no-untyped-call]
         self._links.clear()
         vars(self)["_fast"] = _engine_runs(self)
+        vars(self)["_ready"] = self._fast and not self._busy
         return result
 
     # -- the engine ------------------------------------------------------------------------
@@ -319,14 +322,17 @@ class Machine(StateMachine, metaclass=_MachineMeta):
             return None
         return self._process(event, kwargs)
 
-    def _move(self, event: str, kwargs: dict[str, Any]) -> bool:
+    def _move(self, event: str, kwargs: dict[str, Any], source: Any = None) -> bool:
         """Take ``event`` as ``send(event, **kwargs)`` does, for a subclass's own typed
         dispatch (``ConnectionMachine.handle``, ``ScalerMachine.step``): False when the event
-        is refused (nothing changed). Written once, for every machine built on this class."""
-        if self._fast and not self._busy:
+        is refused (nothing changed). ``source``: the current state's value, when the caller
+        has read it already. Written once, for every machine built on this class."""
+        if self._ready:
             model = self.model
             field = self.state_field
-            plan = self._links.get((getattr(model, field), event))
+            if source is None:
+                source = getattr(model, field)
+            plan = self._links.get((source, event))
             if plan is not None and plan.simple:
                 # Every candidate is bare or has plain guards only (no other callback, no
                 # reserved argument asked for): pick and move here, as _step would.
@@ -369,6 +375,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     def _process(self, event: str, kwargs: dict[str, Any]) -> Any:
         own = self.__dict__
         own["_busy"] = True
+        own["_ready"] = False
         try:
             result = self._step(event, kwargs)
             queue = self._queue
@@ -381,6 +388,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
             raise
         finally:
             own["_busy"] = False
+            own["_ready"] = self._fast
         return result
 
     def _bound_event(self, event: str) -> Any:
