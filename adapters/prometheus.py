@@ -25,12 +25,23 @@ from prometheus_client.core import (
     StateSetMetricFamily,
 )
 
-from ..fsm import CONNECTION_STATES, DELAY_BUCKETS
+from ..fsm import CONNECTION_STATES, DELAY_BUCKETS, Machine
 from ..fsm._scaler import SCALER_STATES
 from ._counts import copy_counts
 from ._redact import redaction_policy
 
 __all__ = ["MetricsExporter", "start_metrics_server"]
+
+
+class _TransitionCounter:
+    """A python-statemachine listener counting (source, event, target) transitions."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def after_transition(self, event: Any, source: Any, target: Any) -> None:
+        key = (source.id, str(event), target.id)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 class MetricsExporter:
@@ -46,23 +57,38 @@ class MetricsExporter:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._lock = threading.Lock()
         self._objects: dict[str, weakref.ReferenceType[Any]] = {}
+        self._counters: dict[str, _TransitionCounter] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(self)
 
     def register(self, obj: Any, *, name: str) -> None:
-        """Export ``obj`` (a ResilientWebSocket, BinanceStream or GuardedGradScaler) as ``name``."""
+        """Export ``obj`` (a ResilientWebSocket, BinanceStream, GuardedGradScaler, or any
+        :class:`regulator.fsm.Machine`: a host's own machine) as ``name``.
+
+        A machine's state is a labelled gauge and its transitions a counter, counted from
+        registration on by a python-statemachine listener (the compiled engine runs it; the
+        machine keeps its speed otherwise)."""
+        key = redaction_policy.text(name)
+        if isinstance(obj, Machine):
+            counter = _TransitionCounter()
+            obj.add_listener(counter)
+            with self._lock:
+                self._objects[key] = weakref.ref(obj)
+                self._counters[key] = counter
+            return
         if not (hasattr(obj, "counter_totals") or hasattr(obj, "get_statistics")):
             kind = type(obj).__name__
             raise TypeError(
-                "obj: must be a ResilientWebSocket, a BinanceStream or a GuardedGradScaler"
-                f" (got {kind})"
+                "obj: must be a ResilientWebSocket, a BinanceStream, a GuardedGradScaler"
+                f" or a regulator.fsm.Machine (got {kind})"
             )
         with self._lock:
-            self._objects[redaction_policy.text(name)] = weakref.ref(obj)
+            self._objects[key] = weakref.ref(obj)
 
     def unregister(self, name: str) -> None:
         with self._lock:
             self._objects.pop(redaction_policy.text(name), None)
+            self._counters.pop(redaction_policy.text(name), None)
 
     def _live(self) -> list[tuple[str, Any]]:
         with self._lock:
@@ -76,9 +102,11 @@ class MetricsExporter:
             return alive
 
     def collect(self) -> Iterator[Metric]:
-        connections, streams, scalers = [], [], []
+        connections, streams, scalers, machines = [], [], [], []
         for name, obj in self._live():
-            if not hasattr(obj, "counter_totals"):
+            if isinstance(obj, Machine):
+                machines.append((name, obj))
+            elif not hasattr(obj, "counter_totals"):
                 scalers.append((name, obj))
             elif obj.state != "closed" and getattr(obj, "connection", obj) is not None:
                 # closed, or a BinanceStream not started (no connection yet): not exported
@@ -88,6 +116,36 @@ class MetricsExporter:
         yield from self._connection_metrics(connections)
         yield from self._binance_metrics(streams)
         yield from self._scaler_metrics(scalers)
+        yield from self._machine_metrics(machines)
+
+    # -- any Machine ------------------------------------------------------------------------
+    def _machine_metrics(self, machines: list[tuple[str, Any]]) -> Iterator[Metric]:
+        p = "regulator_machine_"
+        labels = ["name", "machine"]
+        state = GaugeMetricFamily(
+            p + "state",
+            "1 for the machine's current state, 0 for the others.",
+            labels=[*labels, "state"],
+        )
+        taken = CounterMetricFamily(
+            p + "transitions",
+            "Transitions taken since registration.",
+            labels=[*labels, "source", "event", "target"],
+        )
+        for name, machine in machines:
+            cls = type(machine)
+            current = machine.current_state_value
+            for declared in cls.states:
+                state.add_metric(
+                    [name, cls.__name__, declared.id], 1.0 if declared.value == current else 0.0
+                )
+            with self._lock:
+                counter = self._counters.get(name)
+                counts = dict(counter.counts) if counter is not None else {}
+            for (source, event, target), count in sorted(counts.items()):
+                taken.add_metric([name, cls.__name__, source, event, target], count)
+        yield state
+        yield taken
 
     # -- connections ---------------------------------------------------------------------
     def _connection_metrics(self, connections: list[tuple[str, Any]]) -> Iterator[Metric]:

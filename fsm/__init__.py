@@ -16,6 +16,7 @@ from ._config_loader import load_config as load_config
 from ._connection import CONNECTION_STATES as CONNECTION_STATES
 from ._connection import DELAY_BUCKETS as DELAY_BUCKETS
 from ._connection import ConnectionMachine as ConnectionMachine
+from ._connection import FailureDecision as FailureDecision
 from ._connection import backoff_delay as backoff_delay
 from ._connection_events import Alarm as Alarm
 from ._connection_events import AlarmResolved as AlarmResolved
@@ -41,14 +42,20 @@ from ._connection_events import Stop as Stop
 from ._connection_events import Tick as Tick
 from ._connection_events import TransportConnected as TransportConnected
 from ._connection_events import Wait as Wait
+from ._diagram import DiagramError as DiagramError
+from ._diagram import render_diagram as render_diagram
 from ._errors import ConfigError as ConfigError
 from ._errors import IllegalEventError as IllegalEventError
 from ._errors import RegulatorError as RegulatorError
 from ._errors import ScaleCollapseError as ScaleCollapseError
 from ._logfmt import format_kv as format_kv
 from ._logfmt import parse_kv as parse_kv
+from ._machine import EngineFallbackWarning as EngineFallbackWarning
+from ._machine import Machine as Machine
 from ._patterns import PatternReport as PatternReport
 from ._patterns import detect_patterns as detect_patterns
+from ._scaler import SCALER_STATES as SCALER_STATES
+from ._scaler import ScalerMachine as ScalerMachine
 from ._simulator import BUILTIN_SCHEDULES as BUILTIN_SCHEDULES
 from ._simulator import Fault as Fault
 from ._simulator import Schedule as Schedule
@@ -62,6 +69,7 @@ __all__ = [
     "BUILTIN_SCHEDULES",
     "CONNECTION_STATES",
     "DELAY_BUCKETS",
+    "SCALER_STATES",
     "Alarm",
     "AlarmResolved",
     "BinanceConfig",
@@ -73,13 +81,17 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionHealthy",
     "ConnectionMachine",
+    "DiagramError",
     "Disconnect",
+    "EngineFallbackWarning",
+    "FailureDecision",
     "FailureKind",
     "FailureRecord",
     "Fault",
     "GiveUp",
     "HandshakeSucceeded",
     "IllegalEventError",
+    "Machine",
     "PatternDetected",
     "PatternReport",
     "PongReceived",
@@ -90,6 +102,7 @@ __all__ = [
     "RestoreSubscriptions",
     "ScaleCollapseError",
     "ScalerConfig",
+    "ScalerMachine",
     "Schedule",
     "SendPing",
     "SimulationResult",
@@ -110,5 +123,6 @@ __all__ = [
     "load_config",
     "load_schedule",
     "parse_kv",
+    "render_diagram",
     "simulate",
 ]

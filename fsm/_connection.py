@@ -25,14 +25,17 @@ later) and the machine fires whatever is due: the retry after a backoff, the nex
 missing pong (R1.2), a handshake past its deadline (R1.5), the moment a connection becomes
 healthy.
 
-How a transition executes: python-statemachine's declaration below is compiled once, at class
-creation, into a dict table (``fsm/_table.py``): ``(state, event) -> targets`` with their
-guards in declaration order. A lifecycle change looks its event up, calls the guards as
-``send()`` would, and writes the new state to the model's state field, where
-python-statemachine keeps it, so its ``configuration``, the diagrams and the exporter see it
-(a few us instead of ``send()``'s ~80 us). A subclass the table cannot run exactly (it adds
-callbacks, validators ...) keeps ``send()``; ``tests/fsm/test_connection_engine.py`` runs
-both side by side. Pings, pongs and ticks with nothing due touch plain attributes only.
+How a transition executes: ``ConnectionMachine`` is a ``regulator.fsm.Machine``, so the
+declaration below runs on the compiled engine (``fsm/_machine.py``): a lifecycle change goes
+through the shared dispatch ``Machine._move``, which looks ``(state, event)`` up, calls the
+guards with the event's arguments injected by name as ``send()`` would, and writes the new
+state to the model's state field, where python-statemachine keeps it, so its
+``configuration``, the diagrams and the exporter see it (a few us instead of ``send()``'s
+~80 us). A subclass's callbacks and listeners run on the engine too; the public hooks a
+subclass overrides are ``retry_delay``, ``decide_failure``, ``failures_in_window`` and
+``is_healthy`` (docs/connection.md); ``tests/fsm/test_connection_engine.py`` runs the engine
+and ``send()`` side by side. Pings, pongs and ticks with nothing due touch plain attributes
+only.
 
 A failure is decided before anything changes: the decision (target state, delay, alarm) is
 computed from the current counters, then ``send("fail", decision=...)`` picks the transition
@@ -63,11 +66,10 @@ import bisect
 import math
 import random
 from collections import deque
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
-from statemachine import State, StateMachine
-from statemachine.exceptions import TransitionNotAllowed
+from statemachine import State
 
 from ._config import ConnectionConfig
 from ._connection_events import (
@@ -98,10 +100,16 @@ from ._connection_events import (
 )
 from ._drop_tracker import DropTracker
 from ._errors import IllegalEventError
+from ._machine import Machine
 from ._patterns import PatternReport
-from ._table import TransitionTable
 
-__all__ = ["CONNECTION_STATES", "DELAY_BUCKETS", "ConnectionMachine", "backoff_delay"]
+__all__ = [
+    "CONNECTION_STATES",
+    "DELAY_BUCKETS",
+    "ConnectionMachine",
+    "FailureDecision",
+    "backoff_delay",
+]
 
 #: The keyword arguments of an event without any (never changed).
 _NO_KWARGS: dict[str, Any] = {}
@@ -144,9 +152,19 @@ def backoff_delay(config: ConnectionConfig, n: int, unit: float = 0.5) -> float:
 
 
 @attrs.define
-class _FailureDecision:
-    """What a failure will do, computed before anything changes (never changed afterwards;
-    not frozen because a frozen attrs class costs 0.7 us more to build, once per failure)."""
+class FailureDecision:
+    """What a failure will do, computed by :meth:`ConnectionMachine.decide_failure` before
+    anything changes (never changed afterwards; not frozen because a frozen attrs class costs
+    0.7 us more to build, once per failure).
+
+    ``target`` is ``"closed"``, ``"alarmed"`` or ``"backing_off"``; ``counted``: the failure
+    counts (a planned server close does not); ``attempt_failed``: an attempt that never became
+    healthy (R1.3 counts those); ``consecutive``: the consecutive failures after this one;
+    ``delay``: the wait before the next attempt (None when closing); ``new_alarm``: this
+    failure raises the alarm; ``window_count``: failed attempts in the alarm window.
+
+    .. versionadded:: 0.2.0
+    """
 
     target: str
     counted: bool
@@ -157,7 +175,7 @@ class _FailureDecision:
     window_count: int
 
 
-class ConnectionMachine(StateMachine):
+class ConnectionMachine(Machine):
     """The connection lifecycle (see the module header for how it works).
 
     Args:
@@ -201,20 +219,6 @@ class ConnectionMachine(StateMachine):
         | alarmed.to(closed)
     )
 
-    #: True: every transition goes through python-statemachine's ``send()`` (the side-by-side
-    #: property test runs such a subclass beside the table).
-    _execute_with_send: ClassVar[bool] = False
-    _tables: ClassVar[dict[type, TransitionTable | None]] = {}
-    #: This instance's table (None: through send()).
-    _table: TransitionTable | None
-
-    def add_listener(self, *listeners: Any) -> Any:
-        """python-statemachine's ``add_listener``. A listener observes the callbacks ``send()``
-        runs (``after_transition`` ...), so from now on this machine's transitions go through
-        ``send()``, where every listener sees them."""
-        self._table = None
-        return super().add_listener(*listeners)  # type: ignore[no-untyped-call]
-
     # python-statemachine's __setattr__ checks every attribute set against the state names
     # (a state must not be overwritten): about 0.2 us per set, and an event sets about ten
     # counters. Nothing here assigns a state name and python-statemachine reads its states
@@ -222,10 +226,10 @@ class ConnectionMachine(StateMachine):
     __setattr__ = object.__setattr__
 
     # -- guards (pure: they read the precomputed decision) -------------------------------
-    def fatal_or_exhausted(self, decision: _FailureDecision) -> bool:
+    def fatal_or_exhausted(self, decision: FailureDecision) -> bool:
         return decision.target == "closed"
 
-    def alarm_raised(self, decision: _FailureDecision) -> bool:
+    def alarm_raised(self, decision: FailureDecision) -> bool:
         return decision.target == "alarmed"
 
     # ---------------------------------------------------------------------------
@@ -239,12 +243,6 @@ class ConnectionMachine(StateMachine):
         self.config = config if config is not None else ConnectionConfig()
         self.rng = rng if rng is not None else random.Random()
         self._reset_counters()
-        cls = type(self)
-        if cls not in ConnectionMachine._tables:
-            ConnectionMachine._tables[cls] = (
-                None if cls._execute_with_send else TransitionTable.compile(cls)
-            )
-        self._table = ConnectionMachine._tables[cls]
         if _start_value is None:
             super().__init__()
         else:
@@ -380,6 +378,33 @@ class ConnectionMachine(StateMachine):
             self.wall_offset = previous
             raise
 
+    def replay_event(self, event: str) -> list[ConnectionAction]:
+        """Feed the event named ``event`` as a host would, at the current time, through the
+        real guards and rules (``regulator diagram --events``): ``fail`` is a network
+        failure, ``retry`` the Tick at the retry deadline.
+
+        Raises:
+            IllegalEventError: the event is not accepted in the current state.
+        """
+        now = self.last_event_at if self.last_event_at is not None else 0.0
+        state = self.state
+        typed: ConnectionEvent
+        if event == "start":
+            typed = Start(now=now)
+        elif event == "transport_connected":
+            typed = TransportConnected(now=now)
+        elif event == "handshake_succeeded":
+            typed = HandshakeSucceeded(now=now)
+        elif event == "fail":
+            typed = ConnectionFailed(now=now, kind=FailureKind.NETWORK, reason="replayed")
+        elif event == "retry" and state in ("backing_off", "alarmed") and self.retry_at:
+            typed = Tick(now=max(now, self.retry_at))
+        elif event == "stop" and state != "closed":
+            typed = Stop(now=now, reason="replayed")
+        else:
+            raise IllegalEventError("ConnectionMachine", event, state)
+        return self.handle(typed)
+
     def _on_tick(self, event: Tick) -> list[ConnectionAction]:
         return self._tick(event.now)
 
@@ -397,26 +422,10 @@ class ConnectionMachine(StateMachine):
         them: ``decision`` for ``fail``)."""
         model = self.model
         source: str = model.state
-        table = self._table
-        if table is None:
-            try:
-                self.send(name, **kwargs)
-            except TransitionNotAllowed:
-                raise IllegalEventError("ConnectionMachine", name, source) from None
-        else:
-            # The declaration compiled into a dict (see fsm/_table.py): the same transition,
-            # guards in declaration order, without send()'s queue and callback resolution.
-            row = table.unguarded.get((source, name))
-            if row is None:
-                row = table.target(self, source, name, kwargs)
-                if row is None:
-                    raise IllegalEventError("ConnectionMachine", name, source)
-            # The model's state field is where python-statemachine keeps the state (what
-            # current_state_value writes, less its 1.6 us of normalising the value to a set
-            # and back); its configuration cache is keyed by that value, so it follows.
-            model.state = row.target
-            if row.final:
-                self._engine.stop()  # as send() does on a final state: is_terminated holds
+        # The declared transition, on the compiled engine (fsm/_machine.py) or through
+        # python-statemachine's send() for a subclass the engine cannot run.
+        if not self._move(name, kwargs, source):
+            raise IllegalEventError("ConnectionMachine", name, source)
         entered = self.state_entered_at
         if entered is not None:
             self.time_in_state[source] += now - entered
@@ -518,23 +527,38 @@ class ConnectionMachine(StateMachine):
         return []
 
     # -- failures ------------------------------------------------------------------
-    def _decide(self, event: ConnectionFailed) -> _FailureDecision:
+    # -- public hooks: a subclass overrides these (docs/connection.md, "Subclass hooks") ------
+    def retry_delay(self, consecutive: int, unit: float) -> float:
+        """The wait before the attempt after the ``consecutive``-th consecutive failure (R1.1).
+
+        ``unit`` is a uniform draw in [0, 1) from the machine's ``rng`` (0.5 without jitter).
+        Default: :func:`backoff_delay` (exponential, capped, jittered). A host with another
+        rule (say linear) overrides it, and checks it with its own reference model
+        (``connection_lifecycle_spec(model=...)``). A server's ``retry_after`` still wins
+        when longer; a planned server close (``server_closed``) retries at once.
+        """
+        return backoff_delay(self.config, consecutive - 1, unit)
+
+    def decide_failure(self, event: ConnectionFailed) -> FailureDecision:
+        """What the failure ``event`` will do, from the counters as they are before it (the
+        failure decision: close, alarm or back off, and the delay). Called once per failure,
+        before anything changes; the transition's guards read the returned decision."""
         cfg = self.config
         kind = event.kind
         counted = kind is not FailureKind.SERVER_CLOSED
-        healthy_drop = self.model.state == "live" and self._is_recovered(event.now)
+        healthy_drop = self.model.state == "live" and self.is_healthy(event.now)
         # R1.3 counts reconnect failures: attempts that never became healthy. The drop of a
         # healthy connection is a drop (history, pattern detector), not a failed attempt.
         attempt_failed = counted and not healthy_drop
         consecutive = 0 if healthy_drop else self.consecutive_failures
         if counted:
             consecutive += 1
-        window_count = self._failures_in_window(event.now)
+        window_count = self.failures_in_window(event.now)
         if attempt_failed:
             window_count += 1
         exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
         if kind is FailureKind.FATAL or exhausted:
-            return _FailureDecision(
+            return FailureDecision(
                 "closed", counted, attempt_failed, consecutive, None, False, window_count
             )
         # A ban is an operator's problem at the first sighting, whatever the window says.
@@ -547,22 +571,25 @@ class ConnectionMachine(StateMachine):
             delay = 0.0
         else:
             unit = self.rng.random() if cfg.jitter > 0.0 else 0.5
-            delay = backoff_delay(cfg, consecutive - 1, unit)
+            delay = self.retry_delay(consecutive, unit)
         if event.retry_after is not None and event.retry_after > delay:
             delay = float(event.retry_after)  # the server's word beats max_delay
-        return _FailureDecision(
+        return FailureDecision(
             target, counted, attempt_failed, consecutive, delay, new_alarm, window_count
         )
 
-    def _failures_in_window(self, now: float) -> int:
+    def failures_in_window(self, now: float) -> int:
         """This episode's failed attempts within the alarm window (R1.3): those less than
-        ``alarm_window`` seconds old (one exactly that old is outside it)."""
+        ``alarm_window`` seconds old (one exactly that old is outside it). A hook: a subclass
+        may count otherwise (the alarm fires when the count exceeds ``alarm_failures``)."""
         if not self._window:  # the common case: the first failure of an episode
             return 0
         horizon = now - self.config.alarm_window
         return sum(1 for t in self._window if t > horizon)
 
-    def _is_recovered(self, now: float) -> bool:
+    def is_healthy(self, now: float) -> bool:
+        """Whether the live connection counts as healthy at ``now`` (R1.4: vouched for, or
+        live for ``stable_after`` seconds). A hook: a subclass may be stricter."""
         return self.recovered or (
             self.live_since is not None and now - self.live_since >= self.config.stable_after
         )
@@ -574,9 +601,9 @@ class ConnectionMachine(StateMachine):
         # Healthy by time but not yet ticked: recover first (the transition below cannot be
         # refused from live, so nothing is half-applied).
         recovery: list[ConnectionAction] = []
-        if source == "live" and not self.recovered and self._is_recovered(event.now):
+        if source == "live" and not self.recovered and self.is_healthy(event.now):
             recovery = self._recover(event.now)
-        decision = self._decide(event)
+        decision = self.decide_failure(event)
         kind = event.kind.value  # an enum's .value is a Python-level descriptor: read it once
         reason = f"{kind}: {event.reason}" if event.reason else kind
         actions = recovery + self._transition("fail", event.now, reason, {"decision": decision})
@@ -880,6 +907,3 @@ _HANDLERS: dict[type, tuple[str, bool]] = {
         (ConnectionHealthy, "_vouched"),
     )
 }
-
-# Compiled at class creation: a subclass compiles its own on first use.
-ConnectionMachine._tables[ConnectionMachine] = TransitionTable.compile(ConnectionMachine)

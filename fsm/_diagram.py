@@ -13,19 +13,22 @@ renders every format, SVG and PNG with Graphviz).
 
 from __future__ import annotations
 
+import copy
 import html
+import importlib
 import re
 import shutil
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 from statemachine import StateMachine
-from statemachine.contrib.diagram.extract import extract
+from statemachine.exceptions import TransitionNotAllowed
 
 from ._connection import ConnectionMachine
 from ._dot import dot_source
-from ._errors import RegulatorError
+from ._errors import IllegalEventError, RegulatorError
 from ._logfmt import escape_controls
 from ._scaler import ScalerMachine
 
@@ -43,6 +46,7 @@ __all__ = [
     "render_diagram",
 ]
 
+#: The shipped machines, by the names the command line and the docs use.
 MACHINES: dict[str, type[StateMachine]] = {
     "connection": ConnectionMachine,
     "scaler": ScalerMachine,
@@ -73,41 +77,96 @@ def has_graphviz() -> bool:
     return shutil.which("dot") is not None
 
 
+def _import_class(path: str) -> type[StateMachine]:
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not attr:
+        raise DiagramError(
+            f"machine: must be {', '.join(MACHINES)} or a dotted path pkg.module:Class"
+            f" (got {path!r})"
+        )
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise DiagramError(f"machine: cannot import {path!r} ({exc})") from None
+    if not (isinstance(found, type) and issubclass(found, StateMachine)):
+        raise DiagramError(f"machine: {path!r} is not a python-statemachine machine class")
+    return found
+
+
+def _machine_class(machine: Any) -> type[StateMachine]:
+    if isinstance(machine, StateMachine):
+        return type(machine)
+    if isinstance(machine, type) and issubclass(machine, StateMachine):
+        return machine
+    if isinstance(machine, str):
+        if machine in MACHINES:
+            return MACHINES[machine]
+        return _import_class(machine)
+    raise DiagramError(f"machine: must be a machine class, instance or name (got {machine!r})")
+
+
+def _fresh(cls: type[StateMachine]) -> StateMachine:
+    try:
+        return cls()
+    except Exception as exc:  # a host's constructor may need arguments
+        raise DiagramError(
+            f"machine: {cls.__name__}() cannot be built without arguments ({exc});"
+            " pass an instance to draw it, or draw the class without --events/--state"
+        ) from None
+
+
 def _move(machine: StateMachine, state: str) -> None:
-    machine.current_state_value = state
+    machine.current_state_value = next(s.value for s in type(machine).states if s.id == state)
     if isinstance(machine, ScalerMachine):
         machine._state = state
 
 
 def _replay(machine: StateMachine, events: Sequence[str]) -> None:
+    """Send ``events`` one by one through the machine's real guards (a machine with typed
+    events, like ConnectionMachine, takes them through ``replay_event``)."""
     states = {s.id: s for s in type(machine).states}
     for event in events:
         current = str(machine.current_state_value)
-        options = [t for t in states[current].transitions if t.event == event]
-        if not options:
+        replay = getattr(machine, "replay_event", None)
+        try:
+            if replay is not None:
+                replay(event)
+            else:
+                machine.send(event)
+        except (TransitionNotAllowed, IllegalEventError):
             allowed = sorted({t.event for t in states[current].transitions})
             raise DiagramError(
                 f"--events: {event!r} is not allowed in state {current!r}"
                 f" (allowed: {', '.join(allowed) or 'none'})"
-            )
-        # Guarded branches are declared first; the last one is the default branch.
-        _move(machine, options[-1].target.id)
+            ) from None
+        except TypeError as exc:  # a guard or action needs the event's arguments
+            raise DiagramError(f"--events: {event!r} cannot be replayed: {exc}") from None
 
 
-def _machine(name: str, events: Sequence[str], state: str | None) -> StateMachine:
-    if name not in MACHINES:
-        raise DiagramError(f"machine: must be one of {', '.join(MACHINES)} (got {name!r})")
-    machine = MACHINES[name]()
+def _machine(target: Any, events: Sequence[str], state: str | None) -> StateMachine | None:
+    """The instance to draw (None: the class, nothing highlighted)."""
+    cls = _machine_class(target)
+    if isinstance(target, StateMachine) and not events:
+        if state is None:
+            return target
+        machine: StateMachine | None = copy.deepcopy(target)  # the host's instance stays put
+    elif events or state is not None:
+        machine = _fresh(cls)
+    else:
+        return None
+    assert machine is not None
     _replay(machine, events)
     if state is not None:
-        known = [s.id for s in type(machine).states]
+        known = [s.id for s in cls.states]
         if state not in known:
             raise DiagramError(f"--state: must be one of {', '.join(known)} (got {state!r})")
         _move(machine, state)
     return machine
 
 
-def mermaid(machine: StateMachine) -> str:
+def mermaid(machine: StateMachine | type[StateMachine]) -> str:
     """python-statemachine's Mermaid text of ``machine``, the current state highlighted by a
     ``class`` line (what a wing's ``diagram()`` should return too)."""
     # python-statemachine writes the highlight as `idle:::active`, which mermaid-cli 11 does
@@ -136,44 +195,63 @@ def _graphviz(dot: str, fmt: str) -> bytes:
 
 
 def render_diagram(
-    name: str, fmt: str = "mermaid", *, events: Sequence[str] = (), state: str | None = None
+    machine: Any,
+    format: str = "mermaid",
+    *,
+    state: str | None = None,
+    events: Sequence[str] = (),
 ) -> str | bytes:
-    """The diagram of machine ``name`` in ``fmt``; text for mermaid/dot/md, bytes for svg/png.
+    """The state diagram of ``machine``: text for mermaid/dot/md, bytes for svg/png.
 
-    ``events`` replays event names from the initial state (a guarded event takes its default,
-    unguarded branch); ``state`` moves to any state. The state reached is highlighted.
+    ``machine`` is a machine class or instance (any python-statemachine machine, a
+    :class:`~regulator.fsm.Machine` included), ``"connection"``/``"scaler"``, or a dotted
+    path ``"pkg.module:Class"``. An instance is drawn with its current state highlighted;
+    ``events`` replays event names on a fresh instance from the initial state, through the
+    machine's real guards; ``state`` highlights any state. A class alone is drawn with
+    nothing highlighted.
+
+    .. versionadded:: 0.2.0
     """
-    if fmt not in FORMATS:
-        raise DiagramError(f"--format: must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    machine = _machine(name, events, state)
-    if fmt == "mermaid":
-        return mermaid(machine)
-    if fmt == "md":
-        return format(machine, "md")
+    if format not in FORMATS:
+        raise DiagramError(f"--format: must be one of {', '.join(FORMATS)} (got {format!r})")
+    drawn = _machine(machine, events, state)
+    source: Any = drawn if drawn is not None else _machine_class(machine)
+    if format == "mermaid":
+        return mermaid(source)
+    if format == "md":
+        return format_md(source)
     # our own DOT writer: pure Python (python-statemachine's needs pydot)
-    dot = dot_source(machine, active=str(machine.current_state_value))
-    if fmt == "dot":
+    active = str(drawn.current_state_value) if drawn is not None else None
+    dot = dot_source(source, active=active)
+    if format == "dot":
         return dot
-    return _graphviz(dot, fmt)
+    return _graphviz(dot, format)
 
 
-def diagram_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
-    """An ``<svg>`` element (no XML prolog, ready to inline in HTML) of machine ``name``.
+def format_md(source: Any) -> str:
+    return str(format(source, "md"))
+
+
+def diagram_svg(machine: Any, *, state: str | None = None, caption: str = "") -> str:
+    """An ``<svg>`` element (no XML prolog, ready to inline in HTML) of ``machine`` (as
+    :func:`render_diagram` takes it).
 
     Graphviz lays it out when ``dot`` is on PATH; otherwise :func:`layout_svg` does. ``state``
     is filled (none when ``None``); ``caption`` is written under the drawing.
     """
-    machine = _machine(name, (), state)
+    _machine(machine, (), state)  # checks the machine and the state, as render_diagram does
     if has_graphviz():
         # Top to bottom: left to right, the connection machine is about twice as wide as a
         # page column; the class is drawn with nothing highlighted when no state is given.
-        dot = dot_source(type(machine), active=state, rankdir="TB", caption=caption, compact=True)
+        dot = dot_source(
+            _machine_class(machine), active=state, rankdir="TB", caption=caption, compact=True
+        )
         svg = _graphviz(dot, "svg").decode()
         svg = svg[svg.index("<svg") :]
         # Graphviz sizes the drawing in pt (1.33 px): in px, a 12 pt label is 12 px on screen
         # and the connection machine fits a page column without being shrunk
         return re.sub(r'(width|height)="([\d.]+)pt"', r'\1="\2"', svg, count=2)
-    return layout_svg(name, state=state, caption=caption)
+    return layout_svg(machine, state=state, caption=caption)
 
 
 # -- the pure-Python layout ------------------------------------------------------------------
@@ -240,6 +318,8 @@ def _name_lines(name: str) -> list[str]:
 
 
 def layout(machine_cls: type[StateMachine]) -> DiagramLayout:
+    from statemachine.contrib.diagram.extract import extract
+
     graph = extract(machine_cls)
     names = {s.id: s.name for s in graph.states}
     order = [s.id for s in graph.states]
@@ -332,10 +412,14 @@ def _tspans(name: str, x: float) -> str:
     )
 
 
-def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str:
-    """Machine ``name`` drawn by :func:`layout` as an ``<svg>`` element; ``state`` filled."""
-    machine = _machine(name, (), state)
-    plan = layout(type(machine))
+def layout_svg(machine: Any, *, state: str | None = None, caption: str = "") -> str:
+    """``machine`` (as :func:`render_diagram` takes it) drawn by :func:`layout` as an
+    ``<svg>`` element; ``state`` filled."""
+    cls = _machine_class(machine)
+    if state is not None and state not in [s.id for s in cls.states]:
+        known = ", ".join(s.id for s in cls.states)
+        raise DiagramError(f"--state: must be one of {known} (got {state!r})")
+    plan = layout(cls)
     esc = html.escape
     out = [
         # the class lets a page keep it at its natural size (labels stay 12 px) and scroll
@@ -345,7 +429,7 @@ def layout_svg(name: str, *, state: str | None = None, caption: str = "") -> str
         "<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='7'"
         " markerHeight='7' orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z'"
         " fill='#555'/></marker></defs>",
-        f'<text x="{PAD}" y="18" font-weight="bold">{esc(type(machine).__name__)}</text>',
+        f'<text x="{PAD}" y="18" font-weight="bold">{esc(cls.__name__)}</text>',
     ]
     for edge in plan.edges:
         top = edge.lane > 0

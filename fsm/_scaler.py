@@ -26,13 +26,13 @@ Per-step work never calls python-statemachine's ``send()`` (about 70 us): :meth:
 plain counters (``self.counters``, a slotted object) and compares two floats; it changes the
 lifecycle only when due, and returns None on the fast path.
 
-How a transition executes: as ``ConnectionMachine``'s, from the declaration compiled once per
-class into a dict table (``fsm/_table.py``): the event looked up for the current state, the
-guard (``auto_reset_enabled``) called as ``send()`` would, the new state written to
-python-statemachine's model field (so ``configuration``, the diagrams and the exporters see
-it). A subclass the table cannot run exactly (callbacks, validators ...) and a machine with a
-python-statemachine listener go through ``send()``; ``tests/fsm/test_scaler_engine.py`` runs
-both side by side.
+How a transition executes: as ``ConnectionMachine``'s, on the compiled engine of
+``regulator.fsm.Machine`` (``fsm/_machine.py``) through the shared dispatch ``Machine._move``:
+the event looked up for the current state, the guard (``auto_reset_enabled``) called as
+``send()`` would, the new state written to python-statemachine's model field (so
+``configuration``, the diagrams and the exporters see it). A subclass's callbacks and
+listeners run on the engine too; ``tests/fsm/test_scaler_engine.py`` runs the engine and
+``send()`` side by side.
 
 Beyond the seed: the scale never goes below ``min_scale`` (a ``SetScale`` clamps it); when
 ``collapse_after`` consecutive steps overflow with the scale already at the floor, the loss is
@@ -43,16 +43,15 @@ as :class:`ScaleCollapseError` (fairseq and DeepSpeed stop the same way).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import attrs
-from statemachine import State, StateMachine
-from statemachine.exceptions import TransitionNotAllowed
+from statemachine import State
 
 from ._config import ScalerConfig
 from ._errors import IllegalEventError
+from ._machine import Machine
 from ._mirror import replay_torch_update
-from ._table import TransitionTable
 
 __all__ = [
     "SCALER_STATES",
@@ -62,6 +61,9 @@ __all__ = [
     "ScalerMachine",
     "SetScale",
 ]
+
+#: The keyword arguments of the scaler's events (none; never changed).
+_NO_KWARGS: dict[str, Any] = {}
 
 SCALER_STATES = ("warmup", "stable", "over_threshold", "reset", "overflow_halved")
 AnomalyKind = Literal["over_threshold", "reset", "overflow_halved", "collapse"]
@@ -145,7 +147,7 @@ class ScalerCounters:
 ScalerAction = SetScale | Anomaly
 
 
-class ScalerMachine(StateMachine):
+class ScalerMachine(Machine):
     """The loss-scale lifecycle (see the module header for how it works).
 
     Args:
@@ -182,13 +184,6 @@ class ScalerMachine(StateMachine):
     #: the property suite checks it against its own model).
     scale_update = staticmethod(replay_torch_update)
 
-    #: True: every transition goes through python-statemachine's ``send()`` (the side-by-side
-    #: property test runs such a subclass beside the table).
-    _execute_with_send: ClassVar[bool] = False
-    _tables: ClassVar[dict[type, TransitionTable | None]] = {}
-    #: This instance's table (None: through send()).
-    _table: TransitionTable | None
-
     def auto_reset_enabled(self) -> bool:
         return self.config.auto_reset
 
@@ -212,12 +207,6 @@ class ScalerMachine(StateMachine):
         self._history: deque[Anomaly] = deque(maxlen=self.config.history_size)
         # Cached state name: reading current_state_value costs more than a str compare.
         self._state = _start_value or "warmup"
-        cls = type(self)
-        if cls not in ScalerMachine._tables:
-            ScalerMachine._tables[cls] = (
-                None if cls._execute_with_send else TransitionTable.compile(cls)
-            )
-        self._table = ScalerMachine._tables[cls]
         if _start_value is None:
             super().__init__()
         else:
@@ -235,25 +224,16 @@ class ScalerMachine(StateMachine):
 
     # -- transitions ----------------------------------------------------------------------
     def _go(self, event: str) -> None:
-        table = self._table
-        # A listener (python-statemachine's add_listener) observes what send() runs.
-        if table is None or self._listeners:
-            try:
-                self.send(event)
-            except TransitionNotAllowed:
-                raise IllegalEventError("ScalerMachine", event, self._state) from None
-            self._state = str(self.current_state_value)
-            return
-        # The declaration compiled into a dict (see fsm/_table.py): the same transition, its
-        # guard called as send() would, the state written where python-statemachine keeps it.
-        source = self._state
-        row = table.unguarded.get((source, event))
-        if row is None:
-            row = table.target(self, source, event, {})
-            if row is None:
-                raise IllegalEventError("ScalerMachine", event, source)
-        self.model.state = row.target
-        self._state = row.target
+        # The declared transition, on the compiled engine (fsm/_machine.py) or through
+        # python-statemachine's send() for a subclass the engine cannot run.
+        if not self._move(event, _NO_KWARGS):
+            raise IllegalEventError("ScalerMachine", event, self._state)
+        self._state = self.model.state
+
+    def replay_event(self, event: str) -> None:
+        """Take the transition ``event`` through its real guard (``regulator diagram
+        --events``); the counters do not move."""
+        self._go(event)
 
     def _anomaly(self, kind: AnomalyKind, message: str) -> Anomaly:
         c = self.counters
@@ -472,7 +452,3 @@ class ScalerMachine(StateMachine):
             "collapses": c.collapses,
             "history": [a.as_dict() for a in self._history],
         }
-
-
-# Compiled at class creation: a subclass compiles its own on first use.
-ScalerMachine._tables[ScalerMachine] = TransitionTable.compile(ScalerMachine)

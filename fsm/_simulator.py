@@ -73,6 +73,7 @@ __all__ = [
     "Fault",
     "Schedule",
     "SimulationResult",
+    "check_machine_class",
     "load_schedule",
     "simulate",
 ]
@@ -394,6 +395,14 @@ class _World:
         return None
 
 
+def check_machine_class(machine_class: Any) -> None:
+    """``machine_class`` must be ConnectionMachine or a subclass (a clear error otherwise)."""
+    if not (isinstance(machine_class, type) and issubclass(machine_class, ConnectionMachine)):
+        raise TypeError(
+            f"machine_class: must be ConnectionMachine or a subclass (got {machine_class!r})"
+        )
+
+
 def simulate(
     schedule: Schedule,
     config: ConnectionConfig | None = None,
@@ -401,8 +410,13 @@ def simulate(
     hours: float | None = None,
     seed: int = 0,
     emit: Callable[[str], None] | None = None,
+    machine_class: type[ConnectionMachine] = ConnectionMachine,
 ) -> SimulationResult:
-    """Run ``schedule`` for ``hours`` of virtual time; return the timeline and totals."""
+    """Run ``schedule`` for ``hours`` of virtual time; return the timeline and totals.
+
+    ``machine_class`` is the machine simulated: a host's :class:`ConnectionMachine` subclass
+    (its public hooks changed) runs against the same faulty world."""
+    check_machine_class(machine_class)
     config = config or ConnectionConfig()
     span = check_hours(schedule.hours if hours is None else hours) * 3600.0
     strikes = [fault.count(span) for fault in schedule.faults]
@@ -415,7 +429,7 @@ def simulate(
                 " raise its every, or shorten its until or the hours"
             ]
         )
-    machine = ConnectionMachine(config, rng=random.Random(seed))
+    machine = machine_class(config, rng=random.Random(seed))
     world = _World(schedule, span)
     lines: list[str] = []
     alarms: list[dict[str, Any]] = []

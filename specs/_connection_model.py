@@ -35,6 +35,7 @@ from ..fsm import (
     ConnectionFailed,
     ConnectionHealthy,
     ConnectionMachine,
+    Disconnect,
     FailureKind,
     HandshakeSucceeded,
     IllegalEventError,
@@ -51,6 +52,7 @@ from ..fsm import (
     Wait,
 )
 from ._coverage import TransitionRecorder, next_transition
+from ._machine_spec import twin_on_send
 
 __all__ = [
     "CONNECTION_TABLE",
@@ -215,16 +217,22 @@ def connection_lifecycle_spec(
     config: ConnectionConfig | None = None,
     *,
     machine_class: type[ConnectionMachine] = ConnectionMachine,
+    model: Callable[[ConnectionConfig], ConnectionModel] = ConnectionModel,
 ) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
 
     With ``config`` None each run draws a config from :func:`connection_configs`;
-    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    ``machine_class`` is the machine checked (a host's own subclass); ``model`` builds the
+    reference model from the config: a host whose subclass changes a rule through a public
+    hook (``retry_delay``: linear backoff, say) passes a :class:`ConnectionModel` subclass
+    with the same change (``base_delay``). Every rule is reachable
     in a short example on any valid config: time jumps to the next deadline or by any
     fraction of the config's longest period, and a failed attempt can be followed by its
     retry in one step.
     """
     recorder = TransitionRecorder(machine_class)
+    # the same class on python-statemachine's send(): every event goes to both
+    twin_class = twin_on_send(machine_class)
 
     class ConnectionLifecycle(RuleBasedStateMachine):
         transitions = recorder
@@ -247,8 +255,12 @@ def connection_lifecycle_spec(
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
             self.machine = machine_class(cfg, rng=random.Random(seed))
+            self.twin = twin_class(cfg, rng=random.Random(seed))
+            engine = self.machine._fast
             self.machine.add_listener(recorder)
-            self.model = ConnectionModel(cfg)
+            # The recorder observes the engine production runs; it never switches to send().
+            assert self.machine._fast == engine
+            self.model = model(cfg)
             self.seen_closed = False
 
         def _m(self) -> tuple[ConnectionMachine, ConnectionModel]:
@@ -258,12 +270,17 @@ def connection_lifecycle_spec(
         def _apply(self, event: Any) -> list[Any]:
             machine, _ = self._m()
             self.actions = machine.handle(event)
+            # the compiled engine and python-statemachine's send() agree, step by step
+            assert self.twin.handle(event) == self.actions, event
+            assert self.twin.state == machine.state
             return self.actions
 
         def _check_failure_actions(
             self, actions: list[Any], new_alarm: bool, n: int, retry_after: float | None
         ) -> None:
             _, model = self._m()
+            # the failed transport is closed, once, whatever follows (R1.1: reconnect anew)
+            assert sum(isinstance(a, Disconnect) for a in actions) == 1, actions
             raised = [a for a in actions if isinstance(a, RaiseAlarm)]
             assert len(raised) == int(new_alarm), (raised, new_alarm)
             waits = [a for a in actions if isinstance(a, Wait)]
@@ -385,7 +402,8 @@ def connection_lifecycle_spec(
         @rule()
         def stop(self) -> None:
             _, model = self._m()
-            self._apply(Stop(now=self.now))
+            actions = self._apply(Stop(now=self.now))
+            assert sum(isinstance(a, Disconnect) for a in actions) == 1, actions
             model.state = "closed"
 
         @precondition(lambda self: self.model is not None)

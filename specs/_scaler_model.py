@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -27,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from ..fsm import ScalerConfig
 from ..fsm._scaler import Anomaly, ScalerMachine, SetScale
 from ._coverage import TransitionRecorder, next_transition
+from ._machine_spec import twin_on_send
 
 __all__ = [
     "ScalerModel",
@@ -169,20 +171,30 @@ def initial_scale_by_size(cfg: ScalerConfig, parameters: int | None) -> float:
     return cfg.medium_model_scale
 
 
+def _default_model(cfg: ScalerConfig, initial: float) -> ScalerModel:
+    return ScalerModel(cfg, initial, scale=initial)
+
+
 def scaler_lifecycle_spec(
     config: ScalerConfig | None = None,
     *,
     initial_scale: float | None = None,
     machine_class: type[ScalerMachine] = ScalerMachine,
+    model: Callable[[ScalerConfig, float], ScalerModel] | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A ``RuleBasedStateMachine`` checking ScalerMachine against :class:`ScalerModel`.
 
-    ``machine_class`` is the machine checked (a host's own subclass). Every rule is reachable
+    ``machine_class`` is the machine checked (a host's own subclass); ``model(config,
+    initial_scale)`` builds the reference model (default: :class:`ScalerModel`; a host that
+    changes a rule in its subclass passes a model with the same change). Every rule is reachable
     in a short example on any valid config: a rule runs clean steps up to the next growth at
     once, and another sets the scale near the threshold, the floor or the initial scale
     through ``resync`` (what a host does with the scale read back from the device).
     """
     recorder = TransitionRecorder(machine_class)
+    build_model = model if model is not None else _default_model
+    # the same class on python-statemachine's send(): every call goes to both
+    twin_class = twin_on_send(machine_class)
 
     class ScalerLifecycle(RuleBasedStateMachine):
         transitions = recorder
@@ -205,9 +217,19 @@ def scaler_lifecycle_spec(
         def setup(self, cfg: ScalerConfig, initial: float) -> None:
             initial = max(initial, cfg.min_scale)
             self.machine = machine_class(cfg, initial_scale=initial)
-            self.machine.add_listener(recorder)  # type: ignore[no-untyped-call]
-            self.model = ScalerModel(cfg, initial, scale=initial)
+            engine = self.machine._fast
+            self.machine.add_listener(recorder)
+            # The recorder observes the engine production runs; it never switches to send().
+            assert self.machine._fast == engine
+            self.model = build_model(cfg, initial)
+            self.twin = twin_class(cfg, initial_scale=initial)
             self.scale = initial
+
+        def _same(self, got: Any, twin_got: Any) -> Any:
+            """The compiled engine and python-statemachine's send() agree, step by step."""
+            assert got == twin_got, (got, twin_got)
+            assert self.machine is not None and self.twin.state == self.machine.state
+            return got
 
         def _both(self) -> tuple[ScalerMachine, ScalerModel]:
             assert self.machine is not None and self.model is not None
@@ -227,7 +249,9 @@ def scaler_lifecycle_spec(
                 self._torch_step(machine, model.cfg, overflowed)
                 warnings_before = len(model.warnings)
                 expected = model.step(overflowed, self.scale)
-                actions = machine.step(overflowed, self.scale)
+                actions = self._same(
+                    machine.step(overflowed, self.scale), self.twin.step(overflowed, self.scale)
+                )
                 self._apply(actions)
                 new_warnings = model.warnings[warnings_before:]
                 anomalies = [a.kind for a in actions or () if isinstance(a, Anomaly)]
@@ -300,7 +324,8 @@ def scaler_lifecycle_spec(
                 # after one clean step nothing changes until the growth: counters only
                 for _ in range(remaining - 2):
                     self._torch_step(machine, model.cfg, False)
-                    assert machine.step(False, self.scale) is None
+                    twin_step = self.twin.step(False, self.scale)
+                    assert self._same(machine.step(False, self.scale), twin_step) is None
             if remaining > 1:
                 self.steps(False, 1)
 
@@ -322,6 +347,8 @@ def scaler_lifecycle_spec(
             if not math.isfinite(value):
                 return
             machine.resync(value)
+            self.twin.resync(value)
+            self._same(machine.state, self.twin.state)
             model.resync(value)
             self.scale = value
 
@@ -347,7 +374,7 @@ def scaler_lifecycle_spec(
             for _ in range(count):
                 warnings_before = len(model.warnings)
                 expected = model.end_epoch()
-                actions = machine.end_epoch()
+                actions = self._same(machine.end_epoch(), self.twin.end_epoch())
                 self._apply(actions)
                 anomalies = [a.kind for a in actions if isinstance(a, Anomaly)]
                 assert anomalies == model.warnings[warnings_before:]

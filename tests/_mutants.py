@@ -15,6 +15,7 @@ import pytest
 from regulator.fsm import (
     ConnectionConfig,
     ConnectionMachine,
+    Disconnect,
     RestoreSubscriptions,
     ScalerConfig,
     _connection,
@@ -78,8 +79,8 @@ def _no_subscription_restore(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
 
 def _alarm_every_failure(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
     class Mutant(ConnectionMachine):
-        def _decide(self, event: Any) -> Any:
-            decision = super()._decide(event)
+        def decide_failure(self, event: Any) -> Any:
+            decision = super().decide_failure(event)
             return attrs.evolve(decision, new_alarm=decision.target == "alarmed")
 
     return Mutant
@@ -119,14 +120,35 @@ def _late_first_ping(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
 
 def _window_edge_inside(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
     class Mutant(ConnectionMachine):
-        def _failures_in_window(self, now: float) -> int:
+        def failures_in_window(self, now: float) -> int:
             horizon = now - self.config.alarm_window
             return sum(1 for t in self._window if t >= horizon)  # R1.3 window: >, not >=
 
     return Mutant
 
 
+def _no_disconnect_on_failure(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
+    class Mutant(ConnectionMachine):
+        def _fail(self, event: Any) -> list[Any]:
+            return [a for a in super()._fail(event) if not isinstance(a, Disconnect)]
+
+    return Mutant
+
+
+def _injected_guard_ignores_live(mp: pytest.MonkeyPatch) -> type[ConnectionMachine]:
+    """A host's guard written the python-statemachine way (injected ``source`` and the
+    event's ``decision``) with a bug: a connection dropped from live never alarms."""
+
+    class Mutant(ConnectionMachine):
+        def alarm_raised(self, event: Any, source: Any, decision: Any) -> bool:
+            return bool(decision.target == "alarmed" and source.id != "live")
+
+    return Mutant
+
+
 CONNECTION_MUTANTS: dict[str, ConnectionMutant] = {
+    "no Disconnect on failure": _no_disconnect_on_failure,
+    "host guard with injected arguments: no alarm from live (R1.3)": (_injected_guard_ignores_live),
     "backoff factor + 0.5": _backoff(backoff_factor=lambda c: c.backoff_factor + 0.5),
     "cap x 2": _backoff(max_delay=lambda c: c.max_delay * 2),
     "jitter x 2": _backoff(jitter=lambda c: min(c.jitter * 2, 0.99)),

@@ -134,7 +134,9 @@ def test_scaler_metrics_follow_real_overflows(server: tuple[MetricsExporter, str
 
 def test_register_rejects_other_objects() -> None:
     with pytest.raises(
-        TypeError, match="must be a ResilientWebSocket, a BinanceStream or a GuardedGradScaler"
+        TypeError,
+        match="must be a ResilientWebSocket, a BinanceStream, a GuardedGradScaler or a"
+        r" regulator\.fsm\.Machine",
     ):
         MetricsExporter().register(object(), name="x")
 
@@ -190,3 +192,37 @@ async def test_binance_metrics_gaps_rotations_and_monotonic_counters(
     del stream
     gc.collect()
     assert not any(key[0].startswith("regulator_binance") for key in scrape(url))
+
+
+def test_any_machine_exports_its_state_and_transitions() -> None:
+    """A host's own Machine: its state as a labelled gauge, its transitions as a counter
+    (counted from registration on), and it stays on the compiled engine."""
+    import sys
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "docs" / "examples"))
+    from order_lifecycle import OrderLifecycle
+
+    order = OrderLifecycle(items=1, total=5.0)
+    exporter = MetricsExporter()
+    exporter.register(order, name="order-1")
+    assert order._fast
+    order.place()
+    order.send("pay", amount=5.0)
+    order.refund(amount=1.0)
+    text = generate_latest(exporter.registry).decode()
+    assert (
+        'regulator_machine_state{machine="OrderLifecycle",name="order-1",state="paid"} 1.0' in text
+    )
+    assert (
+        'regulator_machine_state{machine="OrderLifecycle",name="order-1",state="draft"} 0.0' in text
+    )
+    line = (
+        'regulator_machine_transitions_total{event="refund",machine="OrderLifecycle",'
+        'name="order-1",source="paid",target="paid"} 1.0'
+    )
+    assert line in text
+    exporter.unregister("order-1")
+    assert "regulator_machine_state{" not in generate_latest(exporter.registry).decode()

@@ -191,7 +191,8 @@ def _diagram(args: argparse.Namespace) -> int:
     from ._diagram import DiagramError, render_diagram
 
     path = writable_file("--output", args.output) if args.output else None
-
+    if args.machine not in ("connection", "scaler") and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # pkg.module:Class from where the command runs
     try:
         output = render_diagram(
             args.machine, args.format, events=args.events or (), state=args.state
@@ -302,13 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     diagram = sub.add_parser("diagram", help="render a machine's state diagram")
-    diagram.add_argument("machine", choices=["connection", "scaler"])
+    diagram.add_argument(
+        "machine",
+        help="connection, scaler, or a dotted path to a machine class: pkg.module:Class",
+    )
     diagram.add_argument(
         "--format", default="mermaid", choices=["mermaid", "dot", "svg", "png", "md"]
     )
     diagram.add_argument("--output", default=None, help="write to FILE (default: stdout)")
     diagram.add_argument(
-        "--events", nargs="+", default=None, help="replay these events; highlight the result"
+        "--events",
+        nargs="+",
+        default=None,
+        help="replay these events through the machine's real guards; highlight the result",
     )
     diagram.add_argument("--state", default=None, help="highlight this state")
     diagram.set_defaults(func=_diagram)

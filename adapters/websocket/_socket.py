@@ -49,6 +49,7 @@ from ...fsm import (
     load_config,
 )
 from ...fsm._diagram import mermaid
+from ...fsm._simulator import check_machine_class
 from .._counts import copy_counts
 from ._buffer import MessageBuffer, OverflowPolicy
 from ._classify import MAX_RETRY_AFTER, classify_exception
@@ -103,6 +104,8 @@ class ResilientWebSocket:
             its Location); True follows the Location at the next attempt (with backoff, so a
             redirect loop cannot spin), never from wss to ws (fatal) and without the secret
             headers (``X-MBX-APIKEY``, ``Authorization``, ...) when it leads to another origin.
+        machine_class: the rules' machine: a host's :class:`ConnectionMachine` subclass
+            (its public hooks: ``retry_delay``, ``decide_failure`` ...; docs/connection.md).
     """
 
     def __init__(
@@ -126,8 +129,10 @@ class ResilientWebSocket:
         on_action: Callable[[ResilientWebSocket, ConnectionAction], None] | None = None,
         wall_clock: Callable[[], float] | None = None,
         follow_redirects: bool = False,
+        machine_class: type[ConnectionMachine] = ConnectionMachine,
     ) -> None:
         # Everything is checked before anything starts: a bad argument changes nothing.
+        check_machine_class(machine_class)
         check_count("max_message_bytes", max_message_bytes)
         check_count("buffer_size", buffer_size)
         check_seconds("notify_timeout", notify_timeout)
@@ -145,7 +150,7 @@ class ResilientWebSocket:
         self.notifiers = list(notifiers)
         self.max_message_bytes = max_message_bytes
         self.clock: Clock = clock or AnyioClock()
-        self.machine = ConnectionMachine(self.config, rng=rng)
+        self.machine = machine_class(self.config, rng=rng)
         self.notify_timeout = notify_timeout
         self.before_attempt = before_attempt
         self.on_action = on_action

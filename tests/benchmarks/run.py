@@ -81,10 +81,11 @@ about half of it (its run-to-completion queue, the selection of transitions, a d
 convention callbacks resolved per transition and state exit/entry: ~80 us for a transition
 whose only callbacks are two guards) and the pattern detector about 30 % (recounting the
 drops per hour, sorting the phases and the gaps of the whole 256-drop buffer after every
-drop). First change: the declaration is compiled once into a dict table (`fsm/_table.py`)
+drop). First change: the declaration is compiled once into a dict table (v0.2: the engine of
+`regulator.fsm.Machine`, `fsm/_machine.py`, which also runs callbacks and listeners)
 that performs the same transition, guards in declaration order; a machine whose declaration
-the table cannot run exactly (callbacks, validators, compound states) or that has a
-python-statemachine listener keeps `send()`. That left handle() at 10.9 us, 50x the dict
+the table could not run exactly (callbacks, validators, compound states) or that had a
+python-statemachine listener kept `send()`. That left handle() at 10.9 us, 50x the dict
 table.
 
 Where the rest went (cProfile and timings of the cycle above, then of each change): ~10
@@ -462,6 +463,11 @@ def main() -> None:
         f" connections: median {scrape['median_ms']:.2f} ms for {scrape['bytes']:,} bytes.\n"
     )
     say(machines_markdown(tcost, sim))
+    say(
+        host.markdown(
+            host.host_transition_cost(5000 if QUICK else 20000, 3 if QUICK else 7), _table
+        )
+    )
     say("\n## Binance stream\n")
     say(
         f"Per combined trade event, the exchange layer (parse, identity, de-duplication, gap"

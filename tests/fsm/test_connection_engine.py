@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any, ClassVar
 
 import pytest
@@ -14,6 +15,7 @@ from regulator.fsm import (
     ConnectionFailed,
     ConnectionHealthy,
     ConnectionMachine,
+    EngineFallbackWarning,
     FailureKind,
     FailureRecord,
     HandshakeSucceeded,
@@ -25,14 +27,13 @@ from regulator.fsm import (
     TransportConnected,
 )
 from regulator.fsm._diagram import mermaid
-from regulator.fsm._table import TransitionTable
 from regulator.specs._connection_model import connection_configs
 
 
 class ViaSend(ConnectionMachine):
     """The same declaration, every transition through python-statemachine's ``send()``."""
 
-    _execute_with_send: ClassVar[bool] = True
+    use_engine: ClassVar[bool] = False
 
 
 # "next" moves the lifecycle on (weighted: random events alone rarely reach live).
@@ -113,7 +114,7 @@ def test_table_and_send_agree(cfg: ConnectionConfig, seed: int, script: list[Any
     through the table and through send(); an illegal event changes nothing on either."""
     fast = ConnectionMachine(cfg, rng=random.Random(seed))
     slow = ViaSend(cfg, rng=random.Random(seed))
-    assert fast._table is not None and slow._table is None
+    assert fast.engine == "compiled" and slow.engine == "send"
     now = 0.0
     for step in script:
         now += step[1]
@@ -126,9 +127,9 @@ def test_table_and_send_agree(cfg: ConnectionConfig, seed: int, script: list[Any
             assert _view(fast) == before
 
 
-def test_subclass_with_callbacks_goes_through_send() -> None:
-    """A subclass declaring a convention callback is not run from the table: its callback
-    runs, as python-statemachine promises."""
+def test_subclass_with_callbacks_stays_on_the_engine() -> None:
+    """A subclass declaring a convention callback runs on the compiled engine, and its
+    callback runs, as python-statemachine promises."""
     entered: list[str] = []
 
     class Observed(ConnectionMachine):
@@ -136,7 +137,7 @@ def test_subclass_with_callbacks_goes_through_send() -> None:
             entered.append("live")
 
     machine = Observed()
-    assert machine._table is None
+    assert machine.engine == "compiled"
     for event in (Start(now=0.0), TransportConnected(now=0.1), HandshakeSucceeded(now=0.2)):
         machine.handle(event)
     assert entered == ["live"] and machine.state == "live"
@@ -144,7 +145,7 @@ def test_subclass_with_callbacks_goes_through_send() -> None:
 
 def test_a_listener_sees_every_transition() -> None:
     """python-statemachine listeners (the property suites' transition coverage uses one) see
-    the transitions: a machine with a listener runs them through send()."""
+    the transitions, on the compiled engine."""
     seen: list[tuple[str, str, str]] = []
 
     class Recorder:
@@ -153,6 +154,7 @@ def test_a_listener_sees_every_transition() -> None:
 
     machine = ConnectionMachine(ConnectionConfig(jitter=0.0))
     machine.add_listener(Recorder())
+    assert machine._fast
     machine.handle(Start(now=0.0))
     machine.handle(TransportConnected(now=0.05))
     machine.handle(ConnectionFailed(now=0.1, kind="network", reason="reset"))
@@ -163,19 +165,29 @@ def test_a_listener_sees_every_transition() -> None:
     ]
 
 
-def test_table_refuses_what_it_cannot_execute() -> None:
-    class Guarded(ConnectionMachine):
-        def before_start(self) -> None:
-            pass
+def test_what_the_engine_cannot_run_goes_through_send_with_a_warning() -> None:
+    """A feature the engine does not run exactly is named at class creation, once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
 
-    assert TransitionTable.compile(ConnectionMachine) is not None
-    assert TransitionTable.compile(Guarded) is None
+        class Prepared(ConnectionMachine):
+            def prepare_event(self) -> dict[str, int]:
+                return {"x": 1}
+
+    assert [str(w.message) for w in caught if w.category is EngineFallbackWarning] == [
+        "Prepared runs through python-statemachine's send(), not the compiled engine:"
+        " it uses a prepare_event callback"
+    ]
+    assert Prepared.engine == "send" and ConnectionMachine.engine == "compiled"
+    machine = Prepared()
+    machine.handle(Start(now=0.0))
+    assert machine.state == "connecting"
 
 
 def test_python_statemachine_sees_the_state_after_fast_transitions() -> None:
     """configuration, is_active and the diagram's highlight follow the table's transitions."""
     machine = ConnectionMachine(ConnectionConfig(jitter=0.0))
-    assert machine._table is not None
+    assert machine.engine == "compiled"
     machine.handle(Start(now=0.0))
     machine.handle(TransportConnected(now=0.05))
     machine.handle(HandshakeSucceeded(now=0.2))

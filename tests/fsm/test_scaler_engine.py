@@ -11,14 +11,13 @@ from hypothesis import strategies as st
 from regulator.fsm import IllegalEventError, ScalerConfig
 from regulator.fsm._diagram import mermaid
 from regulator.fsm._scaler import SCALER_STATES, ScalerMachine
-from regulator.fsm._table import TransitionTable
 from regulator.specs import scaler_configs
 
 
 class ViaSend(ScalerMachine):
     """The same declaration, every transition through python-statemachine's ``send()``."""
 
-    _execute_with_send: ClassVar[bool] = True
+    use_engine: ClassVar[bool] = False
 
 
 EVENTS = sorted({t.event for s in ScalerMachine.states for t in s.transitions} | {"nonsense"})
@@ -66,7 +65,7 @@ def test_table_and_send_agree(cfg: ScalerConfig, script: list[Any]) -> None:
     errors through the table and through send(); an illegal event changes nothing on either."""
     fast = ScalerMachine(cfg, initial_scale=cfg.max_scale_threshold)
     slow = ViaSend(cfg, initial_scale=cfg.max_scale_threshold)
-    assert fast._table is not None and slow._table is None
+    assert fast.engine == "compiled" and slow.engine == "send"
     for call in script:
         before = _view(fast)
         got, expected = _outcome(fast, call), _outcome(slow, call)
@@ -94,7 +93,7 @@ def test_illegal_event_raises_and_changes_nothing(
 
 def test_python_statemachine_sees_the_state_after_fast_transitions() -> None:
     machine = ScalerMachine(ScalerConfig(), initial_scale=2.0**16)
-    assert machine._table is not None
+    assert machine.engine == "compiled"
     machine.step(False, 2.0**16)
     assert machine.state == "stable" and machine.stable.is_active
     assert list(machine.configuration_values) == ["stable"]
@@ -103,7 +102,8 @@ def test_python_statemachine_sees_the_state_after_fast_transitions() -> None:
     assert machine.over_threshold.is_active and "class over_threshold active" in mermaid(machine)
 
 
-def test_a_subclass_with_callbacks_or_a_listener_goes_through_send() -> None:
+def test_a_subclass_with_callbacks_or_a_listener_stays_on_the_engine() -> None:
+    """A convention callback and a listener run on the compiled engine (no send())."""
     entered: list[str] = []
     seen: list[tuple[str, str, str]] = []
 
@@ -115,11 +115,12 @@ def test_a_subclass_with_callbacks_or_a_listener_goes_through_send() -> None:
         def after_transition(self, event: Any, source: Any, target: Any) -> None:
             seen.append((source.id, str(event), target.id))
 
-    assert TransitionTable.compile(Observed) is None
+    assert Observed.engine == "compiled"
     observed = Observed(initial_scale=2.0**16)
     observed.step(False, 2.0**16)
     assert entered == ["stable"] and observed.state == "stable"
     listened = ScalerMachine(initial_scale=2.0**16)
     listened.add_listener(Recorder())
+    assert listened._fast
     listened.step(False, 2.0**16)
     assert seen == [("warmup", "calibrated", "stable")] and listened.state == "stable"

@@ -154,3 +154,15 @@ def test_next_transition_walks_a_shortest_path_to_an_untaken_transition() -> Non
     assert step == ("idle", "start", "connecting")
     assert next_transition(declared, set(declared), "idle") is None
     assert ScalerMachine.__name__ in coverage_report(scaler_lifecycle_spec())
+
+
+def test_a_host_guard_with_injected_arguments_passes_on_the_engine() -> None:
+    """A guard written the python-statemachine way (injected ``event`` and ``source`` beside
+    the event's ``decision``) runs on the compiled engine, as in production, and passes."""
+
+    class HostGuards(ConnectionMachine):
+        def alarm_raised(self, event: Any, source: Any, decision: Any) -> bool:
+            return bool(decision.target == "alarmed" and str(event) == "fail" and source.id)
+
+    assert HostGuards.engine == "compiled"
+    assert not _fails(connection_lifecycle_spec(ConnectionConfig(), machine_class=HostGuards))
