@@ -25,7 +25,12 @@ from wsproto.events import AcceptConnection, CloseConnection, Request
 
 pytestmark = pytest.mark.anyio
 
-MARKET = MarketConfig(symbols={"ethusdt": 3000.0, "btcusdt": 90000.0}, trades_per_second=50.0)
+# market time pinned to 2026-01-05 00:00 UTC (a Monday): candle bounds checked to the ms
+MARKET = MarketConfig(
+    symbols={"ethusdt": 3000.0, "btcusdt": 90000.0},
+    trades_per_second=50.0,
+    start_ms=1_767_571_200_000,
+)
 
 
 @pytest.fixture
@@ -80,8 +85,12 @@ async def test_errors_carry_the_documented_codes(certs: Certs, exchange: Exchang
     assert [(r["code"], r.get("id")) for r in replies] == expected
     assert replies[0]["msg"] == "Unknown property"
     assert replies[1]["msg"] == "Invalid value type: expected Boolean"
-    assert replies[2]["msg"].startswith("Invalid request: unknown method")
-    assert replies[4]["msg"].startswith("Invalid JSON:")
+    assert replies[2]["msg"] == (
+        "Invalid request: unknown variant `DANCE`, expected one of `SUBSCRIBE`, `UNSUBSCRIBE`,"
+        " `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` at line 1 column 18"
+    )
+    assert replies[3]["msg"] == "Invalid request: invalid stream"
+    assert replies[4]["msg"] == "Invalid JSON: EOF while parsing a value at line 1 column 11"
 
 
 async def test_connection_attempts_per_window_then_429_then_418(certs: Certs) -> None:
