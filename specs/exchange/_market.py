@@ -175,13 +175,14 @@ class _Series:
     """One interval in one zone: the open candle, the closed ones (bounded), and when the
     stream last pushed an update."""
 
-    __slots__ = ("closed", "interval", "keep", "offset", "open", "sent")
+    __slots__ = ("closed", "interval", "keep", "offset", "open", "sent", "trimmed")
 
     def __init__(self, interval: str, offset: int, keep: int) -> None:
         self.interval, self.offset, self.keep = interval, offset, keep
         self.open: _Open | None = None
         self.closed: list[Candle] = []
         self.sent = 0
+        self.trimmed = False  # candles dropped off the front: the oldest kept is not the first
 
     def roll(self, now_ms: int, price: float, trade_id: int) -> list[Candle]:
         """Close the open candle if ``now_ms`` is past its end (and the empty ones market time
@@ -201,6 +202,7 @@ class _Series:
             self.closed.extend(done)
             if len(self.closed) >= 2 * self.keep:  # amortized trim, at least `keep` kept
                 del self.closed[: len(self.closed) - self.keep]
+                self.trimmed = True
         self.open = _Open(start, end, price, trade_id)
         self.sent = now_ms
         return done

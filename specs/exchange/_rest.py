@@ -472,13 +472,14 @@ def _candles(sym: Symbol, interval: str, offset: int) -> list[Candle]:
         b for b in ("1d", "12h", "8h", "6h", "4h", "2h", "1h", "30m", "15m", "5m", "3m", "1m")
         if offset % INTERVALS_MS[b] == 0 and _divides(b, interval)
     )  # fmt: skip
+    source = sym.series[(base, 0)]
     groups: dict[int, list[Candle]] = {}
-    for c in sym.series[(base, 0)].candles():
+    for c in source.candles():
         start, _ = candle_bounds(interval, c.start, offset)
         groups.setdefault(start, []).append(c)
     out = []
     for start, parts in sorted(groups.items()):
-        if parts[0].start != start:
+        if source.trimmed and parts[0].start != start:
             continue  # the kept candles begin inside this one: not a whole candle
         traded = [c for c in parts if c.trades] or parts
         out.append(

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import h11
 from wsproto import ConnectionType
@@ -369,7 +369,11 @@ class Exchange:
             await writer.drain()
             return
         parts = urlsplit(target)
-        query = parse_qs(parts.query)
+        # '+' stays '+' (``kline_1d@+08:00``): %-escapes decoded, not form encoding
+        query: dict[str, list[str]] = {}
+        for pair in parts.query.split("&"):
+            name, _, value = pair.partition("=")
+            query.setdefault(unquote(name), []).append(unquote(value))
         if parts.path.rstrip("/") == "/stream":
             combined = True
             initial = [n for n in query.get("streams", [""])[0].split("/") if n]
@@ -450,12 +454,17 @@ class Exchange:
         """A ping every ``ping_interval``, the first one interval after the upgrade."""
         opened = conn.ping_sent = self._loop.time()
         while not conn.closing:
-            await asyncio.sleep(min(self.ping_interval, 1.0))
+            due = conn.ping_sent + (
+                self.ping_interval if conn.ping_payload is None else self.pong_timeout
+            )
+            wake = min(due, opened + self.max_connection_age)
+            # at most 1 s asleep: a pong that arrives meanwhile re-arms the ping in time
+            await asyncio.sleep(min(1.0, max(0.0, wake - self._loop.time())))
             now = self._loop.time()
             if now - opened >= self.max_connection_age:
                 self._close(conn, 1001, "connection lifetime expired")
                 return
-            if conn.ping_payload is not None and now - conn.ping_sent > self.pong_timeout:
+            if conn.ping_payload is not None and now - conn.ping_sent >= self.pong_timeout:
                 conn.record.close_reason = "pong timeout"
                 self._close(conn, 1008, "pong timeout")
                 return
