@@ -73,8 +73,10 @@ class Exchange:
         max_attempts, attempt_window, ban_seconds: connection attempts allowed per window
             (Binance: 300 per 5 minutes per IP) and the ban (418) for ignoring a 429.
         weight_limit, weight_window: REST request weight per window (6000 per minute).
-        wrapped_errors: send stream errors as ``{"error": {"code", "msg"}, "id"}`` (what the
-            live service sends) instead of the documentation's flat ``{"code", "msg", "id"}``.
+        wrapped_errors: stream errors as ``{"error": {"code", "msg"}, "id"}``, what the live
+            service sends (the default; seen from stream.binance.com, e.g.
+            ``{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":2}``, and what
+            binance-sdk-spot reads); False: the documentation's flat ``{"code", "msg", "id"}``.
     """
 
     def __init__(
@@ -89,7 +91,7 @@ class Exchange:
         max_connection_age: float = 86_400.0,
         host: str = "127.0.0.1",
         port: int = 0,
-        wrapped_errors: bool = False,
+        wrapped_errors: bool = True,
         max_attempts: int = 300,
         attempt_window: float = 300.0,
         ban_seconds: float = 120.0,

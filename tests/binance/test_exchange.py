@@ -36,7 +36,10 @@ MARKET = MarketConfig(
 
 @pytest.fixture
 def exchange(certs: Certs) -> Iterator[Exchange]:
-    with Exchange(ssl_context=certs.server_context(), market=MARKET) as running:
+    # the documentation's flat errors; the live service's wrapped ones are the default
+    with Exchange(
+        ssl_context=certs.server_context(), market=MARKET, wrapped_errors=False
+    ) as running:
         yield running
 
 
@@ -378,3 +381,11 @@ def test_the_rolling_window_zone_reference_and_array_streams(certs: Certs) -> No
     ref = ms["ethusdt@referencePrice"][0]
     assert set(ref) == {"e", "s", "r", "t"} and ref["e"] == "referencePrice"
     assert float(ref["r"]) > 0
+
+
+async def test_errors_are_wrapped_by_default_as_the_live_service_sends_them(
+    certs: Certs,
+) -> None:
+    with Exchange(ssl_context=certs.server_context(), market=MARKET) as exchange:
+        replies = await ask(certs, exchange, ['{"method": "SUBSCRIBE", "params": ["X"], "id": 7}'])
+    assert replies == [{"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 7}]
