@@ -126,6 +126,7 @@ class Exchange:
         self.trades_published = 0
         self.events_published = 0  # events sent to at least one connection
         self._conns: set[StreamConn] = set()
+        self._writers: set[asyncio.StreamWriter] = set()  # every open TCP connection
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -169,8 +170,8 @@ class Exchange:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for conn in list(self._conns):
-            conn.writer.transport.abort()
+        for writer in list(self._writers):
+            writer.transport.abort()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in others:
             task.cancel()
@@ -282,6 +283,7 @@ class Exchange:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
         request: h11.Request | None = None
+        self._writers.add(writer)
         try:
             while True:
                 data = await reader.read(65536)
@@ -323,7 +325,8 @@ class Exchange:
         except (OSError, ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # cancelled only by stop(): end quietly
         finally:
-            writer.close()
+            self._writers.discard(writer)
+            writer.transport.abort()
 
     def _respond(
         self,
