@@ -56,6 +56,7 @@ class StreamConn:
         self.ping_sent: float = 0.0
         self.closing = False
         self.text: list[str] = []
+        self.pending: list[bytes] = []  # events of this market tick, written in one go
 
     def send(self, event: Any) -> None:
         if self.closing or self.ws.state is not ConnectionState.OPEN:
@@ -63,10 +64,14 @@ class StreamConn:
         self.writer.write(self.ws.send(event))
 
     def write_frame(self, frame: bytes) -> None:
-        """A whole text frame encoded once for every connection (``text_frame``)."""
-        if self.closing or self.ws.state is not ConnectionState.OPEN:
-            return
-        self.writer.write(frame)
+        """A whole text frame encoded once for every connection (``text_frame``), held until
+        ``flush`` at the end of the tick: one TLS write per tick, not one per event."""
+        self.pending.append(frame)
+
+    def flush(self) -> None:
+        frames, self.pending = self.pending, []
+        if frames and not self.closing and self.ws.state is ConnectionState.OPEN:
+            self.writer.write(b"".join(frames))
 
 
 def text_frame(text: str) -> bytes:

@@ -466,7 +466,7 @@ def _candles(sym: Symbol, interval: str, offset: int) -> list[Candle]:
     """The candles of ``interval`` in the zone ``offset`` ms east of UTC, oldest first."""
     if offset in OFFSET_ZONES or _same_bounds(interval, offset):
         key = (interval, offset) if (interval, offset) in sym.series else (interval, 0)
-        return sym.series[key].candles()
+        return sym.candles(key)
     # another zone: sum the finest kept UTC candles whose length divides the offset
     base = next(
         b for b in ("1d", "12h", "8h", "6h", "4h", "2h", "1h", "30m", "15m", "5m", "3m", "1m")
@@ -474,7 +474,7 @@ def _candles(sym: Symbol, interval: str, offset: int) -> list[Candle]:
     )  # fmt: skip
     source = sym.series[(base, 0)]
     groups: dict[int, list[Candle]] = {}
-    for c in source.candles():
+    for c in sym.candles((base, 0)):
         start, _ = candle_bounds(interval, c.start, offset)
         groups.setdefault(start, []).append(c)
     out = []

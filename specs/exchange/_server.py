@@ -546,6 +546,7 @@ class Exchange:
                 self.streams.trade(symbol, now_ms, wanted)
                 self.trades_published += 1
             for conn in list(self._conns):  # a client that stopped reading is dropped
+                conn.flush()
                 if conn.writer.transport.get_write_buffer_size() > 8 << 20:
                     conn.record.close_reason = "client too slow"
                     conn.writer.transport.abort()
@@ -564,6 +565,8 @@ class Exchange:
             if tick % 10 == 0:
                 self.streams.books(now_ms, wanted, 1000)
                 self.streams.every_second(now_ms, wanted)
+            for conn in self._conns:
+                conn.flush()
 
     def _wanted_streams(self) -> set[str]:
         wanted: set[str] = set()

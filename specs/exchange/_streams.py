@@ -143,7 +143,8 @@ class Streams:
     def __init__(self, symbols: dict[str, Symbol], publish: Callable[[str, Any], None]) -> None:
         self.symbols = symbols
         self.publish = publish
-        self._kline_names: dict[str, list[tuple[Any, str, tuple[str, ...]]]] = {}
+        self._kline_names: dict[str, dict[int, tuple[str, tuple[str, ...]]]] = {}
+        self._due: dict[str, int] = {}  # per symbol: when the next kline update is due
 
     def trade(self, sym: Symbol, now_ms: int, wanted: set[str]) -> None:
         """One trade of ``sym``: its trade / aggTrade / bookTicker events and its candles."""
@@ -168,27 +169,36 @@ class Streams:
                 {"u": sym.update_id, "s": upper, "b": f"{sym.price - spread:.2f}", "B": t.qty,
                  "a": f"{sym.price + spread:.2f}", "A": t.qty},
             )  # fmt: skip
-        price, qty = sym.price, sym.last_qty
-        for series, interval, names in self._klines(sym):
-            listened = [n for n in names if n in wanted]
-            for closed in series.roll(now_ms, price, t.id):
-                for stream in listened:
-                    publish(stream, kline_payload(sym, interval, closed, now_ms, True))
-            sym.fold(series, t, price, qty)
+        names = self._names(sym)
+        for series, done in sym.advance(t):
+            interval = series.interval
+            for stream in names[id(series)][1]:
+                if stream in wanted:
+                    for closed in done:
+                        publish(stream, kline_payload(sym, interval, closed, now_ms, True))
+        if now_ms < self._due.get(sym.name, 0):
+            return  # no candle's update is due (a series only ever moves its due time later)
+        due = now_ms + _KLINE_UPDATE_MS
+        for series in sym.series.values():
+            interval, streams = names[id(series)]
             every = 1_000 if interval == "1s" else _KLINE_UPDATE_MS
             if now_ms - series.sent >= every:
                 series.sent = now_ms
-                if listened and series.open is not None:
-                    candle = series.open.freeze()
+                listened = [n for n in streams if n in wanted]
+                candle = sym.current(series) if listened else None
+                if candle is not None:
                     for stream in listened:
                         publish(stream, kline_payload(sym, interval, candle, now_ms, False))
+            due = min(due, series.sent + every)
+        self._due[sym.name] = due
 
-    def _klines(self, sym: Symbol) -> list[tuple[Any, str, tuple[str, ...]]]:
-        """Each candle series of ``sym`` with the stream names it feeds: a UTC series also
-        feeds its ``@+08:00`` name where UTC+8 candles begin at the same times (1m ... 8h)."""
+    def _names(self, sym: Symbol) -> dict[int, tuple[str, tuple[str, ...]]]:
+        """Per candle series of ``sym`` (by id): its interval and the stream names it feeds;
+        a UTC series also feeds its ``@+08:00`` name where UTC+8 candles begin at the same
+        times (1m ... 8h)."""
         known = self._kline_names.get(sym.name)
         if known is None:
-            known = []
+            known = {}
             for (interval, offset), series in sym.series.items():
                 base = f"{sym.name}@kline_{interval}"
                 if offset:
@@ -197,7 +207,7 @@ class Streams:
                     names = (base,)
                 else:
                     names = (base, f"{base}@+08:00")
-                known.append((series, interval, names))
+                known[id(series)] = (interval, names)
             self._kline_names[sym.name] = known
         return known
 
