@@ -22,6 +22,7 @@ ROOT = HERE.parent.parent
 
 import bench_binance as binance  # noqa: E402
 import bench_connection as conn  # noqa: E402
+import bench_exchange as exch  # noqa: E402
 import bench_receive as recv  # noqa: E402
 import bench_scaler as scal  # noqa: E402
 import torch  # noqa: E402
@@ -253,6 +254,8 @@ def main() -> None:
     print("binance: per event, resubscription ...", flush=True)
     per_event = binance.per_event(20_000 if QUICK else 100_000, 1 if QUICK else 3)
     resubs = [binance.resubscription(batch) for batch in (200, 50)]
+    print("exchange simulator: events published per second ...", flush=True)
+    sim_rates = [exch.publish_rate(1.0 if QUICK else 3.0, tls=tls) for tls in (False, True)]
     elapsed = time.perf_counter() - started
 
     say("# Performance\n")
@@ -484,6 +487,26 @@ def main() -> None:
                     _verdict(r["max_per_s"] <= 5 and r["violations"] == 0),
                 ]
                 for r in resubs
+            ],
+        )
+    )
+    say("\n## Exchange simulator\n")
+    say(
+        "Events the simulator publishes (a flat-out market of 10 symbols; trade, aggTrade and"
+        " bookTicker of each on one connection, read by another process), per second of its"
+        " loop thread's CPU time, i.e. on one core:\n"
+    )
+    say(
+        _table(
+            ["transport", "events per CPU second", "events per wall second", "CPU share"],
+            [
+                [
+                    "TLS" if r["tls"] else "plain",
+                    f"{r['per_cpu_s']:,.0f}",
+                    f"{r['per_wall_s']:,.0f}",
+                    f"{r['cpu_share']:.2f}",
+                ]
+                for r in sim_rates
             ],
         )
     )
