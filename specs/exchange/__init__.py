@@ -17,7 +17,9 @@ what the streams published.
 Modules, one concern each: ``_market`` (the generated market and its history), ``_streams``
 (stream names, payloads, cadences), ``_requests`` (the control requests), ``_rest`` (REST
 endpoints), ``_limits`` (attempts and request weight: 429, then 418), ``_connection`` (what
-is kept per connection), ``_server`` (the origin: HTTP, upgrades, frames, commands).
+is kept per connection), ``_http`` (REST answers, status lines), ``_sessions`` (upgrades and
+stream connections: requests, limits, keepalive, close), ``_server`` (the origin, the market's
+loops and the commands tests use).
 """
 
 from .._proxy import FaultProxy as FaultProxy
