@@ -163,12 +163,12 @@ class Streams:
                  "q": t.qty, "f": t.id, "l": t.id, "T": now_ms, "m": t.buyer_maker, "M": True},
             )  # fmt: skip
         if f"{name}@bookTicker" in wanted:
-            spread = max(0.01, round(sym.price * 1e-5, 2))
+            m = sym.mid()
+            (bid, bid_qty), (ask, ask_qty) = sym.level(m - 1, 0), sym.level(m + 1, 1)
             publish(
                 f"{name}@bookTicker",
-                {"u": sym.update_id, "s": upper, "b": f"{sym.price - spread:.2f}", "B": t.qty,
-                 "a": f"{sym.price + spread:.2f}", "A": t.qty},
-            )  # fmt: skip
+                {"u": sym.update_id, "s": upper, "b": bid, "B": bid_qty, "a": ask, "A": ask_qty},
+            )
         names = self._names(sym)
         for series, done in sym.advance(t):
             interval = series.interval
@@ -221,10 +221,11 @@ class Streams:
             for suffix in suffixes:
                 stream = f"{sym.name}@depth{suffix}"
                 if stream in wanted and sym.update_id > last:
+                    b, a = sym.book_diff(last)
                     self.publish(
                         stream,
                         {"e": "depthUpdate", "E": now_ms, "s": sym.upper, "U": last + 1,
-                         "u": sym.update_id, "b": bids[:3], "a": asks[:3]},
+                         "u": sym.update_id, "b": b, "a": a},
                     )  # fmt: skip
                 for levels in (5, 10, 20):
                     partial = f"{sym.name}@depth{levels}{suffix}"

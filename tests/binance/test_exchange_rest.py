@@ -227,3 +227,41 @@ def test_weight_limit_429_then_418_and_the_ban_ends_when_retry_after_says(certs:
         # the ban is over: judged afresh (ping fits the 2 left), not banned again
         after = rest.get("/api/v3/ping")
         assert after.status_code == 200 and after.headers["x-mbx-used-weight-1m"] == "11"
+
+
+def test_a_book_from_the_rest_snapshot_and_the_diff_stream_stays_whole(
+    certs: Certs, exchange: Exchange, rest: httpx.Client
+) -> None:
+    """The documented procedure (buffer the diffs, fetch /depth, drop what it covers, apply
+    the rest): after every event the book holds exactly its 20 contiguous levels a side,
+    never crossed: each diff removes ("0") every level the book no longer holds."""
+    from websockets.sync.client import connect
+
+    with connect(
+        f"{exchange.url}/ws/ethusdt@depth@100ms", ssl=certs.client_context(), open_timeout=5
+    ) as ws:
+        first = json.loads(ws.recv(timeout=5))
+        snapshot = rest.get("/api/v3/depth?symbol=ETHUSDT&limit=1000").json()
+        events = [first] + [json.loads(ws.recv(timeout=5)) for _ in range(25)]
+    book = {
+        0: {float(p): q for p, q in snapshot["bids"]},
+        1: {float(p): q for p, q in snapshot["asks"]},
+    }
+    applied = 0
+    for event in events:
+        if event["u"] <= snapshot["lastUpdateId"]:
+            continue
+        if not applied:
+            assert event["U"] <= snapshot["lastUpdateId"] + 1 <= event["u"]
+        applied += 1
+        for side, key in ((0, "b"), (1, "a")):
+            for price, qty in event[key]:
+                if float(qty) == 0:
+                    book[side].pop(float(price), None)
+                else:
+                    book[side][float(price)] = qty
+        bids, asks = sorted(book[0], reverse=True), sorted(book[1])
+        assert len(bids) == len(asks) == 20
+        assert bids[0] < asks[0]
+        assert round((bids[0] - bids[-1]) / 0.03) == 19 and round((asks[-1] - asks[0]) / 0.03) == 19
+    assert applied >= 20
