@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml Makefile $(shell find fsm adapters specs -type d -not -name __pycache__)
 
-.PHONY: install test lint typecheck pytest pb-venv demo docs docs-check dist bench clean
+.PHONY: install test lint typecheck pytest pb-venv cf-venv demo docs docs-check dist bench clean
 
 install: $(STAMP)
 
@@ -43,7 +43,19 @@ $(PB_STAMP):
 	  $(PB_VENV)/bin/python -m pip install -q "python-binance>=1.0.20,<2" && touch $@ ) || \
 	  echo "python-binance's environment could not be built: its tests will skip"
 
-pytest: $(STAMP) pb-venv
+# cryptofeed in its own environment too: it pins its own aiohttp, websockets and uvloop.
+CF_VENV ?= .venv-cf
+CF_STAMP := $(CF_VENV)/.installed
+
+cf-venv: $(CF_STAMP)
+
+$(CF_STAMP):
+	rm -rf $(CF_VENV)
+	( $(PYTHON) -m venv $(CF_VENV) && \
+	  $(CF_VENV)/bin/python -m pip install -q "cryptofeed>=2.4,<3" && touch $@ ) || \
+	  echo "cryptofeed's environment could not be built: its tests will skip"
+
+pytest: $(STAMP) pb-venv cf-venv
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -75,4 +87,4 @@ dist: $(STAMP)
 	$(BIN)/python -m build --sdist --wheel --no-isolation --outdir dist .
 
 clean:
-	rm -rf $(VENV) $(PB_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PB_VENV) $(CF_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

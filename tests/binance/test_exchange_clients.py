@@ -1,6 +1,7 @@
 """Real clients against the simulator, changed only in their base URLs and CA trust:
 binance-connector's REST ``Spot`` (here), python-binance in its own environment (it installs a
-top-level ``binance`` package too: ``make pb-venv``, run by ``make test``)."""
+top-level ``binance`` package too: ``make pb-venv``), cryptofeed in its own (``make cf-venv``);
+``make test`` builds both."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: python-binance's own environment (``make pb-venv``; the stamp: it was built whole)
 PB_VENV = ROOT / ".venv-pb"
 PB_PYTHON = PB_VENV / "bin" / "python"
+CF_VENV = ROOT / ".venv-cf"
 
 
 @pytest.fixture
@@ -119,3 +121,32 @@ def test_python_binance_rest_and_sockets_in_its_own_environment(
     assert report["sockets"]["miniticker"][0]["e"] == "24hrMiniTicker"
     assert report["sockets"]["multiplex"]["stream"] in {"ethusdt@aggTrade", "btcusdt@bookTicker"}
     assert sys.executable != str(PB_PYTHON)
+
+
+def test_cryptofeed_book_trades_and_candles_in_its_own_environment(
+    exchange: Exchange, ca_file: Path
+) -> None:
+    """cryptofeed 2.4's Binance feed: its symbols from ``/api/v3/exchangeInfo``, its L2 book
+    from the ``/api/v3/depth`` snapshot and the diff stream, trades (aggTrade), candles."""
+    if not (CF_VENV / ".installed").exists():
+        pytest.skip("cryptofeed's environment was not built (`make cf-venv`; offline?)")
+    script = Path(__file__).with_name("_cryptofeed_client.py")
+    ca = str(ca_file)
+    done = subprocess.run(
+        [str(CF_VENV / "bin" / "python"), str(script), exchange.rest_url, exchange.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": "", "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["symbols"] == ["BTC-USDT", "ETH-USDT"]
+    assert report["trades"] > 50 and report["trade"][0] == "ETH-USDT"
+    assert report["books"] > 10
+    symbol, bids, asks, best_bid, best_ask = report["book"]
+    assert (symbol, bids, asks) == ("ETH-USDT", 10, 10) and best_bid < best_ask
+    assert report["candles"] >= 1 and report["candle"][:2] == ["ETH-USDT", "1m"]
+    requests = [path for _, path, _, _ in exchange.rest_requests]
+    assert "/api/v3/depth?symbol=ETHUSDT&limit=10" in requests
