@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 
 from ._limits import WeightLimit, retry_after_header
-from ._rest import Rest, RestError
+from ._rest import Rest, RestError, micro_rest
 
 __all__ = ["MAX_REQUEST_BYTES", "answer_rest", "asks_upgrade", "is_upgrade", "respond"]
 
@@ -50,11 +50,12 @@ def respond(
 
 
 def answer_rest(
-    rest: Rest, weight: WeightLimit, method: bytes, target: str
+    rest: Rest, weight: WeightLimit, method: bytes, target: str, time_unit: bytes = b""
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
     """(status, body, headers) for one REST request: its weight charged first (a request
     with bad parameters costs its endpoint's weight, or 1); 429 / 418 with Retry-After when
-    the weight limit is broken; ``X-MBX-USED-WEIGHT(-1M)`` on every answer."""
+    the weight limit is broken; ``X-MBX-USED-WEIGHT(-1M)`` on every answer; ``time_unit``
+    (the ``X-MBX-TIME-UNIT`` header) ``MICROSECOND``: time fields in microseconds."""
     parts = urlsplit(target)
     headers: list[tuple[str, str]] = []
     status, body = 404, b""
@@ -83,8 +84,14 @@ def answer_rest(
         elif error is not None:
             status = error.status
             body = json.dumps({"code": error.code, "msg": error.msg}).encode()
+        elif time_unit.upper() not in (b"", b"MILLISECOND", b"MICROSECOND"):
+            status = 400
+            body = b'{"code":-1100,"msg":"Invalid time unit."}'
         else:
-            status, body = 200, json.dumps(compute(), separators=(",", ":")).encode()
+            data = compute()
+            if time_unit.upper() == b"MICROSECOND":
+                data = micro_rest(data)
+            status, body = 200, json.dumps(data, separators=(",", ":")).encode()
     used = str(weight.used)
     headers += [("x-mbx-used-weight", used), ("x-mbx-used-weight-1m", used)]
     return status, body, headers

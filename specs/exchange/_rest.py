@@ -43,7 +43,7 @@ from typing import Any
 from ._market import INTERVALS_MS, OFFSET_ZONES, Candle, Symbol, Trade, candle_bounds
 from ._streams import average_price
 
-__all__ = ["Rest", "RestError"]
+__all__ = ["Rest", "RestError", "micro_rest"]
 
 _SYMBOL = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
 _SYMBOLS = re.compile(r'^\[("[A-Z0-9\-_.]{1,20}"(,"[A-Z0-9\-_.]{1,20}"){0,99})?\]$')
@@ -503,3 +503,24 @@ def _divides(base: str, interval: str) -> bool:
     if interval in ("1w", "1M", "3d"):
         return 86_400_000 % INTERVALS_MS[base] == 0
     return INTERVALS_MS[interval] % INTERVALS_MS[base] == 0
+
+
+#: REST's time fields, multiplied for ``X-MBX-TIME-UNIT: MICROSECOND``
+_TIME_KEYS = ("serverTime", "time", "T", "closeTime", "openTime")
+
+
+def micro_rest(data: Any) -> Any:
+    """An answer with every time field in microseconds (``X-MBX-TIME-UNIT: MICROSECOND``);
+    a kline row's close time becomes the candle's last microsecond."""
+    if isinstance(data, dict):
+        return {
+            k: (v * 1000 if k in _TIME_KEYS and isinstance(v, int) else micro_rest(v))
+            if k != "symbols"
+            else v
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        if len(data) == 12 and isinstance(data[0], int) and isinstance(data[6], int):
+            return [data[0] * 1000, *data[1:6], data[6] * 1000 + 999, *data[7:]]
+        return [micro_rest(item) for item in data]
+    return data

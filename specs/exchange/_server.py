@@ -310,7 +310,8 @@ class Exchange(Sessions):
         self, http: h11.Connection, request: h11.Request, writer: asyncio.StreamWriter
     ) -> None:
         target = request.target.decode("latin-1")
-        status, body, headers = answer_rest(self.rest, self.weight, request.method, target)
+        unit = next((v for n, v in request.headers if n == b"x-mbx-time-unit"), b"")
+        status, body, headers = answer_rest(self.rest, self.weight, request.method, target, unit)
         self.rest_requests.append((time.monotonic(), target, status, self.weight.used))
         self._respond(http, writer, status, body, headers)
 

@@ -265,3 +265,15 @@ def test_a_book_from_the_rest_snapshot_and_the_diff_stream_stays_whole(
         assert bids[0] < asks[0]
         assert round((bids[0] - bids[-1]) / 0.03) == 19 and round((asks[-1] - asks[0]) / 0.03) == 19
     assert applied >= 20
+
+
+def test_the_time_unit_header_makes_rest_times_microseconds(rest: httpx.Client) -> None:
+    time.sleep(1.1)
+    micro = {"X-MBX-TIME-UNIT": "MICROSECOND"}
+    ms = rest.get("/api/v3/klines?symbol=ETHUSDT&interval=1s&limit=2").json()[0]
+    us = rest.get("/api/v3/klines?symbol=ETHUSDT&interval=1s&limit=2", headers=micro).json()[0]
+    assert (us[0], us[6]) == (ms[0] * 1000, ms[6] * 1000 + 999)
+    trade = rest.get("/api/v3/trades?symbol=ETHUSDT&limit=1", headers=micro).json()[0]
+    assert abs(trade["time"] / 1000 - time.time() * 1000) < 5_000
+    assert rest.get("/api/v3/time", headers=micro).json()["serverTime"] > 10**15
+    assert rest.get("/api/v3/ping", headers={"X-MBX-TIME-UNIT": "hours"}).status_code == 400
