@@ -56,6 +56,7 @@ class StreamConn:
         self.ping_sent: float = 0.0
         self.closing = False
         self.text: list[str] = []
+        self.text_size = 0  # characters in `text` (bounded by MAX_REQUEST_TEXT)
         self.pending: list[bytes] = []  # events of this market tick, written in one go
 
     def send(self, event: Any) -> None:

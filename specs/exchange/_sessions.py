@@ -27,7 +27,10 @@ from ._limits import AttemptLimit, retry_after_header
 from ._requests import Session, answer
 from ._streams import valid_stream
 
-__all__ = ["Sessions"]
+__all__ = ["MAX_REQUEST_TEXT", "Sessions"]
+
+#: The longest request text a stream connection takes (1024 stream names fit in 64 KiB).
+MAX_REQUEST_TEXT = 65_536
 
 
 class Sessions:
@@ -230,7 +233,7 @@ class Sessions:
             event, "frame_finished", True
         ):
             if isinstance(event, TextMessage):
-                conn.text.append(event.data)
+                self._gather(conn, event.data)
             return
         if not self._count_incoming(conn):
             return
@@ -240,10 +243,23 @@ class Sessions:
             if conn.ping_payload is not None and bytes(event.payload) == conn.ping_payload:
                 conn.ping_payload = None
         elif isinstance(event, TextMessage):
-            conn.text.append(event.data)
+            if not self._gather(conn, event.data):
+                return
             if event.message_finished:
-                text, conn.text = "".join(conn.text), []
+                text, conn.text, conn.text_size = "".join(conn.text), [], 0
                 self._on_request(conn, text)
+
+    def _gather(self, conn: StreamConn, part: str) -> bool:
+        """Keep a request's text, at most MAX_REQUEST_TEXT characters: a longer one closes
+        the connection 1009 (no request of the protocol comes near it)."""
+        conn.text.append(part)
+        conn.text_size += len(part)
+        if conn.text_size <= MAX_REQUEST_TEXT:
+            return True
+        conn.text, conn.text_size = [], 0
+        conn.record.close_reason = "request too big"
+        self._close(conn, 1009, "Message too big")
+        return False
 
     def _on_request(self, conn: StreamConn, text: str) -> None:
         try:

@@ -389,3 +389,19 @@ async def test_errors_are_wrapped_by_default_as_the_live_service_sends_them(
     with Exchange(ssl_context=certs.server_context(), market=MARKET) as exchange:
         replies = await ask(certs, exchange, ['{"method": "SUBSCRIBE", "params": ["X"], "id": 7}'])
     assert replies == [{"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 7}]
+
+
+async def test_a_request_past_64_kib_closes_the_connection_1009(
+    certs: Certs, exchange: Exchange
+) -> None:
+    from httpx_ws import WebSocketDisconnect
+
+    async with (
+        httpx.AsyncClient(verify=certs.client_context()) as client,
+        aconnect_ws(exchange.url + "/ws", client, keepalive_ping_interval_seconds=None) as ws,
+    ):
+        await ws.send_text('{"method": "LIST_SUBSCRIPTIONS", "id": "' + "x" * 70_000 + '"}')
+        with pytest.raises(WebSocketDisconnect) as caught, anyio.fail_after(5):
+            await ws.receive_text()
+    assert caught.value.code == 1009
+    assert exchange.connections[0].close_reason == "request too big"
