@@ -2,9 +2,10 @@
 
 Per symbol a seeded random walk whose volatility clusters (GARCH(1,1) on per-trade log
 returns); one trade per symbol per tick. Each trade is kept (at least ``history_trades`` of
-them) and folded into the open candle of every interval, in UTC and in the ``+08:00`` zone the
-exchange also publishes; every candle closed is kept (at least ``history_candles`` per
-interval). The streams publish from here and REST reads from here, so a trade id, an aggregate
+them) and folded into the open 1 s candle; each 1 s candle, once closed, into the open candle
+of every coarser interval, in UTC and in the ``+08:00`` zone the exchange also publishes (an
+open candle is read with the open 1 s candle's trades added); every candle closed is kept (at
+least ``history_candles`` per interval). The book lies on a fixed tick grid next to the price. The streams publish from here and REST reads from here, so a trade id, an aggregate
 trade or a candle a stream sent is exactly what ``/api/v3/trades``, ``/aggTrades`` and
 ``/klines`` return.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_left, bisect_right
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import attrs
@@ -128,12 +129,6 @@ def candle_bounds(interval: str, t: int, offset_ms: int = 0) -> tuple[int, int]:
     origin = (_WEEK_ORIGIN_MS if interval == "1w" else 0) - offset_ms
     first = t - (t - origin) % ms
     return first, first + ms
-
-
-def month_start(t: int) -> int:
-    """The first ms of the UTC month holding ``t`` (the ``1M`` history's key)."""
-    day = datetime.fromtimestamp(t / 1000, tz=UTC)
-    return int(datetime(day.year, day.month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
 class _Open:

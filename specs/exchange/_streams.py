@@ -21,7 +21,7 @@ A connection opened with ``timeUnit=MICROSECOND`` gets every time field in micro
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from ._market import INTERVALS_MS, Candle, Symbol, Trade
@@ -284,8 +284,3 @@ class Streams:
         for window in arrays:
             if windows[window]:
                 self.publish(f"!ticker_{window}@arr", windows[window])
-
-
-def streams_of(names: Iterable[str]) -> list[str]:
-    """The valid stream names among ``names`` (URL paths and SUBSCRIBE params)."""
-    return [n for n in names if valid_stream(n)]
