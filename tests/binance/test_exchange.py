@@ -333,9 +333,9 @@ async def test_the_first_ping_comes_one_interval_after_the_upgrade(certs: Certs)
             # no stream: nothing but pings to read, which httpx-ws answers by itself
             aconnect_ws(ex.url + "/ws", client, keepalive_ping_interval_seconds=None),
         ):
-            await anyio.sleep(3.3)
+            await anyio.sleep(3.7)  # pings due at 1.5 s and 3.0 s (the next at 4.5 s)
         record = ex.connections[0]
-    assert len(record.pings) == 2
+    assert len(record.pings) >= 2
     assert 1.4 <= record.pings[0] - record.opened <= 2.6  # not at once: one interval
     assert 1.4 <= record.pings[1] - record.pings[0] <= 2.6
 
