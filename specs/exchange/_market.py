@@ -5,7 +5,8 @@ returns); one trade per symbol per tick. Each trade is kept (at least ``history_
 them) and folded into the open 1 s candle; each 1 s candle, once closed, into the open candle
 of every coarser interval, in UTC and in the ``+08:00`` zone the exchange also publishes (an
 open candle is read with the open 1 s candle's trades added); every candle closed is kept (at
-least ``history_candles`` per interval). The book lies on a fixed tick grid next to the price. The streams publish from here and REST reads from here, so a trade id, an aggregate
+least ``history_candles`` per interval). The book lies on a fixed tick grid next to the
+price. The streams publish from here and REST reads from here, so a trade id, an aggregate
 trade or a candle a stream sent is exactly what ``/api/v3/trades``, ``/aggTrades`` and
 ``/klines`` return.
 
