@@ -23,6 +23,7 @@ ROOT = HERE.parent.parent
 import bench_binance as binance  # noqa: E402
 import bench_budget as budgets  # noqa: E402
 import bench_connection as conn  # noqa: E402
+import bench_exchange as exch  # noqa: E402
 import bench_receive as recv  # noqa: E402
 import bench_scaler as scal  # noqa: E402
 import torch  # noqa: E402
@@ -266,6 +267,8 @@ def main() -> None:
     resubs = [binance.resubscription(batch) for batch in (200, 50)]
     print("budgets: one attempt's check per backend ...", flush=True)
     checks = budgets.budget_check(2 if QUICK else 5)
+    print("exchange simulator: events published per second ...", flush=True)
+    sim_rates = [exch.publish_rate(1.0 if QUICK else 3.0, tls=tls) for tls in (False, True)]
     elapsed = time.perf_counter() - started
 
     say("# Performance\n")
@@ -508,6 +511,26 @@ def main() -> None:
     say("\n## Budgets\n")
     say(BUDGETS_METHOD)
     say(budgets.markdown(checks, _table, _verdict))
+    say("\n## Exchange simulator\n")
+    say(
+        "Events the simulator publishes (a flat-out market of 10 symbols; trade, aggTrade and"
+        " bookTicker of each on one connection, read by another process), per second of its"
+        " loop thread's CPU time, i.e. on one core:\n"
+    )
+    say(
+        _table(
+            ["transport", "events per CPU second", "events per wall second", "CPU share"],
+            [
+                [
+                    "TLS" if r["tls"] else "plain",
+                    f"{r['per_cpu_s']:,.0f}",
+                    f"{r['per_wall_s']:,.0f}",
+                    f"{r['cpu_share']:.2f}",
+                ]
+                for r in sim_rates
+            ],
+        )
+    )
     text = "\n".join(out) + "\n"
     print(text)
     (ROOT / "docs" / "performance.md").write_text(text, encoding="utf-8")

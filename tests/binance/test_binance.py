@@ -84,7 +84,7 @@ async def test_combined_events_subscriptions_and_errors(bed: ExchangeBed) -> Non
         await s.subscribe(["ethusdt@aggTrade", "ethusdt@kline_1m"])
         assert sorted(await s.list_subscriptions()) == sorted(s.streams)
         assert s.get_connection_stats()["binance"]["confirmed"] == 3
-        with pytest.raises(BinanceRequestError, match=r"code 2.*unknown stream"):
+        with pytest.raises(BinanceRequestError, match=r"code 2.*invalid stream"):
             await s.subscribe(["ethusdt@nonsense"])
         assert "ethusdt@nonsense" not in s.streams  # refused: not kept, nothing else lost
         await s.unsubscribe(["ethusdt@trade"])
@@ -393,7 +393,7 @@ async def test_error_replies_fail_the_request_at_once_with_code_and_message(
             with pytest.raises(BinanceRequestError) as caught:
                 await s.subscribe(["ethusdt@nonsense"])
             stats = s.get_connection_stats()["binance"]
-    assert caught.value.code == 2 and "unknown stream" in caught.value.msg
+    assert caught.value.code == 2 and "invalid stream" in caught.value.msg
     assert type(caught.value) is BinanceRequestError  # not a RequestTimeout
     assert (stats["request_errors"], stats["request_timeouts"], stats["malformed"]) == (1, 0, 0)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 from _faultbed import Certs
@@ -25,12 +26,20 @@ from wsproto.events import AcceptConnection, CloseConnection, Request
 
 pytestmark = pytest.mark.anyio
 
-MARKET = MarketConfig(symbols={"ethusdt": 3000.0, "btcusdt": 90000.0}, trades_per_second=50.0)
+# market time pinned to 2026-01-05 00:00 UTC (a Monday): candle bounds checked to the ms
+MARKET = MarketConfig(
+    symbols={"ethusdt": 3000.0, "btcusdt": 90000.0},
+    trades_per_second=50.0,
+    start_ms=1_767_571_200_000,
+)
 
 
 @pytest.fixture
 def exchange(certs: Certs) -> Iterator[Exchange]:
-    with Exchange(ssl_context=certs.server_context(), market=MARKET) as running:
+    # the documentation's flat errors; the live service's wrapped ones are the default
+    with Exchange(
+        ssl_context=certs.server_context(), market=MARKET, wrapped_errors=False
+    ) as running:
         yield running
 
 
@@ -80,8 +89,12 @@ async def test_errors_carry_the_documented_codes(certs: Certs, exchange: Exchang
     assert [(r["code"], r.get("id")) for r in replies] == expected
     assert replies[0]["msg"] == "Unknown property"
     assert replies[1]["msg"] == "Invalid value type: expected Boolean"
-    assert replies[2]["msg"].startswith("Invalid request: unknown method")
-    assert replies[4]["msg"].startswith("Invalid JSON:")
+    assert replies[2]["msg"] == (
+        "Invalid request: unknown variant `DANCE`, expected one of `SUBSCRIBE`, `UNSUBSCRIBE`,"
+        " `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` at line 1 column 18"
+    )
+    assert replies[3]["msg"] == "Invalid request: invalid stream"
+    assert replies[4]["msg"] == "Invalid JSON: EOF while parsing a value at line 1 column 11"
 
 
 async def test_connection_attempts_per_window_then_429_then_418(certs: Certs) -> None:
@@ -90,22 +103,33 @@ async def test_connection_attempts_per_window_then_429_then_418(certs: Certs) ->
         market=MARKET,
         max_attempts=3,
         attempt_window=60.0,
-        ban_seconds=30.0,
+        ban_seconds=1.0,
     ) as exchange:
         statuses: list[int] = []
         retry_after: list[str | None] = []
+        reasons: list[str] = []
+
+        async def attempt(client: httpx.AsyncClient) -> None:
+            try:
+                async with aconnect_ws(exchange.url + "/ws/ethusdt@trade", client):
+                    statuses.append(101)
+            except WebSocketUpgradeError as exc:
+                statuses.append(exc.response.status_code)
+                retry_after.append(exc.response.headers.get("retry-after"))
+                reasons.append(exc.response.reason_phrase)
+
         async with httpx.AsyncClient(verify=certs.client_context()) as client:
             for _ in range(5):
-                try:
-                    async with aconnect_ws(exchange.url + "/ws/ethusdt@trade", client):
-                        statuses.append(101)
-                except WebSocketUpgradeError as exc:
-                    statuses.append(exc.response.status_code)
-                    retry_after.append(exc.response.headers.get("retry-after"))
-    # the 4th breaks the limit: 429 with the time until a slot frees; the 5th ignores it: 418
-    assert statuses == [101, 101, 101, 429, 418]
+                await attempt(client)
+            await anyio.sleep(1.1)  # the ban's Retry-After, waited out
+            await attempt(client)
+    # the 4th breaks the limit: 429 with the time until a slot frees; the 5th ignores it: 418;
+    # once the ban is over the attempt is judged afresh: the window is still full, so 429
+    # (not banned again for the 429 that led to the ban)
+    assert statuses == [101, 101, 101, 429, 418, 429]
     assert retry_after[0] is not None and 55 <= int(retry_after[0]) <= 60
-    assert retry_after[1] == "30"
+    assert retry_after[1] == "1"
+    assert reasons[:2] == ["Too Many Requests", "I'm a Teapot"]
 
 
 async def test_the_server_closes_tcp_after_the_close_handshake(
@@ -260,3 +284,124 @@ def test_binance_connector_parses_the_simulator(
     assert not errors
     assert seen["ethusdt@kline_1m"][-1]["k"]["i"] == "1m"
     assert exchange.connections[0].violations == 0
+
+
+async def test_requests_without_id_too_many_params_and_bad_json_as_documented(
+    certs: Certs, exchange: Exchange
+) -> None:
+    frames = [
+        '{"method": "LIST_SUBSCRIPTIONS"}',
+        '{"method": "LIST_SUBSCRIPTIONS", "params": ["x"], "id": 1}',
+        '{"method": "GET_PROPERTY", "params": ["combined", true], "id": 2}',
+        '{"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 3, "extra": 1}',
+        '{"params": [], "id": 4}',
+        "nonsense",
+    ]
+    replies = await ask(certs, exchange, frames)
+    assert replies == [
+        {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer", "id": None},
+        {"code": 2, "msg": "Invalid request: too many parameters", "id": 1},
+        {"code": 2, "msg": "Invalid request: too many parameters", "id": 2},
+        {"code": 2, "msg": "Invalid request: too many parameters", "id": 3},
+        {"code": 2, "msg": "Invalid request: missing field `method` at line 1 column 23", "id": 4},
+        {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 1", "id": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    "path", ["/ws/ETHUSDT@trade", "/ws/ethusdt@nonsense", "/stream?streams=ethusdt@trade/x@y"]
+)
+def test_invalid_or_upper_case_url_streams_are_refused(
+    certs: Certs, exchange: Exchange, path: str
+) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as caught:
+        connect(exchange.url + path, ssl=certs.client_context(), open_timeout=5)
+    response = caught.value.response
+    assert (response.status_code, response.reason_phrase) == (400, "Bad Request")
+    assert json.loads(response.body or b"") == {
+        "code": 2, "msg": "Invalid request: invalid stream",
+    }  # fmt: skip
+
+
+async def test_the_first_ping_comes_one_interval_after_the_upgrade(certs: Certs) -> None:
+    with Exchange(ssl_context=certs.server_context(), market=MARKET, ping_interval=1.5) as ex:
+        async with (
+            httpx.AsyncClient(verify=certs.client_context()) as client,
+            # no stream: nothing but pings to read, which httpx-ws answers by itself
+            aconnect_ws(ex.url + "/ws", client, keepalive_ping_interval_seconds=None),
+        ):
+            await anyio.sleep(3.7)  # pings due at 1.5 s and 3.0 s (the next at 4.5 s)
+        record = ex.connections[0]
+    assert len(record.pings) >= 2
+    assert 1.4 <= record.pings[0] - record.opened <= 2.6  # not at once: one interval
+    assert 1.4 <= record.pings[1] - record.pings[0] <= 2.6
+
+
+def test_the_rolling_window_zone_reference_and_array_streams(certs: Certs) -> None:
+    """The streams python-binance and the current docs name, in their documented shapes;
+    ``timeUnit=MICROSECOND`` makes every time field microseconds; event times are the wall
+    clock by default."""
+    from websockets.sync.client import connect
+
+    names = [
+        "!miniTicker@arr@1000ms", "ethusdt@ticker_1h", "!ticker_4h@arr",
+        "ethusdt@kline_1d@+08:00", "ethusdt@kline_1m@+08:00", "ethusdt@referencePrice",
+        "ethusdt@trade",
+    ]  # fmt: skip
+    seen: dict[str, dict[str, list[Any]]] = {"ms": {}, "us": {}}
+    market = attrs.evolve(MARKET, start_ms=None)  # market time: the wall clock
+    with Exchange(ssl_context=certs.server_context(), market=market) as exchange:
+        for unit, query in (("ms", ""), ("us", "&timeUnit=MICROSECOND")):
+            url = f"{exchange.url}/stream?streams={'/'.join(names)}{query}"
+            with connect(url, ssl=certs.client_context(), open_timeout=5) as ws:
+                end = time.monotonic() + 3.5
+                while time.monotonic() < end and len(seen[unit]) < len(names):
+                    message = json.loads(ws.recv(timeout=5))
+                    seen[unit].setdefault(message["stream"], []).append(message["data"])
+    assert set(seen["ms"]) == set(names) == set(seen["us"])
+    ms, us = seen["ms"], seen["us"]
+    now_ms = time.time() * 1000
+    assert abs(ms["ethusdt@trade"][0]["E"] - now_ms) < 5_000  # the wall clock
+    assert abs(us["ethusdt@trade"][0]["T"] / 1000 - now_ms) < 5_000  # in microseconds
+    assert {m["s"] for m in ms["!miniTicker@arr@1000ms"][0]} == {"ETHUSDT", "BTCUSDT"}
+    hour = ms["ethusdt@ticker_1h"][0]
+    assert hour["e"] == "1hTicker" and set("pPohlcwvqOCFLn") <= set(hour)
+    assert hour["O"] % 60_000 == 0  # rolling windows open on a minute
+    assert us["ethusdt@ticker_1h"][0]["O"] % 60_000_000 == 0
+    assert [t["e"] for t in ms["!ticker_4h@arr"][0]] == ["4hTicker", "4hTicker"]
+    day = ms["ethusdt@kline_1d@+08:00"][0]["k"]
+    assert day["i"] == "1d" and day["t"] % 86_400_000 == 16 * 3_600_000  # 00:00 in UTC+8
+    assert day["T"] - day["t"] == 86_400_000 - 1
+    micro_day = us["ethusdt@kline_1d@+08:00"][0]["k"]
+    assert micro_day["t"] == day["t"] * 1000 and micro_day["T"] == day["T"] * 1000 + 999
+    assert ms["ethusdt@kline_1m@+08:00"][0]["k"]["t"] % 60_000 == 0
+    ref = ms["ethusdt@referencePrice"][0]
+    assert set(ref) == {"e", "s", "r", "t"} and ref["e"] == "referencePrice"
+    assert float(ref["r"]) > 0
+
+
+async def test_errors_are_wrapped_by_default_as_the_live_service_sends_them(
+    certs: Certs,
+) -> None:
+    with Exchange(ssl_context=certs.server_context(), market=MARKET) as exchange:
+        replies = await ask(certs, exchange, ['{"method": "SUBSCRIBE", "params": ["X"], "id": 7}'])
+    assert replies == [{"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 7}]
+
+
+async def test_a_request_past_64_kib_closes_the_connection_1009(
+    certs: Certs, exchange: Exchange
+) -> None:
+    from httpx_ws import WebSocketDisconnect
+
+    async with (
+        httpx.AsyncClient(verify=certs.client_context()) as client,
+        aconnect_ws(exchange.url + "/ws", client, keepalive_ping_interval_seconds=None) as ws,
+    ):
+        await ws.send_text('{"method": "LIST_SUBSCRIPTIONS", "id": "' + "x" * 70_000 + '"}')
+        with pytest.raises(WebSocketDisconnect) as caught, anyio.fail_after(5):
+            await ws.receive_text()
+    assert caught.value.code == 1009
+    assert exchange.connections[0].close_reason == "request too big"
