@@ -73,6 +73,7 @@ class _ForwardHook(_Hook):
 
     def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         probe = self.probe
+        probe.forwards += 1  # a replayed anomaly is described only if no forward came since
         tensor = output if type(output) is torch.Tensor else first_tensor(output)
         probe.output = None if tensor is None else weakref.ref(tensor)
         if not probe.output_dtype_seen and tensor is not None:
@@ -113,6 +114,7 @@ class OutputProbe:
         self.model = weakref.ref(model)
         self.output: weakref.ReferenceType[torch.Tensor] | None = None
         self.output_dtype_seen = False
+        self.forwards = 0  # forwards seen while attached
         self._output_handle: torch.utils.hooks.RemovableHandle | None = None
         self._input_handle: torch.utils.hooks.RemovableHandle | None = None
         if check_inputs:
