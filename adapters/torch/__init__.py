@@ -20,7 +20,10 @@ Data flow
                        the output; input hook (check_inputs): NaN/Inf, float16's range
     scale(loss) / unscale_ / step        torch's own kernels, on the device
         _maybe_opt_step reads found_inf  --> kept on the host, no extra sync
-    update()   --> common step: torch's update + three counters (the fast path)
+    update()   --> a step the host did not see (fused optimizer, skipped step()): the halving
+                   and floor on the device, the found-inf tensor kept (_device_steps.py);
+                   folded in and replayed at the next read of the lifecycle (one read)
+               --> common step: torch's update + three counters (the fast path)
                --> otherwise: float32 host mirror of the scale --> ScalerMachine (plain
                counters; a send() only when the lifecycle changes) --> SetScale / Anomaly
                --> one in-place write of the device scale, one log line
