@@ -39,6 +39,7 @@ Data flow
 
 from ._checkpoint import InvalidCheckpointError as InvalidCheckpointError
 from ._finite import NonFiniteInputError as NonFiniteInputError
+from ._finite import UncheckableInputError as UncheckableInputError
 from ._finite import check_finite as check_finite
 from ._finite import fp16_overflow_fields as fp16_overflow_fields
 from ._finite import non_finite_fields as non_finite_fields
@@ -51,6 +52,7 @@ __all__ = [
     "GuardedShardedGradScaler",
     "InvalidCheckpointError",
     "NonFiniteInputError",
+    "UncheckableInputError",
     "check_finite",
     "fp16_overflow_fields",
     "non_finite_fields",
