@@ -161,7 +161,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._found_inf = False
         # steps the host does not see (fused optimizers, a skipped step()): see _device_steps
         self._ledger = DeviceSteps()
-        self._forwards_at_update = -1  # probe.forwards when the latest device step updated
+        # probe.output when the latest device step updated (a new forward replaces it)
+        self._output_at_update: object = None
         self._warned_bf16_output = bf16
         self._fp16_fields_warned: set[str] = set()
         self._model_ref = None if model is None else weakref.ref(model)
@@ -203,6 +204,32 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 " under float16 autocast they become inf and every step overflows",
             )
         )
+
+    def scale(self, outputs: Any) -> Any:
+        """torch's ``scale``; first, what the forward hooks left (see ``_hooks.py``)."""
+        probe = self._probe
+        if probe is not None and (probe.held is not None or probe.pending):
+            self._take_forward(probe)
+        return super().scale(outputs)
+
+    def _take_forward(self, probe: OutputProbe) -> None:
+        tensor = probe.settle()
+        if tensor is not None and not probe.output_dtype_seen:
+            probe.output_dtype_seen = True
+            if tensor.dtype == torch.bfloat16:
+                self._note_bf16_output()
+        if probe.pending:
+            # a compiled forward's input checks: read now (check_inputs: one read a forward)
+            pending, probe.pending = probe.pending, []
+            for fields in pending:
+                if not fields:
+                    continue
+                counts = torch.stack([c for _, c in fields]).tolist()
+                for (field, _), (bad, nans, beyond) in zip(fields, counts, strict=True):
+                    if bad:
+                        self._reject_input(field, int(nans), int(bad - nans))
+                    if beyond:
+                        self._note_fp16_overflow(field)
 
     # -- torch's hooks into the step ---------------------------------------------------------
     def _maybe_opt_step(
@@ -354,7 +381,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             min_scale=cfg.min_scale,
         )
         probe = self._probe
-        self._forwards_at_update = probe.forwards if probe is not None else -1
+        self._output_at_update = probe.output if probe is not None else None
         self._mirror_exact = False
         self._fast = False
         if full:
@@ -390,8 +417,9 @@ class GuardedGradScaler(torch.amp.GradScaler):
         rest = sum(values[head + count :])
         self._ledger.clear()
         collapse: ScaleCollapseError | None = None
+        probe = self._probe
         latest_observable = (
-            self._probe is not None and self._probe.forwards == self._forwards_at_update
+            probe is not None and probe.held is None and probe.output is self._output_at_update
         )
         for index, flag in enumerate(flags):
             overflowed = flag > 0
