@@ -44,6 +44,7 @@ def _run(
         compiled = torch.compile(model, backend=backend)
     else:
         compiled = torch.compile(model, backend=backend)
+        assert isinstance(compiled, torch.nn.Module)  # an OptimizedModule
         scaler = GuardedGradScaler(
             "cpu", model=compiled, config=CONFIG, init_scale=1024.0, check_inputs=check_inputs
         )

@@ -131,8 +131,12 @@ def _reference(
 ) -> tuple[list[Any], list[Any], dict[str, torch.Tensor], list[dict[str, str]]]:
     logger = logging.getLogger(LOGGER)
     records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # type: ignore[method-assign]
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.WARNING)
     logger.addHandler(handler)
     try:
         per_step, per_epoch, model = _run(name, None)
