@@ -264,17 +264,32 @@ def test_fused_collapse_raises_at_the_fold_with_the_loop_run_counters() -> None:
         assert scaler.get_scale() == 1.0
 
 
+class _ToList(torch.overrides.TorchFunctionMode):
+    """Counts ``Tensor.tolist()``: a device read the profiler does not name (on CUDA, one copy
+    to the host and one sync, like ``item()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.Tensor.tolist:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
 def _syncs(step: Callable[[], Any]) -> tuple[int, int]:
     """Reads of a device value: (in all, outside torch's fused optimizer kernels).
 
-    torch's CPU fused kernels read ``found_inf`` themselves (on the CPU that is no wait); on
-    CUDA they do not. What the scaler adds shows outside them.
+    ``aten::_local_scalar_dense`` (``item()``, ``bool()``...) plus ``tolist()`` calls. torch's
+    CPU fused kernels read ``found_inf`` themselves (on the CPU that is no wait); on CUDA they
+    do not. What the scaler adds shows outside them.
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU]) as prof, _ToList() as lists:
         step()
-    total = outside = 0
+    total = outside = lists.count
     for event in prof.events():
         if event.name != "aten::_local_scalar_dense":
             continue
@@ -336,3 +351,27 @@ def test_unseen_steps_are_packed_and_bounded_and_fold_exactly(
         assert scaler.mirror_mismatches == 0
     assert results[0] == results[1]
     assert results[0][0]["halvings"] == 1
+
+
+@pytest.mark.spec("R2.4")
+def test_a_clip_and_skip_loop_syncs_as_often_guarded_as_plain() -> None:
+    """Skipped steps read nothing; the next step() folds them into torch's own single read."""
+    counts = {}
+    for kind in ("plain", "guarded"):
+        model = mlp()
+        optimizer = _optimizer("Adam", model.parameters(), None)
+        scaler: Any = (
+            torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=3)
+            if kind == "plain"
+            else GuardedGradScaler("cpu", model=model, config=CONFIG, init_scale=512.0)
+        )
+        _clip_and_skip(model, optimizer, scaler, batch(0))  # lazy init outside the count
+        counts[kind] = [
+            _syncs(
+                functools.partial(
+                    _clip_and_skip, model, optimizer, scaler, batch(i), poison=2 <= i < 8
+                )
+            )
+            for i in range(10)  # 6 skipped steps in a row (one halving), then two that step
+        ]
+    assert counts["guarded"] == counts["plain"]
