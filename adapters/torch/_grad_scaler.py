@@ -161,8 +161,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._found_inf = False
         # steps the host does not see (fused optimizers, a skipped step()): see _device_steps
         self._ledger = DeviceSteps()
-        # probe.output when the latest device step updated (a new forward replaces it)
+        # probe.output when the latest device step updated, if its forward ran with the hook
+        # on (a new forward replaces it)
         self._output_at_update: object = None
+        self._output_seen = False
         self._warned_bf16_output = bf16
         self._fp16_fields_warned: set[str] = set()
         self._model_ref = None if model is None else weakref.ref(model)
@@ -214,6 +216,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
     def _take_forward(self, probe: OutputProbe) -> None:
         tensor = probe.settle()
+        self._output_seen = tensor is not None  # this step's forward ran with the hook on
         if tensor is not None and not probe.output_dtype_seen:
             probe.output_dtype_seen = True
             if tensor.dtype == torch.bfloat16:
@@ -321,17 +324,23 @@ class GuardedGradScaler(torch.amp.GradScaler):
         if probe is None:
             return
         cfg = self.config
-        wanted = (
-            self._machine.state != "stable"  # warmup, over threshold (a reset may come), ...
-            or not self._mirror_exact
-            or self._machine.counters.streak + 1 >= cfg.overflow_halving_batches
-            or self._mirror <= cfg.min_scale  # a collapse may come
-            or (  # the next clean step grows the scale over the threshold
-                self._tracker + 1 == self._growth_interval
-                and self._mirror * self._growth_factor > cfg.max_scale_threshold
+        if not self._mirror_exact:
+            # Steps only the device saw (fused, a skipped step()): the host cannot tell whether
+            # the next one brings an anomaly, and a line replayed later describes no output
+            # anyway (it says so, R3.2). So the hook stays off (it costs every forward), but
+            # for the dtype check; a read after a step folds it in and decides as below.
+            wanted = not probe.output_dtype_seen
+        else:
+            wanted = (
+                self._machine.state != "stable"  # warmup, over threshold (a reset may come)
+                or self._machine.counters.streak + 1 >= cfg.overflow_halving_batches
+                or self._mirror <= cfg.min_scale  # a collapse may come
+                or (  # the next clean step grows the scale over the threshold
+                    self._tracker + 1 == self._growth_interval
+                    and self._mirror * self._growth_factor > cfg.max_scale_threshold
+                )
+                or not probe.output_dtype_seen
             )
-            or not probe.output_dtype_seen
-        )
         self._fast = self._fast and not wanted
         if wanted != self._probe_wanted:
             self._probe_wanted = wanted
@@ -381,7 +390,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
             min_scale=cfg.min_scale,
         )
         probe = self._probe
-        self._output_at_update = probe.output if probe is not None else None
+        self._output_at_update = probe.output if probe is not None and self._output_seen else None
+        self._output_seen = False
         self._mirror_exact = False
         self._fast = False
         if full:
@@ -419,7 +429,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
         collapse: ScaleCollapseError | None = None
         probe = self._probe
         latest_observable = (
-            probe is not None and probe.held is None and probe.output is self._output_at_update
+            probe is not None
+            and self._output_at_update is not None
+            and probe.held is None
+            and probe.output is self._output_at_update
         )
         for index, flag in enumerate(flags):
             overflowed = flag > 0
