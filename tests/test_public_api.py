@@ -122,6 +122,7 @@ TORCH_PUBLIC = sorted(
         "GuardedShardedGradScaler",
         "InvalidCheckpointError",
         "NonFiniteInputError",
+        "UncheckableInputError",
         "check_finite",
         "fp16_overflow_fields",
         "non_finite_fields",

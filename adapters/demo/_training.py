@@ -130,7 +130,7 @@ def _objective(
                         opt.zero_grad(set_to_none=True)
                         with torch.autocast("cpu", dtype=torch.float16):
                             loss = gmadl_loss(model(train_x[idx]), train_y[idx], a=a, b=1.5)
-                        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                        scaler.scale(loss).backward()
                         scaler.step(opt)
                         scaler.update()
                         scale, state = scaler.get_scale(), scaler.state  # host mirror: no sync

@@ -20,7 +20,10 @@ Data flow
                        the output; input hook (check_inputs): NaN/Inf, float16's range
     scale(loss) / unscale_ / step        torch's own kernels, on the device
         _maybe_opt_step reads found_inf  --> kept on the host, no extra sync
-    update()   --> common step: torch's update + three counters (the fast path)
+    update()   --> a step the host did not see (fused optimizer, skipped step()): the halving
+                   and floor on the device, the found-inf tensor kept (_device_steps.py);
+                   folded in and replayed at the next read of the lifecycle (one read)
+               --> common step: torch's update + three counters (the fast path)
                --> otherwise: float32 host mirror of the scale --> ScalerMachine (plain
                counters; a send() only when the lifecycle changes) --> SetScale / Anomaly
                --> one in-place write of the device scale, one log line
@@ -36,6 +39,7 @@ Data flow
 
 from ._checkpoint import InvalidCheckpointError as InvalidCheckpointError
 from ._finite import NonFiniteInputError as NonFiniteInputError
+from ._finite import UncheckableInputError as UncheckableInputError
 from ._finite import check_finite as check_finite
 from ._finite import fp16_overflow_fields as fp16_overflow_fields
 from ._finite import non_finite_fields as non_finite_fields
@@ -48,6 +52,7 @@ __all__ = [
     "GuardedShardedGradScaler",
     "InvalidCheckpointError",
     "NonFiniteInputError",
+    "UncheckableInputError",
     "check_finite",
     "fp16_overflow_fields",
     "non_finite_fields",

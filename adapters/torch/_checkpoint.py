@@ -9,13 +9,14 @@ raises :class:`InvalidCheckpointError` and leaves the scaler as it was.
 from __future__ import annotations
 
 import math
+import reprlib
 import struct
 from typing import Any
 
 import attrs
 
 from ...fsm import ConfigError, RegulatorError, ScalerConfig
-from ...fsm._scaler import ScalerMachine
+from ...fsm._scaler import SCALER_STATES, Anomaly, ScalerCounters, ScalerMachine
 
 __all__ = ["InvalidCheckpointError", "LoadedState", "read_checkpoint"]
 
@@ -48,6 +49,35 @@ class LoadedState:
     torch_numbers: dict[str, Any]  # what GradScaler.load_state_dict will set
 
 
+#: What a snapshot holds (``ScalerMachine.snapshot()``), checked field by field before
+#: ``ScalerMachine.restore`` sees it, so that a bad one is named and never fails inside.
+_SNAPSHOT_KEYS = ("version", "state", "initial_scale", "counters", "history")
+_COUNTERS = tuple(ScalerCounters.__slots__)
+_ANOMALY_FIELDS = tuple(field.name for field in attrs.fields(Anomaly))
+_ANOMALY_KINDS = ("over_threshold", "reset", "overflow_halved", "collapse")
+#: int32: torch keeps the growth tracker in an int32 tensor
+_INT32_MAX = 2**31 - 1
+#: counters are plain ints; the bound keeps them printable (a huge int has no decimal repr)
+_COUNTER_MAX = 2**63 - 1
+_MESSAGE_MAX = 1000
+
+_ECHO = reprlib.Repr()
+_ECHO.maxstring = 60
+_ECHO.maxother = 60
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 4
+_ECHO.maxlevel = 2
+
+
+def _echo(value: object) -> str:
+    """A short, safe repr of an untrusted value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an int of {value.bit_length()} bits>"  # repr() fails past 4300 digits
+    try:
+        return _ECHO.repr(value)
+    except Exception:  # a hostile __repr__ or an int nested too deep for repr()
+        return f"<a {type(value).__name__}>"
+
+
 def _float32(value: float) -> float:
     try:
         return float(_F32.unpack(_F32.pack(value))[0])
@@ -59,15 +89,33 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_scale(value: object) -> str | None:
+def _as_float(value: object) -> float | None:
+    """``value`` as a finite float, or None (not a number, NaN, inf, an int past float)."""
     if not _is_number(value):
-        return f"scale: must be a number (got {value!r})"
+        return None
     assert isinstance(value, int | float)
-    if not math.isfinite(value) or value <= 0:
-        return f"scale: must be a finite number > 0 (got {value!r})"
-    as_f32 = _float32(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _check_scale(value: object, key: str = "scale") -> str | None:
+    if not _is_number(value):
+        return f"{key}: must be a number (got {_echo(value)})"
+    number = _as_float(value)
+    if number is None or number <= 0:
+        return f"{key}: must be a finite number > 0 (got {_echo(value)})"
+    as_f32 = _float32(number)
     if not math.isfinite(as_f32) or as_f32 == 0:
-        return f"scale: must be representable in float32, not {as_f32!r} there (got {value!r})"
+        return f"{key}: must be representable in float32, not {as_f32!r} there (got {_echo(value)})"
+    return None
+
+
+def _check_int(value: object, key: str, maximum: int) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        return f"{key}: must be an integer in [0, {maximum}] (got {_echo(value)})"
     return None
 
 
@@ -83,12 +131,12 @@ def _check_types(state: dict[str, Any]) -> list[str]:
         problems.append(message)
     for key in ("growth_factor", "backoff_factor"):
         value = state[key]
-        if not _is_number(value) or not math.isfinite(value):
-            problems.append(f"{key}: must be a finite number (got {value!r})")
+        if _as_float(value) is None:
+            problems.append(f"{key}: must be a finite number (got {_echo(value)})")
     for key in ("growth_interval", "_growth_tracker"):
-        value = state[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problems.append(f"{key}: must be an integer >= 0 (got {value!r})")
+        message = _check_int(state[key], key, _INT32_MAX)
+        if message:
+            problems.append(message)
     return problems
 
 
@@ -122,10 +170,10 @@ def read_checkpoint(state: object, config: ScalerConfig) -> LoadedState:
             problems += [p.removeprefix("scaler.") for p in exc.problems]
     machine = None
     if snapshot is not None:
-        try:
-            machine = _restore(snapshot, new_config)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            problems.append(f"regulator: not a scaler lifecycle snapshot ({exc})")
+        snapshot_problems = _snapshot_problems(snapshot, new_config)
+        problems += snapshot_problems
+        if not problems:
+            machine = ScalerMachine.restore(snapshot, new_config)
     if problems:
         raise InvalidCheckpointError(problems)
     torch_numbers = {
@@ -141,19 +189,80 @@ def read_checkpoint(state: object, config: ScalerConfig) -> LoadedState:
     )
 
 
-def _restore(snapshot: object, config: ScalerConfig) -> ScalerMachine:
+def _snapshot_problems(snapshot: object, config: ScalerConfig) -> list[str]:
+    """Every problem of a lifecycle snapshot, each naming its key and value."""
     if not isinstance(snapshot, dict):
-        raise TypeError(f"must be a dict, got {type(snapshot).__name__}")
-    counters = snapshot.get("counters")
-    if not isinstance(counters, dict):
-        raise TypeError(f"counters must be a dict, got {counters!r}")
-    for name, value in counters.items():
+        return [f"regulator: must be a dict, a scaler lifecycle snapshot (got {_echo(snapshot)})"]
+    problems = [
+        f"regulator.{_echo(key) if not isinstance(key, str) else key}: unknown key"
+        f" (a snapshot has {', '.join(_SNAPSHOT_KEYS)})"
+        for key in snapshot
+        if key not in _SNAPSHOT_KEYS
+    ]
+    problems += [f"regulator.{key}: missing" for key in _SNAPSHOT_KEYS if key not in snapshot]
+    if "version" in snapshot and (type(snapshot["version"]) is not int or snapshot["version"] != 1):
+        problems.append(f"regulator.version: must be 1 (got {_echo(snapshot['version'])})")
+    if "state" in snapshot and (
+        not isinstance(snapshot["state"], str) or snapshot["state"] not in SCALER_STATES
+    ):
+        problems.append(
+            f"regulator.state: must be one of {', '.join(SCALER_STATES)}"
+            f" (got {_echo(snapshot['state'])})"
+        )
+    if "initial_scale" in snapshot:
+        initial = snapshot["initial_scale"]
+        message = _check_scale(initial, "regulator.initial_scale")
+        if message is None and float(initial) < config.min_scale:
+            message = (
+                f"regulator.initial_scale: must be >= min_scale {config.min_scale!r}"
+                f" (got {_echo(initial)})"
+            )
+        if message:
+            problems.append(message)
+    if "counters" in snapshot:
+        problems += _fields_problems(snapshot["counters"], "regulator.counters", _COUNTERS)
+    if "history" in snapshot:
+        history = snapshot["history"]
+        if not isinstance(history, list):
+            problems.append(f"regulator.history: must be a list (got {_echo(history)})")
+        else:
+            for index, record in enumerate(history):
+                problems += _fields_problems(record, f"regulator.history[{index}]", _ANOMALY_FIELDS)
+    return problems
+
+
+def _fields_problems(record: object, path: str, names: tuple[str, ...]) -> list[str]:
+    """A counters dict or an anomaly record: exactly ``names``, each value checked."""
+    if not isinstance(record, dict):
+        return [f"{path}: must be a dict (got {_echo(record)})"]
+    problems = [
+        f"{path}.{key if isinstance(key, str) else _echo(key)}: unknown key"
+        for key in record
+        if key not in names
+    ]
+    for name in names:
+        key = f"{path}.{name}"
+        if name not in record:
+            problems.append(f"{key}: missing")
+            continue
+        value = record[name]
         if name == "scale":
-            if _check_scale(value) is not None:
-                raise ValueError(f"counters.scale: must be a finite float32 > 0, got {value!r}")
-        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"counters.{name}: must be an integer >= 0, got {value!r}")
-    initial = snapshot.get("initial_scale")
-    if _check_scale(initial) is not None:
-        raise ValueError(f"initial_scale: must be a finite float32 > 0, got {initial!r}")
-    return ScalerMachine.restore(snapshot, config)
+            message = _check_scale(value, key)
+        elif name == "kind":
+            message = (
+                None
+                if isinstance(value, str) and value in _ANOMALY_KINDS
+                else f"{key}: must be one of {', '.join(_ANOMALY_KINDS)} (got {_echo(value)})"
+            )
+        elif name == "message":
+            message = (
+                None
+                if isinstance(value, str) and len(value) <= _MESSAGE_MAX
+                else f"{key}: must be a string of at most {_MESSAGE_MAX} characters"
+                f" (got {_echo(value)})"
+            )
+        else:
+            message = _check_int(value, key, _COUNTER_MAX)
+        if message:
+            problems.append(message)
+    return problems

@@ -9,10 +9,12 @@ How it stays free of extra host-device syncs (the per-step cost is plain float a
   rule (backoff on overflow; growth after ``growth_interval`` clean steps if finite), so
   ``get_scale()``, the threshold checks and ``state_dict()`` never touch the device.
 * **Steps the host cannot see** (fused optimizers, which never call ``_maybe_opt_step``, and
-  an ``unscale_()`` whose ``step()`` was skipped) run on the device: the overflow count, the
-  streak and the extra halving are tensor ops, the mirror is marked stale and ``get_scale()``
-  reads the device, like torch. The next host step folds the device's values back in with the
-  same single read torch does anyway, so the mirror never lags behind.
+  an ``unscale_()`` whose ``step()`` was skipped): the extra halving and the floor run on the
+  device, and the per-step found-inf tensors are kept by reference (``_device_steps.py``). The
+  first read of the lifecycle (``state``, ``machine``, ``get_scale()``, statistics,
+  ``end_epoch()``, ``state_dict()``; or the next host step, merged into torch's own read)
+  folds them in with one read and replays them through the same machine steps, so the
+  lifecycle does not depend on how the optimizer steps.
 * **Verified once per epoch.** ``end_epoch()`` reads the device scale and growth tracker in one
   sync, logs a mismatch loudly at ERROR, and re-syncs the mirror.
 
@@ -36,6 +38,7 @@ from ...fsm._mirror import f32 as _f32
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from . import _defaults as default
 from ._checkpoint import read_checkpoint
+from ._device_steps import DeviceSteps
 from ._finite import NonFiniteInputError
 from ._hooks import OutputProbe
 
@@ -148,7 +151,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
                     " the scaler runs disabled",
                 )
             )
-        self.machine = ScalerMachine(self.config, initial_scale=initial)
+        self._machine = ScalerMachine(self.config, initial_scale=initial)
         self._mirror = _f32(initial)
         self._tracker = 0
         self._mirror_exact = True
@@ -156,11 +159,14 @@ class GuardedGradScaler(torch.amp.GradScaler):
         # per iteration
         self._host_checked = 0
         self._found_inf = False
-        # device-side counters for steps the host does not see: [overflows, streak, halvings]
-        self._device_counters: torch.Tensor | None = None
+        # steps the host does not see (fused optimizers, a skipped step()): see _device_steps
+        self._ledger = DeviceSteps()
+        # probe.output when the latest device step updated, if its forward ran with the hook
+        # on (a new forward replaces it)
+        self._output_at_update: object = None
+        self._output_seen = False
         self._warned_bf16_output = bf16
         self._fp16_fields_warned: set[str] = set()
-        self._device_steps = 0
         self._model_ref = None if model is None else weakref.ref(model)
         self._probe: OutputProbe | None = None
         if model is not None and (self._enabled or check_inputs):
@@ -184,7 +190,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
         )
 
     def _reject_input(self, field: str, nans: int, infs: int) -> None:
-        raise NonFiniteInputError(self.machine.counters.epoch_steps, field, nans, infs)
+        batch = self._machine.counters.epoch_steps + self._ledger.count
+        raise NonFiniteInputError(batch, field, nans, infs)
 
     def _note_fp16_overflow(self, field: str) -> None:
         if field in self._fp16_fields_warned:
@@ -194,11 +201,38 @@ class GuardedGradScaler(torch.amp.GradScaler):
             format_kv(
                 event="fp16_range",
                 field=field,
-                batch=self.machine.counters.epoch_steps,
+                batch=self._machine.counters.epoch_steps + self._ledger.count,
                 message=f"input {field!r} holds finite values beyond float16's range (> 65504);"
                 " under float16 autocast they become inf and every step overflows",
             )
         )
+
+    def scale(self, outputs: Any) -> Any:
+        """torch's ``scale``; first, what the forward hooks left (see ``_hooks.py``)."""
+        probe = self._probe
+        if probe is not None and (probe.held is not None or probe.pending):
+            self._take_forward(probe)
+        return super().scale(outputs)
+
+    def _take_forward(self, probe: OutputProbe) -> None:
+        tensor = probe.settle()
+        self._output_seen = tensor is not None  # this step's forward ran with the hook on
+        if tensor is not None and not probe.output_dtype_seen:
+            probe.output_dtype_seen = True
+            if tensor.dtype == torch.bfloat16:
+                self._note_bf16_output()
+        if probe.pending:
+            # a compiled forward's input checks: read now (check_inputs: one read a forward)
+            pending, probe.pending = probe.pending, []
+            for fields in pending:
+                if not fields:
+                    continue
+                counts = torch.stack([c for _, c in fields]).tolist()
+                for (field, _), (bad, nans, beyond) in zip(fields, counts, strict=True):
+                    if bad:
+                        self._reject_input(field, int(nans), int(bad - nans))
+                    if beyond:
+                        self._note_fp16_overflow(field)
 
     # -- torch's hooks into the step ---------------------------------------------------------
     def _maybe_opt_step(
@@ -213,7 +247,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             # The same single read torch does (its only per-step sync); we keep the answer.
             found = sum(v.item() for v in found_infs)
         else:
-            found = self._fold_device_state(list(found_infs))  # still one read
+            found = self._fold(list(found_infs))  # unseen steps folded in: still one read
         self._host_checked += 1
         if found:
             self._found_inf = True
@@ -237,18 +271,19 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 super().update()
                 self._host_checked = 0
                 self._tracker = tracker
-                counters = self.machine.counters
+                counters = self._machine.counters
                 counters.steps += 1
                 counters.epoch_steps += 1
                 return
         if not self._enabled:
             return
         if new_scale is not None:
+            self._catch_up()
             super().update(new_scale)
             # An explicit scale from the caller: honour it and re-sync the mirror.
             value = new_scale if isinstance(new_scale, float) else float(new_scale.item())
             self._mirror = _f32(value)
-            self.machine.counters.scale = self._mirror
+            self._machine.counters.scale = self._mirror
             self._host_checked = 0
             self._found_inf = False
             self._settle()
@@ -261,7 +296,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             overflowed = self._found_inf
             self._found_inf = False
             self._replay(overflowed)
-            actions = self.machine.step(overflowed, self._mirror)
+            actions = self._machine.step(overflowed, self._mirror)
             if actions is not None:
                 self._act(actions)
         else:
@@ -277,9 +312,9 @@ class GuardedGradScaler(torch.amp.GradScaler):
         costs every forward torch's slow module-call path (about 1.5 us), and in the common case
         (stable, no overflow streak, no growth over the threshold due) nothing needs it.
         """
-        c = self.machine.counters
+        c = self._machine.counters
         self._fast = (
-            self.machine.state == "stable"
+            self._machine.state == "stable"
             and self._mirror_exact
             and c.streak == 0
             and c.floor_streak == 0
@@ -289,17 +324,23 @@ class GuardedGradScaler(torch.amp.GradScaler):
         if probe is None:
             return
         cfg = self.config
-        wanted = (
-            self.machine.state != "stable"  # warmup, over threshold (a reset may come), ...
-            or not self._mirror_exact
-            or self.machine.counters.streak + 1 >= cfg.overflow_halving_batches
-            or self._mirror <= cfg.min_scale  # a collapse may come
-            or (  # the next clean step grows the scale over the threshold
-                self._tracker + 1 == self._growth_interval
-                and self._mirror * self._growth_factor > cfg.max_scale_threshold
+        if not self._mirror_exact:
+            # Steps only the device saw (fused, a skipped step()): the host cannot tell whether
+            # the next one brings an anomaly, and a line replayed later describes no output
+            # anyway (it says so, R3.2). So the hook stays off (it costs every forward), but
+            # for the dtype check; a read after a step folds it in and decides as below.
+            wanted = not probe.output_dtype_seen
+        else:
+            wanted = (
+                self._machine.state != "stable"  # warmup, over threshold (a reset may come)
+                or self._machine.counters.streak + 1 >= cfg.overflow_halving_batches
+                or self._mirror <= cfg.min_scale  # a collapse may come
+                or (  # the next clean step grows the scale over the threshold
+                    self._tracker + 1 == self._growth_interval
+                    and self._mirror * self._growth_factor > cfg.max_scale_threshold
+                )
+                or not probe.output_dtype_seen
             )
-            or not probe.output_dtype_seen
-        )
         self._fast = self._fast and not wanted
         if wanted != self._probe_wanted:
             self._probe_wanted = wanted
@@ -312,7 +353,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
         """torch's ``_amp_update_scale_`` on the float32 mirror: the machine's rule
         (``ScalerMachine.scale_update``, pure), with torch's current numbers (a caller's
         ``set_growth_factor()`` and the like are followed)."""
-        self._mirror, self._tracker = self.machine.scale_update(
+        self._mirror, self._tracker = self._machine.scale_update(
             self._mirror,
             self._tracker,
             overflowed,
@@ -330,67 +371,123 @@ class GuardedGradScaler(torch.amp.GradScaler):
         ]
         if not found:
             raise AssertionError("No inf checks were recorded prior to update.")
+        if len(found) == 1:
+            single: torch.Tensor = found[0]
+            return single  # torch's update adds nothing to it either: no op, no copy
         return torch.stack([f.reshape(()) for f in found]).sum()
 
     def _device_step(self, found: torch.Tensor) -> None:
-        """A step the host did not see: count, streak and halve on the device, no sync."""
+        """A step the host did not see: halve and floor on the device, keep the flag; no sync."""
         scale, _ = self._check_scale_growth_tracker("update")
-        if self._device_counters is None:
-            self._device_counters = torch.zeros(3, dtype=torch.float32, device=scale.device)
-        counters = self._device_counters
-        c = self.machine.counters
-        if self._mirror_exact:
-            counters[1].fill_(c.streak)  # carry the host's streak over (a host number: no sync)
-            self._device_steps = 0
-        over = (found > 0).to(torch.float32)
-        counters[0].add_(over)
-        counters[1].add_(1.0).mul_(over)
-        halve = (counters[1] >= self.config.overflow_halving_batches).to(torch.float32)
-        scale.mul_(1.0 - 0.5 * halve).clamp_(min=self.config.min_scale)
-        counters[2].add_(halve)
-        counters[1].mul_(1.0 - halve)
-        c.steps += 1
-        c.epoch_steps += 1
-        self._device_steps += 1
+        cfg = self.config
+        full = self._ledger.step(
+            scale,
+            found,
+            host_streak=self._machine.counters.streak,
+            host_scale=self._mirror,
+            backoff_factor=self._backoff_factor,
+            halving_batches=cfg.overflow_halving_batches,
+            min_scale=cfg.min_scale,
+        )
+        probe = self._probe
+        self._output_at_update = probe.output if probe is not None and self._output_seen else None
+        self._output_seen = False
         self._mirror_exact = False
         self._fast = False
+        if full:
+            self._fold()  # the bound on what is kept: one sync per LIMIT unseen steps
 
     def _read_device(self, extra: list[torch.Tensor]) -> list[float]:
-        """Scale, growth tracker, device counters and ``extra`` in one read (one sync)."""
+        """Scale, growth tracker, streak, kept flags and ``extra`` in one read (one sync)."""
         assert self._scale is not None and self._growth_tracker is not None
+        device = self._scale.device
         parts = [self._scale.float().reshape(1), self._growth_tracker.float().reshape(1)]
-        if self._device_counters is not None:
-            parts.append(self._device_counters)
-        parts += [t.to(self._scale.device).float().reshape(-1) for t in extra]
+        if self._ledger.count:
+            assert self._ledger.streak is not None
+            parts.append(self._ledger.streak.float().reshape(1))
+            parts += self._ledger.flags()
+        parts += [t.to(device).float().reshape(-1) for t in extra]
         values: list[float] = torch.cat(parts).tolist()
         return values
 
-    def _fold_device_state(self, found_infs: list[torch.Tensor]) -> float:
-        """The first host step after device steps: adopt the device's scale and counters."""
-        values = self._read_device(found_infs)
-        counted = 5 if self._device_counters is not None else 2
-        self._adopt(values[:counted])
-        return sum(values[counted:])
+    def _fold(self, extra: list[torch.Tensor] | None = None) -> float:
+        """Fold the unseen steps in (one read) and replay them; returns ``extra``'s sum.
 
-    def _adopt(self, values: list[float]) -> None:
-        device_scale, tracker = values[0], int(values[1])
-        if self._device_counters is not None:
-            overflows, streak, halvings = (int(v) for v in values[2:5])
-            c = self.machine.counters
-            c.overflows += overflows
-            c.epoch_overflows += overflows
-            c.halvings += halvings
-            if not self._mirror_exact:
-                c.streak = streak  # device steps since the last fold: the device knows it
-            self._device_counters.zero_()
+        After device steps this is where the lifecycle catches up: each kept flag goes
+        through the for-loop path's own steps (mirror, machine, actions), so state, counters,
+        anomalies and resets are the ones that path has. The device already applied what
+        changes the scale; the replayed mirror is checked against it.
+        """
+        if self._scale is None or self._growth_tracker is None:
+            return 0.0
+        values = self._read_device(extra or [])
+        count = self._ledger.count
+        head = 3 if count else 2
+        flags = values[head : head + count]
+        rest = sum(values[head + count :])
+        self._ledger.clear()
+        collapse: ScaleCollapseError | None = None
+        probe = self._probe
+        latest_observable = (
+            probe is not None
+            and self._output_at_update is not None
+            and probe.held is None
+            and probe.output is self._output_at_update
+        )
+        for index, flag in enumerate(flags):
+            overflowed = flag > 0
+            self._replay(overflowed)
+            actions = self._machine.step(overflowed, self._mirror)
+            if actions is not None:
+                late = count - 1 - index
+                observed = late == 0 and latest_observable
+                try:
+                    self._act(actions, device_done=True, late=None if observed else late)
+                except ScaleCollapseError as exc:
+                    collapse = collapse or exc
+        self._adopt(values[0], int(values[1]), int(values[2]) if count else None)
+        if collapse is not None:
+            raise collapse
+        return rest
+
+    def _adopt(self, device_scale: float, tracker: int, streak: int | None = None) -> None:
+        """Check the mirror against the device (a mismatch: ERROR, re-synced), adopt it."""
+        c = self._machine.counters
+        if (
+            device_scale != self._mirror
+            or tracker != self._tracker
+            or (streak is not None and streak != c.streak)
+        ):
+            self.mirror_mismatches += 1
+            self._log.error(
+                format_kv(
+                    event="mirror_mismatch",
+                    mirror_scale=self._mirror,
+                    device_scale=device_scale,
+                    mirror_tracker=self._tracker,
+                    device_tracker=tracker,
+                    message="the host mirror of the scale diverged from the device; re-synced",
+                )
+            )
+            if streak is not None:
+                c.streak = streak
         self._mirror, self._tracker = device_scale, tracker
         self._mirror_exact = True
-        self.machine.resync(self._mirror)
+        self._machine.resync(self._mirror)
+        self._settle()
+
+    def _catch_up(self) -> None:
+        """Before anything reads the lifecycle: fold unseen steps in (a sync, as torch's
+        ``get_scale()``); nothing when there are none."""
+        if self._ledger.count:
+            self._fold()
 
     # -- lifecycle actions -----------------------------------------------------------------
-    def _set_scale(self, value: float) -> None:
+    def _set_scale(self, value: float, *, device: bool = True) -> None:
         self._mirror = _f32(value)
         self._tracker = 0
+        if not device:
+            return  # a replayed step: the device already did it (_device_steps.py)
         if self._scale is None:
             self._init_scale = value
             self._init_growth_tracker = 0
@@ -399,12 +496,16 @@ class GuardedGradScaler(torch.amp.GradScaler):
         assert self._growth_tracker is not None
         self._growth_tracker.fill_(0)  # update(new_scale=...) would not reset it
 
-    def _act(self, actions: Iterable[Any]) -> None:
+    def _act(
+        self, actions: Iterable[Any], *, device_done: bool = False, late: int | None = None
+    ) -> None:
+        """Do what the machine says. ``device_done``: a replayed step, whose scale the device
+        already set; ``late``: logged that many steps after the step it describes."""
         for action in actions:
             if isinstance(action, SetScale):
-                self._set_scale(action.value)
+                self._set_scale(action.value, device=not device_done)
             elif isinstance(action, Anomaly):
-                diagnostics = self._diagnostics(action)
+                diagnostics = self._diagnostics(action, late)
                 line = format_kv(**diagnostics)
                 if action.kind == "collapse":
                     self._log.error(line)
@@ -426,9 +527,9 @@ class GuardedGradScaler(torch.amp.GradScaler):
         ]
         if not norms:
             return None
-        total = float(torch.linalg.vector_norm(torch.stack(norms)))
-        # fused optimizers leave the gradients scaled
-        return total if self._mirror_exact else total / max(self.get_scale(), 1e-30)
+        # Unscaled on every path: unscale_() does it in place, and so do torch's fused kernels
+        # on a step they take (a skipped one leaves non-finite gradients: inf/nan either way).
+        return float(torch.linalg.vector_norm(torch.stack(norms)))
 
     def _output_stats(self) -> dict[str, Any]:
         tensor = self._probe.latest_output() if self._probe is not None else None
@@ -447,18 +548,32 @@ class GuardedGradScaler(torch.amp.GradScaler):
             "output_inf": int(data.numel() - finite.numel() - nan),
         }
 
-    def _diagnostics(self, anomaly: Anomaly) -> dict[str, Any]:
-        """Everything R3.2 asks for; computed only now, on an anomaly."""
+    def _diagnostics(self, anomaly: Anomaly, late: int | None = None) -> dict[str, Any]:
+        """Everything R3.2 asks for; computed only now, on an anomaly.
+
+        A replayed step (``late``: steps since) has no gradients or output of its own left:
+        its line says so instead of describing a later step's (R3.2).
+        """
+        if late is not None:
+            observed: dict[str, Any] = {
+                "grad_norm": None,
+                "output": "not_observed",
+                "logged_steps_later": late,
+            }
+        else:
+            observed = {
+                "grad_norm": self._grad_norm(),
+                **self._output_stats(),
+            }
         return {
             "event": anomaly.kind,
             "epoch": anomaly.epoch,
             "batch": anomaly.batch,
             "step": anomaly.step,
             "scale": self._mirror,
-            "state": self.machine.state,
+            "state": self._machine.state,
             "consecutive_overflows": anomaly.consecutive_overflows,
-            "grad_norm": self._grad_norm(),
-            **self._output_stats(),
+            **observed,
             "message": anomaly.message,
         }
 
@@ -469,14 +584,14 @@ class GuardedGradScaler(torch.amp.GradScaler):
         if not self._enabled:
             return {"event": "epoch", "state": "disabled", "scale": 1.0}
         self._verify_mirror()
-        actions = self.machine.end_epoch()
+        actions = self._machine.end_epoch()
         summary = next(a for a in actions if isinstance(a, EpochSummary))
         self._act(a for a in actions if not isinstance(a, EpochSummary))
         fields = {
             "event": "epoch",
             "epoch": summary.epoch,
             "scale": self._mirror,
-            "state": self.machine.state,
+            "state": self._machine.state,
             "steps": summary.steps,
             "overflows": summary.overflows,
             "over_threshold_epochs": summary.over_threshold_epochs,
@@ -486,44 +601,50 @@ class GuardedGradScaler(torch.amp.GradScaler):
         return fields
 
     def _verify_mirror(self) -> None:
+        """The one sync of the epoch: unseen steps folded in, the mirror checked."""
         if self._scale is None or self._growth_tracker is None:
             return  # no step yet
-        values = self._read_device([])  # the one sync of the epoch
-        device_scale, tracker = values[0], int(values[1])
-        if self._mirror_exact and (device_scale != self._mirror or tracker != self._tracker):
-            self.mirror_mismatches += 1
-            self._log.error(
-                format_kv(
-                    event="mirror_mismatch",
-                    mirror_scale=self._mirror,
-                    device_scale=device_scale,
-                    mirror_tracker=self._tracker,
-                    device_tracker=tracker,
-                    message="the host mirror of the scale diverged from the device; re-synced",
-                )
-            )
-        self._adopt(values)
+        if self._ledger.count:
+            self._fold()
+            return
+        values = self._read_device([])
+        self._adopt(values[0], int(values[1]))
 
     # -- reading ---------------------------------------------------------------------------------
     def get_scale(self) -> float:
         """The current scale: the host mirror, no device sync (after device steps: synced)."""
         if not self._enabled:
             return 1.0
-        if self._mirror_exact:
-            return self._mirror
-        return float(super().get_scale())
+        self._catch_up()
+        return self._mirror
 
     def _get_growth_tracker(self) -> int:
         if not self._enabled:
             return 0
-        if self._mirror_exact:
-            return self._tracker
-        return int(super()._get_growth_tracker())
+        self._catch_up()
+        return self._tracker
 
     @property
     def state(self) -> str:
-        """The lifecycle state ("warmup", "stable", ...; "disabled" when not enabled)."""
-        return self.machine.state if self._enabled else "disabled"
+        """The lifecycle state ("warmup", "stable", ...; "disabled" when not enabled).
+
+        After steps only the device saw (fused optimizers, a skipped ``step()``), reading it
+        folds them in first: one sync, as torch's ``get_scale()``."""
+        if not self._enabled:
+            return "disabled"
+        self._catch_up()
+        return self._machine.state
+
+    @property
+    def machine(self) -> ScalerMachine:
+        """The lifecycle machine, caught up with every step (see :attr:`state`)."""
+        if self._enabled:
+            self._catch_up()
+        return self._machine
+
+    @machine.setter
+    def machine(self, machine: ScalerMachine) -> None:
+        self._machine = machine
 
     def get_statistics(self) -> dict[str, Any]:
         """Counters and history, the names users of the old monitor read (R5.1)."""
@@ -543,9 +664,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
         A plain ``GradScaler`` loads it (it ignores extra keys).
         """
+        self._catch_up()
         state = super().state_dict()
         if state:
-            state["regulator"] = self.machine.snapshot()
+            state["regulator"] = self._machine.snapshot()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -569,13 +691,12 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._mirror_exact = True
         self._host_checked = 0
         self._found_inf = False
-        if self._device_counters is not None:
-            self._device_counters.zero_()
+        self._ledger.clear()  # steps before the load are the loaded checkpoint's business
         if loaded.machine is not None:
-            self.machine = loaded.machine
+            self._machine = loaded.machine
         else:
-            self.machine = ScalerMachine(
-                self.config, initial_scale=self.machine.initial_scale, _start_value="stable"
+            self._machine = ScalerMachine(
+                self.config, initial_scale=self._machine.initial_scale, _start_value="stable"
             )
             ignored = {
                 k: state_dict[k] for k in _TORCH_NUMBERS if state_dict[k] != getattr(self, f"_{k}")
@@ -591,10 +712,11 @@ class GuardedGradScaler(torch.amp.GradScaler):
                     f" (R2.2) stay in force{' over ' + str(ignored) if ignored else ''}",
                 )
             )
-        self.machine.counters.scale = self._mirror
+        self._machine.counters.scale = self._mirror
         self._settle()
 
     def __getstate__(self) -> dict[str, Any]:
+        self._catch_up()  # kept flags are device tensors: folded, not pickled
         state = super().__getstate__()
         state["_model_ref"] = None
         state["_probe"] = None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._finite import fp16_overflow_fields, non_finite_fields
+from ._finite import FLOAT16_MAX, fp16_overflow_fields, non_finite_fields
 
 if TYPE_CHECKING:
     from ._grad_scaler import GuardedGradScaler
@@ -72,25 +72,29 @@ class _ForwardHook(_Hook):
     __slots__ = ()
 
     def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        # Two attribute stores and nothing else: inside a torch.compile graph they are side
+        # effects replayed after the graph with the real output (a weak reference made while
+        # tracing would point at the trace's tensor for ever); reading a changing Python
+        # value here would make dynamo guard on it and recompile.
         probe = self.probe
-        tensor = output if type(output) is torch.Tensor else first_tensor(output)
-        probe.output = None if tensor is None else weakref.ref(tensor)
-        if not probe.output_dtype_seen and tensor is not None:
-            probe.output_dtype_seen = True
-            if tensor.dtype == torch.bfloat16:
-                scaler = probe.scaler()
-                if scaler is not None:
-                    scaler._note_bf16_output()
+        probe.held = output if type(output) is torch.Tensor else first_tensor(output)
+        if torch.compiler.is_compiling():
+            probe.compiled = True
 
 
 class _InputHook(_Hook):
     __slots__ = ()
 
     def __call__(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        batch = (args, kwargs) if kwargs else args
+        if torch.compiler.is_compiling():
+            # no read in a graph (a graph break): the counts are computed in it and the
+            # scaler's next scale() reads them, before the backward
+            self.probe.pending.append(_counts_in_graph(batch))
+            return
         scaler = self.probe.scaler()
         if scaler is None:
             return
-        batch = (args, kwargs) if kwargs else args
         problems = non_finite_fields(batch)
         if problems:
             scaler._reject_input(*problems[0])
@@ -98,6 +102,42 @@ class _InputHook(_Hook):
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16:
             for field in fp16_overflow_fields(batch):
                 scaler._note_fp16_overflow(field)
+
+
+def _fields_in_graph(value: Any, path: str, out: list[tuple[str, torch.Tensor]]) -> None:
+    # the forward's inputs, as non_finite_fields names them (plain recursion: dynamo traces
+    # it; a compiled forward's inputs are tensors in tuples, lists and dicts)
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            out.append((path or "<tensor>", value))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _fields_in_graph(item, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _fields_in_graph(item, f"{path}[{index}]", out)
+
+
+def _counts_in_graph(batch: Any) -> list[tuple[str, torch.Tensor]]:
+    """Per field: [non-finite, NaN, finite beyond float16 under fp16 autocast] counts."""
+    fields: list[tuple[str, torch.Tensor]] = []
+    _fields_in_graph(batch, "", fields)
+    out = []
+    for field, tensor in fields:
+        data = tensor.detach()
+        finite = torch.isfinite(data)
+        bad = finite.logical_not().sum()
+        nans = torch.isnan(data).sum()
+        device = data.device.type
+        beyond = (
+            data.abs().gt(FLOAT16_MAX).logical_and(finite).sum()
+            if data.dtype not in (torch.float16, torch.bfloat16)
+            and torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == torch.float16
+            else torch.zeros_like(bad)
+        )
+        out.append((field, torch.stack([bad, nans, beyond])))
+    return out
 
 
 class OutputProbe:
@@ -111,8 +151,14 @@ class OutputProbe:
     def __init__(self, scaler: GuardedGradScaler, model: torch.nn.Module, check_inputs: bool):
         self.scaler: weakref.ReferenceType[GuardedGradScaler] = weakref.ref(scaler)
         self.model = weakref.ref(model)
+        # the latest output: held from the forward to the scaler's next scale() (strong, so
+        # that a compiled graph can set it), then only weakly
+        self.held: torch.Tensor | None = None
         self.output: weakref.ReferenceType[torch.Tensor] | None = None
         self.output_dtype_seen = False
+        self.compiled = False  # the hook ran inside torch.compile: it stays (see detach)
+        # input checks a compiled forward computed, for the scaler's next scale() to read
+        self.pending: list[list[tuple[str, torch.Tensor]]] = []
         self._output_handle: torch.utils.hooks.RemovableHandle | None = None
         self._input_handle: torch.utils.hooks.RemovableHandle | None = None
         if check_inputs:
@@ -130,6 +176,8 @@ class OutputProbe:
             self._output_handle = model.register_forward_hook(_ForwardHook(self))
 
     def detach(self) -> None:
+        if self.compiled:
+            return  # dynamo guards on the hook count: removing it would recompile the graph
         if self._output_handle is not None:
             self._output_handle.remove()
             self._output_handle = None
@@ -140,6 +188,16 @@ class OutputProbe:
             self._input_handle.remove()
             self._input_handle = None
 
+    def settle(self) -> torch.Tensor | None:
+        """From the forward's strong reference to a weak one (the scaler's scale() calls it)."""
+        tensor = self.held
+        self.held = None
+        if tensor is not None:
+            self.output = weakref.ref(tensor)
+        return tensor
+
     def latest_output(self) -> torch.Tensor | None:
         """The latest output's first tensor, if the caller still holds it."""
+        if self.held is not None:
+            return self.held
         return self.output() if self.output is not None else None

@@ -35,7 +35,7 @@ class _Encoder(nn.Module):
         return self.head(self.encoder(self.embed(x))[:, -1])
 
 
-def _setup(kind: str, guarded: bool) -> tuple[Any, ...]:
+def _setup(kind: str, guarded: bool, fused: bool = False) -> tuple[Any, ...]:
     torch.manual_seed(0)
     if kind == "tiny":  # the guard's cost is most visible where the step costs least
         model: nn.Module = nn.Linear(8, 8)
@@ -44,7 +44,9 @@ def _setup(kind: str, guarded: bool) -> tuple[Any, ...]:
         model, x, y = _mlp(), torch.randn(64, 32), torch.randn(64, 1)
     else:
         model, x, y = _Encoder(), torch.randn(32, 48, 1), torch.randn(32, 1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    # fused: the kernel skips overflowing steps on the device; the guard keeps the flag and
+    # halves on the device (tests/torch/test_optimizer_paths.py proves the lifecycle)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     scaler = (
         GuardedGradScaler("cpu", model=model, config=ScalerConfig(max_scale_threshold=1e30))
         if guarded
@@ -66,13 +68,13 @@ def _step(setup: tuple[Any, ...]) -> int:
     return time.perf_counter_ns() - start
 
 
-def step_time(kind: str, steps: int) -> dict[str, Any]:
+def step_time(kind: str, steps: int, fused: bool = False) -> dict[str, Any]:
     """The whole step, guarded vs plain, interleaved step by step (alternating who goes first).
 
     Each figure is the median of single-step times: on a shared machine the neighbours add
     outliers, which the median ignores. The spread is that of 10 interleaved subsets.
     """
-    plain, guarded = _setup(kind, False), _setup(kind, True)
+    plain, guarded = _setup(kind, False, fused), _setup(kind, True, fused)
     for _ in range(20):
         _step(plain), _step(guarded)
     a: list[int] = []
@@ -147,12 +149,12 @@ def send_cost(n: int = 2000, rounds: int = 5) -> dict[str, float]:
     }
 
 
-def syncs() -> dict[str, int]:
+def syncs(fused: bool = False) -> dict[str, int]:
     from torch.profiler import ProfilerActivity, profile
 
     out = {}
     for name, guarded in (("plain", False), ("guarded", True)):
-        setup = _setup("mlp", guarded)
+        setup = _setup("mlp", guarded, fused)
         for _ in range(2):
             _step(setup)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -185,17 +187,23 @@ def main() -> None:
     logging.getLogger("regulator").addHandler(logging.NullHandler())
     logging.getLogger("regulator").propagate = False
     torch.set_num_threads(1)
-    for kind, steps in (("tiny", 20_000), ("mlp", 2_000), ("encoder", 300)):
-        r = step_time(kind, steps)
+    for kind, steps, fused in (
+        ("tiny", 20_000, False),
+        ("tiny", 20_000, True),
+        ("mlp", 2_000, False),
+        ("encoder", 300, False),
+    ):
+        r = step_time(kind, steps, fused)
         print(
-            f"{kind} ({r['params']:,} params): plain {r['plain_ms'] * 1e3:.1f} us,"
+            f"{kind}{' fused' if fused else ''} ({r['params']:,} params):"
+            f" plain {r['plain_ms'] * 1e3:.1f} us,"
             f" guarded {r['guarded_ms'] * 1e3:.1f} us, added {r['added_us']:.2f} us"
             f" (10 subsets {r['added_us_min']:.2f}..{r['added_us_max']:.2f}),"
             f" ratio {r['ratio']:.4f} ({r['ratio_p10']:.4f}..{r['ratio_p90']:.4f}),"
             f" {r['steps']} steps each, hooks on at the end: {r['hooks_at_end']}",
             flush=True,
         )
-    print(host_cost(), send_cost(), syncs(), flush=True)
+    print(host_cost(), send_cost(), syncs(), {"fused": syncs(fused=True)}, flush=True)
 
 
 if __name__ == "__main__":

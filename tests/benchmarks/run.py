@@ -240,11 +240,13 @@ def main() -> None:
     n_msgs, rounds = (5_000, 1) if QUICK else (30_000, 3)
     print("scaler: step time ...", flush=True)
     tiny = scal.step_time("tiny", 4_000 if QUICK else 20_000)
+    tiny_fused = scal.step_time("tiny", 4_000 if QUICK else 20_000, fused=True)
     mlp = scal.step_time("mlp", 400 if QUICK else 2_000)
     enc = scal.step_time("encoder", 60 if QUICK else 300)
     host = scal.host_cost()
     send = scal.send_cost()
     syncs = scal.syncs()
+    syncs_fused = scal.syncs(fused=True)
     mem = scal.memory(200_000 if QUICK else 1_000_000)
     print("connection: throughput ...", flush=True)
     thr = conn.throughput(n_msgs, rounds)
@@ -297,6 +299,7 @@ def main() -> None:
     rows = []
     for label, r in (
         (f"tiny ({tiny['params']:,} params)", tiny),
+        (f"tiny, fused Adam ({tiny_fused['params']:,} params)", tiny_fused),
         (f"MLP ({mlp['params']:,} params)", mlp),
         (f"encoder ({enc['params']:,} params)", enc),
     ):
@@ -353,6 +356,13 @@ def main() -> None:
                     f"{syncs['plain']} vs {syncs['guarded']}",
                     "equal",
                     _verdict(syncs["plain"] == syncs["guarded"]),
+                ],
+                [
+                    "syncs in 10 steps with fused Adam, plain vs guarded (torch's CPU kernel"
+                    " reads found_inf itself; on CUDA it does not)",
+                    f"{syncs_fused['plain']} vs {syncs_fused['guarded']}",
+                    "equal",
+                    _verdict(syncs_fused["plain"] == syncs_fused["guarded"]),
                 ],
                 [
                     "cost of a lifecycle change with its step (compiled table; via"

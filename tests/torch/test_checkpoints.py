@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import logging
 import math
+import re
 from typing import Any
 
 import pytest
 import torch
 from _amp import amp_step, batch, mlp
+from hypothesis import given
+from hypothesis import strategies as st
 from regulator.adapters.torch import GuardedGradScaler, InvalidCheckpointError
 from regulator.fsm import ScalerConfig, parse_kv
 
@@ -64,9 +70,23 @@ BAD: list[tuple[str, Any, str]] = [
     (
         "bad lifecycle",
         lambda s: _bad_snapshot(s, scale=math.nan),
-        r"regulator: not a scaler lifecycle",
+        r"regulator\.counters\.scale: must be a finite number > 0 \(got nan\)",
     ),
-    ("unknown counter", lambda s: _bad_snapshot(s, bogus=1), r"regulator: not a scaler lifecycle"),
+    (
+        "unknown counter",
+        lambda s: _bad_snapshot(s, bogus=1),
+        r"regulator\.counters\.bogus: unknown",
+    ),
+    (
+        "history a string",
+        lambda s: {**s, "regulator": {**s["regulator"], "history": "oops"}},
+        r"regulator\.history: must be a list \(got 'oops'\)",
+    ),
+    (
+        "huge tracker",
+        lambda s: {**s, "_growth_tracker": 10**5000},
+        r"_growth_tracker: must be an integer in \[0, 2147483647\] \(got <an int of 16610 bits>\)",
+    ),
     ("not a dict", lambda s: [s], r"\$: must be a dict"),
 ]
 
@@ -116,3 +136,109 @@ def test_a_guarded_checkpoint_restores_torchs_numbers_like_gradscaler() -> None:
     assert (target.get_scale(), target.get_growth_factor()) == (3.0, 4.0)
     assert (target.get_backoff_factor(), target.get_growth_interval()) == (0.5, 2)
     assert target.config.growth_factor == 4.0
+
+
+# -- every field of the lifecycle snapshot, fuzzed ---------------------------------------------
+
+_ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([-1, 2**31, 2**63, 10**400, 10**5000]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80),
+    st.binary(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+
+
+def _paths(snapshot: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    paths: list[tuple[str | int, ...]] = [(key,) for key in snapshot]
+    paths += [("counters", name) for name in snapshot["counters"]]
+    for index, record in enumerate(snapshot["history"]):
+        paths += [("history", index, name) for name in record]
+    return paths
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = "regulator"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+@functools.cache
+def _source_state() -> dict[str, Any]:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    config = ScalerConfig(max_scale_threshold=1000.0, growth_interval=2, growth_factor=2.0)
+    scaler = GuardedGradScaler("cpu", model=model, config=config, init_scale=512.0)
+    for i in range(12):  # crosses the threshold, then 5 overflows in a row: history of 2
+        amp_step(model, opt, scaler, batch(i), poison=i >= 7)
+    state = scaler.state_dict()
+    assert len(state["regulator"]["history"]) >= 2
+    return state
+
+
+@pytest.mark.spec("R5.3")
+@given(data=st.data())
+def test_every_snapshot_field_fuzzed_is_named_or_loads(data: st.DataObject) -> None:
+    state = copy.deepcopy(_source_state())
+    snapshot = state["regulator"]
+    path = data.draw(st.sampled_from(_paths(snapshot)), label="path")
+    delete = data.draw(st.booleans(), label="delete")
+    value = None if delete else data.draw(_ODD, label="value")
+    parent: Any = snapshot
+    for part in path[:-1]:
+        parent = parent[part]
+    original = parent[path[-1]]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    target = GuardedGradScaler("cpu", model=mlp(), init_scale=256.0)
+    before = target.state_dict()
+    problems: tuple[str, ...] = ()
+    try:
+        target.load_state_dict(state)
+    except InvalidCheckpointError as exc:
+        problems = exc.problems
+    if problems:
+        assert target.state_dict() == before  # nothing changed
+        where = _dotted(path)
+        assert any(p.startswith((where + ":", where + ".", where + "[")) for p in problems), (
+            where,
+            problems,
+        )
+        for problem in problems:  # key: rule (got value); nothing from inside
+            assert re.fullmatch(r"[\w.\[\]$]+: [^\n]+", problem), problem
+            assert "Error" not in problem and "argument" not in problem, problem
+            assert len(problem) < 300, problem
+    else:
+        # it loaded: the value was a valid one (of the field's own kind), the scaler carries
+        # it and keeps training
+        assert not delete
+        assert _kind(value) == _kind(original), (path, value, original)
+        restored = target.state_dict()["regulator"]
+        for part in path[:-1]:
+            restored = restored[part]
+        if path == ("counters", "scale"):
+            value = state["scale"]  # the lifecycle follows torch's scale, as at every load
+        assert restored[path[-1]] == value or (
+            path[-1] in ("scale", "initial_scale") and restored[path[-1]] == float(value)  # type: ignore[arg-type]
+        )
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        for i in range(3):
+            amp_step(model, opt, target, batch(i), poison=i == 1)
+        target.end_epoch()
+        json.dumps(target.get_statistics())

@@ -74,3 +74,105 @@ def test_values_beyond_float16_under_fp16_autocast_are_a_warning_naming_the_fiel
     lines = [r for r in caplog.records if "event=fp16_range" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelname == "WARNING"  # once per field
     assert parse_kv(lines[0].getMessage())["field"] == "[0]"
+
+
+# -- memory and odd inputs -------------------------------------------------------------------
+
+_MEMORY_PROBE = r"""
+import json, math, torch
+from regulator.adapters.torch import NonFiniteInputError, check_finite, fp16_overflow_fields
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+
+def extra(fn):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    before = status("VmRSS")
+    fn()
+    return status("VmHWM") - before
+
+n = 16 * 2**20  # 64 MiB of float32
+finite = torch.ones(n)
+one_nan = torch.ones(n)
+one_nan[n // 2] = math.nan
+big = torch.ones(n)
+big[7] = 1e5
+strided = torch.ones(4096, 2 * 4096)[:, ::2]  # 64 MiB of values, not contiguous
+
+def raises():
+    try:
+        check_finite(one_nan)
+    except NonFiniteInputError:
+        return
+    raise AssertionError("no error")
+
+out = {
+    "finite": extra(lambda: check_finite(finite)),
+    "one_nan": extra(raises),
+    "fp16_range": extra(lambda: fp16_overflow_fields(big) == ["<tensor>"] or 1 / 0),
+    "strided": extra(lambda: check_finite(strided)),
+    "tensor": n * 4,
+}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.spec("R3.4")
+def test_check_finite_needs_at_most_a_quarter_of_the_tensor_in_extra_memory() -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    quarter = measured.pop("tensor") // 4
+    for case, extra in measured.items():
+        assert extra <= quarter, (case, extra, quarter)
+
+
+@pytest.mark.spec("R3.4")
+def test_odd_inputs_are_a_clear_error_naming_batch_and_field() -> None:
+    from regulator.adapters.torch import UncheckableInputError
+
+    # an int beyond float64 is inf in any float tensor: counted as one
+    with pytest.raises(NonFiniteInputError, match=r"batch 0, field '<sequence>': 0 NaN and 1 Inf"):
+        check_finite([1.0, 10**400])
+    with pytest.raises(NonFiniteInputError, match=r"batch 1, field 'x': 0 NaN and 1 Inf"):
+        check_finite([{"x": [1.0, 2.0]}, {"x": [-(10**5000), 2.0]}])
+    cycle: list[object] = [torch.ones(2)]
+    cycle.append(cycle)
+    with pytest.raises(UncheckableInputError, match=r"batch 0, field '\[1\]': contains itself"):
+        check_finite(cycle)
+    loop: dict[str, object] = {"a": {"b": torch.ones(1)}}
+    loop["a"]["c"] = loop  # type: ignore[index]
+    with pytest.raises(UncheckableInputError, match=r"batch 2, field 'a\.c': contains itself"):
+        check_finite([{"x": torch.ones(1)}, {"x": torch.ones(1)}, loop])
+    deep: list[object] = [torch.ones(1)]
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(
+        UncheckableInputError, match=r"batch 0, field '(\[0\]){100}': nested deeper"
+    ):
+        check_finite((deep,))
+    for text in ("abc", b"abc", bytearray(b"abc")):
+        with pytest.raises(UncheckableInputError, match=r"batch 0, field '<data>': .* not a batch"):
+            check_finite(text)
+    with pytest.raises(
+        UncheckableInputError, match=r"batch 1, field '<batch>': str is not a batch"
+    ):
+        check_finite([{"x": torch.ones(1)}, "oops"])
+    with pytest.raises(UncheckableInputError, match=r"neither a batch nor batches"):
+        check_finite(object())
+    # text inside a batch is metadata, not data: skipped
+    assert check_finite([{"symbol": "BTCUSDT", "raw": b"\x00", "x": torch.ones(2)}]) == 1
+    assert check_finite(2.5) == 1
+    with pytest.raises(NonFiniteInputError, match=r"batch 0, field '<sequence>': 1 NaN"):
+        check_finite(float("nan"))
+    # a shared (not cyclic) sub-batch is fine
+    shared = [torch.ones(1)]
+    assert check_finite([(shared, shared)]) == 1
