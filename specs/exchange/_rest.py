@@ -2,32 +2,34 @@
 
 Endpoints, their request weight and their parameters:
 
-=====================  ======================================================  =============
-endpoint               parameters                                              weight
-=====================  ======================================================  =============
-``/ping``              (none)                                                  1
-``/time``              (none)                                                  1
-``/exchangeInfo``      symbol | symbols, permissions, showPermissionSets,      20
-                       symbolStatus
-``/depth``             symbol, limit (100; up to 5000)                         5/25/50/250
-``/trades``            symbol, limit (500; up to 1000)                         25
-``/historicalTrades``  symbol, limit, fromId                                   25
-``/aggTrades``         symbol, fromId | startTime, endTime, limit              4
-``/klines``            symbol, interval, startTime, endTime, timeZone, limit   2
-``/uiKlines``          as ``/klines``                                          2
-``/avgPrice``          symbol                                                  2
-``/ticker/24hr``       symbol | symbols, type (FULL, MINI)                     2 ... 80
-``/ticker/price``      symbol | symbols                                        2 / 4
-``/ticker/bookTicker`` symbol | symbols                                        2 / 4
-``/ticker``            symbol | symbols, windowSize (1m..59m, 1h..23h, 1d..7d) 4 a symbol
-=====================  ======================================================  =============
+===========================  ======================================================  =============
+endpoint                     parameters                                              weight
+===========================  ======================================================  =============
+``/ping``                    (none)                                                  1
+``/time``                    (none)                                                  1
+``/exchangeInfo``            symbol | symbols, permissions, showPermissionSets,      20
+                             symbolStatus
+``/depth``                   symbol, limit (100; up to 5000)                         5/25/50/250
+``/trades``                  symbol, limit (500; up to 1000)                         25
+``/historicalTrades``        symbol, limit, fromId                                   25
+``/historicalBlockTrades``   symbol, fromId (mandatory), limit (500; up to 1000)     25
+``/aggTrades``               symbol, fromId | startTime, endTime, limit              4
+``/klines``                  symbol, interval, startTime, endTime, timeZone, limit   2
+``/uiKlines``                as ``/klines``                                          2
+``/avgPrice``                symbol                                                  2
+``/ticker/24hr``             symbol | symbols, type (FULL, MINI)                     2 ... 80
+``/ticker/price``            symbol | symbols                                        2 / 4
+``/ticker/bookTicker``       symbol | symbols                                        2 / 4
+``/ticker``                  symbol | symbols, windowSize (1m..59m, 1h..23h, 1d..7d) 4 a symbol
+===========================  ======================================================  =============
 
 Errors are the documented ``{"code", "msg"}`` bodies with status 400: -1100 illegal
 characters, -1101 duplicate values, -1102 a mandatory parameter missing, -1104 parameters not
 read (unknown ones), -1105 an empty parameter, -1120 invalid interval, -1121 invalid symbol,
 -1127 a time range too long, -1128 a combination of optional parameters invalid.
 
-Every trade, aggregate trade and candle is the one the streams published (``_market``).
+Every trade, block trade, aggregate trade and candle is the one the streams published
+(``_market``).
 ``timeZone`` (``-12:00`` ... ``+14:00``): candles begin at that zone's midnights; the UTC and
 UTC+8 candles are kept as published, any other zone's are summed from the finest kept UTC
 candles that divide it (as far back as those reach).
@@ -40,7 +42,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ._market import INTERVALS_MS, OFFSET_ZONES, Candle, Symbol, Trade, candle_bounds
+from ._market import (
+    INTERVALS_MS,
+    OFFSET_ZONES,
+    BlockTrade,
+    Candle,
+    Symbol,
+    Trade,
+    candle_bounds,
+)
 from ._streams import average_price
 
 __all__ = ["Rest", "RestError", "micro_rest"]
@@ -143,6 +153,7 @@ class Rest:
             "/api/v3/depth": self._depth,
             "/api/v3/trades": self._trades,
             "/api/v3/historicalTrades": self._historical_trades,
+            "/api/v3/historicalBlockTrades": self._historical_block_trades,
             "/api/v3/aggTrades": self._agg_trades,
             "/api/v3/klines": self._klines,
             "/api/v3/uiKlines": self._klines,
@@ -270,6 +281,14 @@ class Rest:
 
         return 25, answer
 
+    def _historical_block_trades(self, params: _Params) -> tuple[int, Callable[[], Any]]:
+        sym = self._symbol(params)
+        first = params.int("fromId")
+        if first is None:
+            params.need("fromId")  # raises: fromId is mandatory here
+        limit = self._limit(params, 500, 1000)
+        return 25, lambda: [_block(b) for b in sym.block_trades_from_id(first or 0, limit)]
+
     def _agg_trades(self, params: _Params) -> tuple[int, Callable[[], Any]]:
         sym = self._symbol(params)
         limit = self._limit(params, 500, 1000)
@@ -394,6 +413,11 @@ class Rest:
 def _trade(t: Trade) -> dict[str, Any]:
     return {"id": t.id, "price": t.price, "qty": t.qty, "quoteQty": t.quote_qty,
             "time": t.time, "isBuyerMaker": t.buyer_maker, "isBestMatch": True}  # fmt: skip
+
+
+def _block(b: BlockTrade) -> dict[str, Any]:
+    return {"id": b.id, "price": b.price, "qty": b.qty, "quoteQty": b.quote_qty,
+            "time": b.time, "isBuyerMaker": b.buyer_maker}  # fmt: skip
 
 
 def _agg(t: Trade) -> dict[str, Any]:
