@@ -450,3 +450,33 @@ def test_block_trades_as_documented_in_the_url_by_subscribe_and_over_rest(
                                 "isBuyerMaker": b["m"]}  # fmt: skip
         assert abs(float(rows[b["t"]]["quoteQty"]) - float(b["p"]) * float(b["q"])) < 0.01
     assert missing.status_code == 400 and missing.json()["code"] == -1102
+
+
+def test_server_shutdown_in_the_documented_raw_and_combined_shapes(certs: Certs) -> None:
+    """A raw connection gets ``{"e": "serverShutdown", "E"}``; a combined one the same event
+    wrapped under ``!serverShutdown`` (the shapes the streams documentation shows)."""
+    from websockets.sync.client import connect
+
+    got: dict[str, Any] = {}
+    market = attrs.evolve(MARKET, start_ms=None)  # event times on the wall clock
+    with Exchange(ssl_context=certs.server_context(), market=market) as exchange:
+        raw_url = f"{exchange.url}/ws/ethusdt@trade"
+        combined_url = f"{exchange.url}/stream?streams=ethusdt@trade"
+        with (
+            connect(raw_url, ssl=certs.client_context(), open_timeout=5) as raw,
+            connect(combined_url, ssl=certs.client_context(), open_timeout=5) as combined,
+        ):
+            raw.recv(timeout=5)
+            combined.recv(timeout=5)
+            exchange.server_shutdown(grace=1.0)
+            for name, ws in (("raw", raw), ("combined", combined)):
+                while name not in got:
+                    message = json.loads(ws.recv(timeout=5))
+                    if "serverShutdown" in json.dumps(message):
+                        got[name] = message
+    raw_event = got["raw"]
+    assert set(raw_event) == {"e", "E"} and raw_event["e"] == "serverShutdown"
+    assert isinstance(raw_event["E"], int) and abs(raw_event["E"] - time.time() * 1000) < 5_000
+    assert set(got["combined"]) == {"stream", "data"}
+    assert got["combined"]["stream"] == "!serverShutdown"
+    assert set(got["combined"]["data"]) == {"e", "E"}
