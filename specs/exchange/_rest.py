@@ -21,12 +21,15 @@ endpoint                     parameters                                         
 ``/ticker/price``            symbol | symbols                                        2 / 4
 ``/ticker/bookTicker``       symbol | symbols                                        2 / 4
 ``/ticker``                  symbol | symbols, windowSize (1m..59m, 1h..23h, 1d..7d) 4 a symbol
+``/ticker/tradingDay``       symbol | symbols, timeZone, type, symbolStatus          4 a symbol
+``/referencePrice``          symbol (-2043 before the first trade)                   2
 ===========================  ======================================================  =============
 
 Errors are the documented ``{"code", "msg"}`` bodies with status 400: -1100 illegal
 characters, -1101 duplicate values, -1102 a mandatory parameter missing, -1104 parameters not
 read (unknown ones), -1105 an empty parameter, -1120 invalid interval, -1121 invalid symbol,
--1127 a time range too long, -1128 a combination of optional parameters invalid.
+-1127 a time range too long, -1128 a combination of optional parameters invalid, -1220 a
+symbol status not matched, -2043 no reference price (before the first trade).
 
 Every trade, block trade, aggregate trade and candle is the one the streams published
 (``_market``).
@@ -162,6 +165,8 @@ class Rest:
             "/api/v3/ticker/price": self._ticker_price,
             "/api/v3/ticker/bookTicker": self._book_ticker,
             "/api/v3/ticker": self._ticker_window,
+            "/api/v3/ticker/tradingDay": self._trading_day,
+            "/api/v3/referencePrice": self._reference_price,
         }
 
     def prepare(self, path: str, pairs: list[tuple[str, str]]) -> tuple[int, Callable[[], Any]]:
@@ -408,6 +413,44 @@ class Rest:
 
         return min(200, 4 * len(chosen)), answer
 
+    def _trading_day(self, params: _Params) -> tuple[int, Callable[[], Any]]:
+        chosen = self._symbols(params, required=True)
+        assert chosen is not None
+        zone = params.get("timeZone")
+        offset = _zone_offset(zone) if zone is not None else 0
+        kind = params.get("type") or "FULL"
+        if kind not in ("FULL", "MINI"):
+            raise _illegal("type", "FULL, MINI")
+        status = params.get("symbolStatus")
+        if status is not None and status not in ("TRADING", "HALT", "BREAK"):
+            raise _illegal("symbolStatus", "TRADING, HALT, BREAK")
+        single = params.values.get("symbol") is not None
+        if single and status not in (None, "TRADING"):  # every symbol here is trading
+            raise RestError(-1220, "The symbol's status does not match the requested symbolStatus.")
+        weight = min(200, 4 * len(chosen))  # by the symbols asked for
+        if status not in (None, "TRADING"):
+            chosen = []
+
+        def answer() -> Any:
+            now = self.now_ms()
+            start, end = candle_bounds("1d", now, offset)  # the day in that zone
+            rows = [_window(s, now, now - start, kind, day=False) for s in chosen]
+            for row in rows:
+                row["openTime"], row["closeTime"] = start, end - 1
+            return rows[0] if single else rows
+
+        return weight, answer
+
+    def _reference_price(self, params: _Params) -> tuple[int, Callable[[], Any]]:
+        sym = self._symbol(params)
+        if not sym.trades:  # the reference price is the last trade's price: none yet
+            raise RestError(-2043, "This symbol doesn't have a reference price.")
+        return 2, lambda: {
+            "symbol": sym.upper,
+            "referencePrice": f"{sym.price:.2f}",
+            "timestamp": self.now_ms(),
+        }
+
 
 # -- shapes ------------------------------------------------------------------------------
 def _trade(t: Trade) -> dict[str, Any]:
@@ -530,7 +573,7 @@ def _divides(base: str, interval: str) -> bool:
 
 
 #: REST's time fields, multiplied for ``X-MBX-TIME-UNIT: MICROSECOND``
-_TIME_KEYS = ("serverTime", "time", "T", "closeTime", "openTime")
+_TIME_KEYS = ("serverTime", "time", "T", "closeTime", "openTime", "timestamp")
 
 
 def micro_rest(data: Any) -> Any:
