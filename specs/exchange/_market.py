@@ -304,6 +304,7 @@ class Symbol:
         self.block_id = 580
         self.block_trades: list[BlockTrade] = []
         self.new_block: BlockTrade | None = None
+        self.block_due = self.trade_id + self._block_gap()  # the trade id that makes the next
 
     def step(self, now_ms: int) -> Trade:
         """The next trade, at market time ``now_ms``: kept, and folded into every candle."""
@@ -327,8 +328,8 @@ class Symbol:
         self.trades.append(trade)
         if len(self.trades) >= 2 * self.cfg.history_trades:
             del self.trades[: len(self.trades) - self.cfg.history_trades]
-        rare = self.block_rng.random() * cfg.block_trade_every < 1
-        self.new_block = self._block(now_ms) if rare else None
+        # one comparison per trade; the gaps between block trades are drawn once each
+        self.new_block = self._block(now_ms) if self.trade_id >= self.block_due else None
         return trade
 
     def _block(self, now_ms: int) -> BlockTrade:
@@ -345,10 +346,20 @@ class Symbol:
         block = BlockTrade(
             self.block_id, p, q, f"{float(p) * float(q):.6f}", made, rng.random() < 0.5
         )
+        self.block_due = self.trade_id + self._block_gap()
         self.block_trades.append(block)
         if len(self.block_trades) >= 2 * self.cfg.history_trades:
             del self.block_trades[: len(self.block_trades) - self.cfg.history_trades]
         return block
+
+    def _block_gap(self) -> int:
+        """Trades until the next block trade: geometric, mean ``block_trade_every`` (each
+        trade a block trade's with probability 1 / ``block_trade_every``)."""
+        every = self.cfg.block_trade_every
+        if every == 1:
+            return 1
+        u = 1.0 - self.block_rng.random()  # in (0, 1]
+        return 1 + int(math.log(u) / math.log1p(-1.0 / every))
 
     def block_trades_from_id(self, first: int, limit: int) -> list[BlockTrade]:
         if not self.block_trades:
