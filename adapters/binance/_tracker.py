@@ -8,6 +8,7 @@ payload                   identity (compared as a     sequence (gaps are detecta
 ========================  ==========================  =====================================
 trade (``e=trade``)       ``t`` trade id              ``t``, +1 per trade
 aggTrade                  ``a`` aggregate id          ``a``, +1 per aggregate
+blockTrade                ``t`` block trade id        none (rare; ids not promised +1)
 depthUpdate (diff depth)  ``u`` final update id       ``U`` = previous ``u`` + 1
 kline                     ``k.t`` open time, ``E``    ``k.t``, +1 interval; a candle whose
                                                       closing update (``k.x``) never came
@@ -124,7 +125,7 @@ def event_identity(data: Any) -> Key | None:
     if not isinstance(data, dict):
         return None
     kind = data.get("e")
-    if kind == "trade":
+    if kind == "trade" or kind == "blockTrade":
         t = _int(data.get("t"))
         return None if t is None else (t,)
     if kind == "aggTrade":
@@ -155,7 +156,7 @@ def event_position(data: Any) -> tuple[str, int, int] | None:
     if not isinstance(data, dict):
         return None
     kind = data.get("e")
-    if kind == "trade":
+    if kind == "trade" or kind == "blockTrade":
         t = _int(data.get("t"))
         return None if t is None else ("t", t, t)
     if kind == "aggTrade":

@@ -28,6 +28,7 @@ __all__ = [
     "INTERVALS_MS",
     "MAX_FILL",
     "OFFSET_ZONES",
+    "BlockTrade",
     "Candle",
     "MarketConfig",
     "Symbol",
@@ -85,6 +86,10 @@ class MarketConfig:
     #: the history REST serves: at least this many trades, and candles per interval
     history_trades: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
     history_candles: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
+    #: block trades (``<symbol>@blockTrade``): on average one per this many trades of a symbol
+    #: (at 20 trades/s, one every 100 s); drawn from a generator of their own, so the trades
+    #: of a seed are the same whatever this is
+    block_trade_every: int = attrs.field(default=2_000, validator=attrs.validators.ge(1))
 
 
 class Trade(NamedTuple):
@@ -92,6 +97,17 @@ class Trade(NamedTuple):
 
     id: int
     agg_id: int
+    price: str
+    qty: str
+    quote_qty: str
+    time: int
+    buyer_maker: bool
+
+
+class BlockTrade(NamedTuple):
+    """One block trade (an off-book trade reported afterwards): ids of its own, +1 each."""
+
+    id: int
     price: str
     qty: str
     quote_qty: str
@@ -282,6 +298,13 @@ class Symbol:
         self.coarse = [series for key, series in self.series.items() if key != ("1s", 0)]
         #: diff depth: the last update id published, per update speed (ms)
         self.depth_sent: dict[int, int] = {}
+        #: block trades: their own generator (the trades' draws stay as they were), the
+        #: history REST serves (trimmed like the trades), and the one the last step made
+        self.block_rng = random.Random(f"{cfg.seed}:{name}:block")
+        self.block_id = 580
+        self.block_trades: list[BlockTrade] = []
+        self.new_block: BlockTrade | None = None
+        self.block_due = self.trade_id + self._block_gap()  # the trade id that makes the next
 
     def step(self, now_ms: int) -> Trade:
         """The next trade, at market time ``now_ms``: kept, and folded into every candle."""
@@ -305,7 +328,44 @@ class Symbol:
         self.trades.append(trade)
         if len(self.trades) >= 2 * self.cfg.history_trades:
             del self.trades[: len(self.trades) - self.cfg.history_trades]
+        # one comparison per trade; the gaps between block trades are drawn once each
+        self.new_block = self._block(now_ms) if self.trade_id >= self.block_due else None
         return trade
+
+    def _block(self, now_ms: int) -> BlockTrade:
+        """A block trade: near the price, a large notional (median 250,000 in the quote
+        asset), reported up to 300 ms after it was made (``T`` before ``E``, never before the
+        previous block trade's ``T``)."""
+        rng = self.block_rng
+        price = self.price * (1 + rng.gauss(0.0, 5e-4))
+        qty = round(rng.lognormvariate(math.log(250_000.0), 0.8) / price, 4) + 0.0001
+        previous = self.block_trades[-1].time if self.block_trades else 0
+        made = max(previous, now_ms - rng.randrange(301))
+        self.block_id += 1
+        p, q = f"{price:.2f}", f"{qty:.4f}"  # quoteQty is the product of what is sent
+        block = BlockTrade(
+            self.block_id, p, q, f"{float(p) * float(q):.6f}", made, rng.random() < 0.5
+        )
+        self.block_due = self.trade_id + self._block_gap()
+        self.block_trades.append(block)
+        if len(self.block_trades) >= 2 * self.cfg.history_trades:
+            del self.block_trades[: len(self.block_trades) - self.cfg.history_trades]
+        return block
+
+    def _block_gap(self) -> int:
+        """Trades until the next block trade: geometric, mean ``block_trade_every`` (each
+        trade a block trade's with probability 1 / ``block_trade_every``)."""
+        every = self.cfg.block_trade_every
+        if every == 1:
+            return 1
+        u = 1.0 - self.block_rng.random()  # in (0, 1]
+        return 1 + int(math.log(u) / math.log1p(-1.0 / every))
+
+    def block_trades_from_id(self, first: int, limit: int) -> list[BlockTrade]:
+        if not self.block_trades:
+            return []
+        i = max(0, first - self.block_trades[0].id)
+        return self.block_trades[i : i + limit]
 
     def advance(self, trade: Trade) -> list[tuple[_Series, list[Candle]]]:
         """Fold ``trade`` into the candles; the series that closed candles, with those."""

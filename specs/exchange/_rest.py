@@ -2,32 +2,37 @@
 
 Endpoints, their request weight and their parameters:
 
-=====================  ======================================================  =============
-endpoint               parameters                                              weight
-=====================  ======================================================  =============
-``/ping``              (none)                                                  1
-``/time``              (none)                                                  1
-``/exchangeInfo``      symbol | symbols, permissions, showPermissionSets,      20
-                       symbolStatus
-``/depth``             symbol, limit (100; up to 5000)                         5/25/50/250
-``/trades``            symbol, limit (500; up to 1000)                         25
-``/historicalTrades``  symbol, limit, fromId                                   25
-``/aggTrades``         symbol, fromId | startTime, endTime, limit              4
-``/klines``            symbol, interval, startTime, endTime, timeZone, limit   2
-``/uiKlines``          as ``/klines``                                          2
-``/avgPrice``          symbol                                                  2
-``/ticker/24hr``       symbol | symbols, type (FULL, MINI)                     2 ... 80
-``/ticker/price``      symbol | symbols                                        2 / 4
-``/ticker/bookTicker`` symbol | symbols                                        2 / 4
-``/ticker``            symbol | symbols, windowSize (1m..59m, 1h..23h, 1d..7d) 4 a symbol
-=====================  ======================================================  =============
+===========================  ======================================================  =============
+endpoint                     parameters                                              weight
+===========================  ======================================================  =============
+``/ping``                    (none)                                                  1
+``/time``                    (none)                                                  1
+``/exchangeInfo``            symbol | symbols, permissions, showPermissionSets,      20
+                             symbolStatus
+``/depth``                   symbol, limit (100; up to 5000)                         5/25/50/250
+``/trades``                  symbol, limit (500; up to 1000)                         25
+``/historicalTrades``        symbol, limit, fromId                                   25
+``/historicalBlockTrades``   symbol, fromId (mandatory), limit (500; up to 1000)     25
+``/aggTrades``               symbol, fromId | startTime, endTime, limit              4
+``/klines``                  symbol, interval, startTime, endTime, timeZone, limit   2
+``/uiKlines``                as ``/klines``                                          2
+``/avgPrice``                symbol                                                  2
+``/ticker/24hr``             symbol | symbols, type (FULL, MINI)                     2 ... 80
+``/ticker/price``            symbol | symbols                                        2 / 4
+``/ticker/bookTicker``       symbol | symbols                                        2 / 4
+``/ticker``                  symbol | symbols, windowSize (1m..59m, 1h..23h, 1d..7d) 4 a symbol
+``/ticker/tradingDay``       symbol | symbols, timeZone, type, symbolStatus          4 a symbol
+``/referencePrice``          symbol (-2043 before the first trade)                   2
+===========================  ======================================================  =============
 
 Errors are the documented ``{"code", "msg"}`` bodies with status 400: -1100 illegal
 characters, -1101 duplicate values, -1102 a mandatory parameter missing, -1104 parameters not
 read (unknown ones), -1105 an empty parameter, -1120 invalid interval, -1121 invalid symbol,
--1127 a time range too long, -1128 a combination of optional parameters invalid.
+-1127 a time range too long, -1128 a combination of optional parameters invalid, -1220 a
+symbol status not matched, -2043 no reference price (before the first trade).
 
-Every trade, aggregate trade and candle is the one the streams published (``_market``).
+Every trade, block trade, aggregate trade and candle is the one the streams published
+(``_market``).
 ``timeZone`` (``-12:00`` ... ``+14:00``): candles begin at that zone's midnights; the UTC and
 UTC+8 candles are kept as published, any other zone's are summed from the finest kept UTC
 candles that divide it (as far back as those reach).
@@ -40,7 +45,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ._market import INTERVALS_MS, OFFSET_ZONES, Candle, Symbol, Trade, candle_bounds
+from ._market import (
+    INTERVALS_MS,
+    OFFSET_ZONES,
+    BlockTrade,
+    Candle,
+    Symbol,
+    Trade,
+    candle_bounds,
+)
 from ._streams import average_price
 
 __all__ = ["Rest", "RestError", "micro_rest"]
@@ -143,6 +156,7 @@ class Rest:
             "/api/v3/depth": self._depth,
             "/api/v3/trades": self._trades,
             "/api/v3/historicalTrades": self._historical_trades,
+            "/api/v3/historicalBlockTrades": self._historical_block_trades,
             "/api/v3/aggTrades": self._agg_trades,
             "/api/v3/klines": self._klines,
             "/api/v3/uiKlines": self._klines,
@@ -151,6 +165,8 @@ class Rest:
             "/api/v3/ticker/price": self._ticker_price,
             "/api/v3/ticker/bookTicker": self._book_ticker,
             "/api/v3/ticker": self._ticker_window,
+            "/api/v3/ticker/tradingDay": self._trading_day,
+            "/api/v3/referencePrice": self._reference_price,
         }
 
     def prepare(self, path: str, pairs: list[tuple[str, str]]) -> tuple[int, Callable[[], Any]]:
@@ -269,6 +285,14 @@ class Rest:
             return [_trade(t) for t in trades]
 
         return 25, answer
+
+    def _historical_block_trades(self, params: _Params) -> tuple[int, Callable[[], Any]]:
+        sym = self._symbol(params)
+        first = params.int("fromId")
+        if first is None:
+            params.need("fromId")  # raises: fromId is mandatory here
+        limit = self._limit(params, 500, 1000)
+        return 25, lambda: [_block(b) for b in sym.block_trades_from_id(first or 0, limit)]
 
     def _agg_trades(self, params: _Params) -> tuple[int, Callable[[], Any]]:
         sym = self._symbol(params)
@@ -389,11 +413,54 @@ class Rest:
 
         return min(200, 4 * len(chosen)), answer
 
+    def _trading_day(self, params: _Params) -> tuple[int, Callable[[], Any]]:
+        chosen = self._symbols(params, required=True)
+        assert chosen is not None
+        zone = params.get("timeZone")
+        offset = _zone_offset(zone) if zone is not None else 0
+        kind = params.get("type") or "FULL"
+        if kind not in ("FULL", "MINI"):
+            raise _illegal("type", "FULL, MINI")
+        status = params.get("symbolStatus")
+        if status is not None and status not in ("TRADING", "HALT", "BREAK"):
+            raise _illegal("symbolStatus", "TRADING, HALT, BREAK")
+        single = params.values.get("symbol") is not None
+        if single and status not in (None, "TRADING"):  # every symbol here is trading
+            raise RestError(-1220, "The symbol's status does not match the requested symbolStatus.")
+        weight = min(200, 4 * len(chosen))  # by the symbols asked for
+        if status not in (None, "TRADING"):
+            chosen = []
+
+        def answer() -> Any:
+            now = self.now_ms()
+            start, end = candle_bounds("1d", now, offset)  # the day in that zone
+            rows = [_window(s, now, now - start, kind, day=False) for s in chosen]
+            for row in rows:
+                row["openTime"], row["closeTime"] = start, end - 1
+            return rows[0] if single else rows
+
+        return weight, answer
+
+    def _reference_price(self, params: _Params) -> tuple[int, Callable[[], Any]]:
+        sym = self._symbol(params)
+        if not sym.trades:  # the reference price is the last trade's price: none yet
+            raise RestError(-2043, "This symbol doesn't have a reference price.")
+        return 2, lambda: {
+            "symbol": sym.upper,
+            "referencePrice": f"{sym.price:.2f}",
+            "timestamp": self.now_ms(),
+        }
+
 
 # -- shapes ------------------------------------------------------------------------------
 def _trade(t: Trade) -> dict[str, Any]:
     return {"id": t.id, "price": t.price, "qty": t.qty, "quoteQty": t.quote_qty,
             "time": t.time, "isBuyerMaker": t.buyer_maker, "isBestMatch": True}  # fmt: skip
+
+
+def _block(b: BlockTrade) -> dict[str, Any]:
+    return {"id": b.id, "price": b.price, "qty": b.qty, "quoteQty": b.quote_qty,
+            "time": b.time, "isBuyerMaker": b.buyer_maker}  # fmt: skip
 
 
 def _agg(t: Trade) -> dict[str, Any]:
@@ -506,7 +573,7 @@ def _divides(base: str, interval: str) -> bool:
 
 
 #: REST's time fields, multiplied for ``X-MBX-TIME-UNIT: MICROSECOND``
-_TIME_KEYS = ("serverTime", "time", "T", "closeTime", "openTime")
+_TIME_KEYS = ("serverTime", "time", "T", "closeTime", "openTime", "timestamp")
 
 
 def micro_rest(data: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Names and payloads follow the spot WebSocket streams documentation:
 
-* per trade: ``trade``, ``aggTrade``, ``bookTicker``;
+* per trade: ``trade``, ``aggTrade``, ``bookTicker``; ``blockTrade`` when the market makes a
+  block trade (rarely: ``MarketConfig.block_trade_every``);
 * diff depth ``depth`` (every 1000 ms, also ``@1000ms``) and ``depth@100ms``: each event covers
   the updates ``U`` to ``u`` since the previous one (``U`` = previous ``u`` + 1);
 * partial books ``depth5``, ``depth10``, ``depth20`` (1000 ms, or ``@100ms``);
@@ -31,7 +32,7 @@ __all__ = ["STREAM", "WINDOWS_MS", "Streams", "kline_payload", "micro", "valid_s
 _INTERVALS = "|".join(INTERVALS_MS)
 #: The documented stream names (lower-case symbols).
 STREAM = re.compile(
-    r"^(?:[a-z0-9]+@(?:trade|aggTrade|bookTicker|ticker|miniTicker|avgPrice|referencePrice"
+    r"^(?:[a-z0-9]+@(?:trade|aggTrade|blockTrade|bookTicker|ticker|miniTicker|avgPrice|referencePrice"
     r"|ticker_(?:1h|4h|1d)|depth(?:5|10|20)?(?:@100ms|@1000ms)?"
     rf"|kline_(?:{_INTERVALS})(?:@\+08:00)?)"
     r"|!miniTicker@arr(?:@1000ms)?|!ticker_(?:1h|4h|1d)@arr)$"
@@ -45,6 +46,7 @@ _PLUS8 = 8 * 3_600_000
 _TIME_FIELDS = {
     "trade": ("E", "T"),
     "aggTrade": ("E", "T"),
+    "blockTrade": ("E", "T"),
     "depthUpdate": ("E",),
     "24hrTicker": ("E", "O", "C"),
     "24hrMiniTicker": ("E",),
@@ -169,6 +171,13 @@ class Streams:
                 f"{name}@bookTicker",
                 {"u": sym.update_id, "s": upper, "b": bid, "B": bid_qty, "a": ask, "A": ask_qty},
             )
+        block = sym.new_block
+        if block is not None and f"{name}@blockTrade" in wanted:
+            publish(
+                f"{name}@blockTrade",
+                {"e": "blockTrade", "E": now_ms, "s": upper, "t": block.id, "p": block.price,
+                 "q": block.qty, "T": block.time, "m": block.buyer_maker},
+            )  # fmt: skip
         names = self._names(sym)
         for series, done in sym.advance(t):
             interval = series.interval

@@ -33,6 +33,27 @@ def test_identity_of_every_payload_shape() -> None:
     assert event_identity({"e": "trade", "t": "5"}) is None  # not an id: no identity
 
 
+def test_block_trades_are_told_apart_by_their_id_not_their_time() -> None:
+    """Two block trades can share an event time: each is new by its ``t``; a rotation's
+    repeat is a duplicate; ids that skip (not promised +1) are no gap."""
+    from regulator.adapters.binance._tracker import event_position
+
+    def block(t: int) -> dict[str, Any]:
+        return {"e": "blockTrade", "E": 5_000, "s": "ETHUSDT", "t": t, "p": "1.00",
+                "q": "9.0000", "T": 4_900, "m": True}  # fmt: skip
+
+    assert event_identity(block(581)) == (581,)
+    assert event_position(block(581)) == ("t", 581, 581)
+    tracker, delivered = StreamTracker(), []
+    for t in (581, 582, 582, 590, 589):
+        data = block(t)
+        key = event_identity(data)
+        if tracker.is_new("ethusdt@blockTrade", key):
+            assert tracker.accept("ethusdt@blockTrade", data, key, lambda: 0.0) is None
+            delivered.append(t)
+    assert delivered == [581, 582, 590]
+
+
 def merge(tracker: StreamTracker, old: list[int], new: list[int]) -> tuple[list[int], list[Any]]:
     """What a rotation does: the old leg delivers, then the held new leg is merged in."""
     out, gaps = [], []

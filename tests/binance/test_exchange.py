@@ -405,3 +405,78 @@ async def test_a_request_past_64_kib_closes_the_connection_1009(
             await ws.receive_text()
     assert caught.value.code == 1009
     assert exchange.connections[0].close_reason == "request too big"
+
+
+def test_block_trades_as_documented_in_the_url_by_subscribe_and_over_rest(
+    certs: Certs,
+) -> None:
+    """``<symbol>@blockTrade``: the documented fields with their JSON types, ids +1 per symbol,
+    ``T`` no later than ``E``; named in the URL or subscribed; ``/historicalBlockTrades``
+    serves what the stream published; ``fromId`` is mandatory there."""
+    from websockets.sync.client import connect
+
+    documented = {"e": str, "E": int, "s": str, "t": int, "p": str, "q": str, "T": int, "m": bool}
+    market = attrs.evolve(MARKET, block_trade_every=5)  # ~10 block trades/s at 50 trades/s
+    seen: dict[str, list[dict[str, Any]]] = {}
+    with Exchange(ssl_context=certs.server_context(), market=market) as exchange:
+        url = f"{exchange.url}/stream?streams=ethusdt@blockTrade"
+        with connect(url, ssl=certs.client_context(), open_timeout=5) as ws:
+            ws.send('{"method": "SUBSCRIBE", "params": ["btcusdt@blockTrade"], "id": 1}')
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                message = json.loads(ws.recv(timeout=5))
+                if "stream" in message:
+                    seen.setdefault(message["stream"], []).append(message["data"])
+                else:
+                    assert message == {"result": None, "id": 1}
+        with httpx.Client(base_url=exchange.rest_url, verify=certs.client_context()) as rest:
+            first = seen["ethusdt@blockTrade"][0]["t"]
+            served = rest.get(f"/api/v3/historicalBlockTrades?symbol=ETHUSDT&fromId={first}")
+            missing = rest.get("/api/v3/historicalBlockTrades?symbol=ETHUSDT")
+    assert set(seen) == {"ethusdt@blockTrade", "btcusdt@blockTrade"}
+    for stream, symbol in (("ethusdt@blockTrade", "ETHUSDT"), ("btcusdt@blockTrade", "BTCUSDT")):
+        blocks = seen[stream]
+        assert len(blocks) >= 5
+        for b in blocks:
+            assert {k: type(v) for k, v in b.items()} == documented
+            assert (b["e"], b["s"]) == ("blockTrade", symbol)
+            assert b["T"] <= b["E"] and float(b["p"]) > 0 and float(b["q"]) > 0
+        assert [b["t"] for b in blocks] == list(range(blocks[0]["t"], blocks[0]["t"] + len(blocks)))
+    assert served.status_code == 200 and served.headers["x-mbx-used-weight-1m"] == "25"
+    rows = {r["id"]: r for r in served.json()}
+    for b in seen["ethusdt@blockTrade"]:
+        assert rows[b["t"]] == {"id": b["t"], "price": b["p"], "qty": b["q"],
+                                "quoteQty": rows[b["t"]]["quoteQty"], "time": b["T"],
+                                "isBuyerMaker": b["m"]}  # fmt: skip
+        assert abs(float(rows[b["t"]]["quoteQty"]) - float(b["p"]) * float(b["q"])) < 0.01
+    assert missing.status_code == 400 and missing.json()["code"] == -1102
+
+
+def test_server_shutdown_in_the_documented_raw_and_combined_shapes(certs: Certs) -> None:
+    """A raw connection gets ``{"e": "serverShutdown", "E"}``; a combined one the same event
+    wrapped under ``!serverShutdown`` (the shapes the streams documentation shows)."""
+    from websockets.sync.client import connect
+
+    got: dict[str, Any] = {}
+    market = attrs.evolve(MARKET, start_ms=None)  # event times on the wall clock
+    with Exchange(ssl_context=certs.server_context(), market=market) as exchange:
+        raw_url = f"{exchange.url}/ws/ethusdt@trade"
+        combined_url = f"{exchange.url}/stream?streams=ethusdt@trade"
+        with (
+            connect(raw_url, ssl=certs.client_context(), open_timeout=5) as raw,
+            connect(combined_url, ssl=certs.client_context(), open_timeout=5) as combined,
+        ):
+            raw.recv(timeout=5)
+            combined.recv(timeout=5)
+            exchange.server_shutdown(grace=1.0)
+            for name, ws in (("raw", raw), ("combined", combined)):
+                while name not in got:
+                    message = json.loads(ws.recv(timeout=5))
+                    if "serverShutdown" in json.dumps(message):
+                        got[name] = message
+    raw_event = got["raw"]
+    assert set(raw_event) == {"e", "E"} and raw_event["e"] == "serverShutdown"
+    assert isinstance(raw_event["E"], int) and abs(raw_event["E"] - time.time() * 1000) < 5_000
+    assert set(got["combined"]) == {"stream", "data"}
+    assert got["combined"]["stream"] == "!serverShutdown"
+    assert set(got["combined"]["data"]) == {"e", "E"}

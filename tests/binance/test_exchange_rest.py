@@ -160,6 +160,40 @@ def test_every_endpoint_answers_in_the_documented_shape(
     assert rolling["openTime"] % 60_000 == 0 and rolling["count"] > 0
 
 
+def test_trading_day_ticker_and_reference_price_as_documented(
+    exchange: Exchange, rest: httpx.Client
+) -> None:
+    """``/ticker/tradingDay``: the day in the asked zone (``openTime`` its midnight,
+    ``closeTime`` its last ms), FULL and MINI, by symbol or symbols; ``/referencePrice``: the
+    price the ``referencePrice`` stream publishes, with its time."""
+    time.sleep(1.2)
+    day = rest.get("/api/v3/ticker/tradingDay?symbol=ETHUSDT")
+    assert day.headers["x-mbx-used-weight-1m"] == "4"
+    full = day.json()
+    assert set(full) == {
+        "symbol", "priceChange", "priceChangePercent", "weightedAvgPrice", "openPrice",
+        "highPrice", "lowPrice", "lastPrice", "volume", "quoteVolume", "openTime", "closeTime",
+        "firstId", "lastId", "count",
+    }  # fmt: skip
+    assert full["openTime"] % 86_400_000 == 0 and full["closeTime"] - full["openTime"] == (
+        86_400_000 - 1
+    )
+    assert full["count"] > 0 and full["lastId"] >= full["firstId"]
+    plus8 = rest.get(
+        "/api/v3/ticker/tradingDay",
+        params={"symbols": '["ETHUSDT","BTCUSDT"]', "timeZone": "8", "type": "MINI"},
+    ).json()
+    assert [m["symbol"] for m in plus8] == ["ETHUSDT", "BTCUSDT"]
+    assert "priceChange" not in plus8[0]
+    assert plus8[0]["openTime"] % 86_400_000 == 16 * 3_600_000  # 00:00 in UTC+8
+    ref = rest.get("/api/v3/referencePrice?symbol=ETHUSDT")
+    assert ref.headers["x-mbx-used-weight-1m"] == "14"  # 4, then 2 symbols x 4, then 2
+    body = ref.json()
+    assert set(body) == {"symbol", "referencePrice", "timestamp"} and body["symbol"] == "ETHUSDT"
+    assert float(body["referencePrice"]) > 0
+    assert abs(body["timestamp"] - time.time() * 1000) < 5_000
+
+
 @pytest.mark.parametrize(
     ("query", "code", "msg"),
     [
@@ -182,6 +216,8 @@ def test_every_endpoint_answers_in_the_documented_shape(
          " between startTime and endTime."),
         ("ticker", -1102, "Param 'symbol' or 'symbols' must be sent, but both were"
          " empty/null!"),
+        ("ticker/tradingDay?symbol=ETHUSDT&symbolStatus=HALT", -1220, "The symbol's status"
+         " does not match the requested symbolStatus."),
     ],
 )  # fmt: skip
 def test_errors_are_the_documented_ones(
