@@ -204,14 +204,12 @@ def machine_spec(
     def start(self: MachineSpec) -> None:
         self.begin(make(self.machine_class), make(self.twin_class), model())
 
-    def restart(self: MachineSpec) -> None:
-        self.begin(make(self.machine_class), make(self.twin_class), model())
-
     if rules is None or not hasattr(rules, "setup"):
         body["start"] = initialize()(start)
+        # once the machine terminates (a final state), a fresh machine and model start
         body["restart"] = precondition(
             lambda self: self.machine is not None and self.machine.is_terminated
-        )(rule()(restart))
+        )(rule()(start))
 
     def send(self: MachineSpec, data: st.DataObject, event: str) -> None:
         self.checked_send(event, data.draw(arguments(self, event), label=f"{event} kwargs"))
