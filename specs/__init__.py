@@ -12,6 +12,7 @@ from ._coverage import TransitionRecorder as TransitionRecorder
 from ._coverage import coverage_report as coverage_report
 from ._coverage import declared_transitions as declared_transitions
 from ._coverage import next_transition as next_transition
+from ._machine_spec import MachineSpec as MachineSpec
 from ._machine_spec import ReferenceModel as ReferenceModel
 from ._machine_spec import machine_spec as machine_spec
 from ._scaler_model import ScalerModel as ScalerModel
@@ -22,6 +23,7 @@ from ._scaler_model import torch_update as torch_update
 __all__ = [
     "CONNECTION_TABLE",
     "ConnectionModel",
+    "MachineSpec",
     "ReferenceModel",
     "ScalerModel",
     "TransitionRecorder",

@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from ..fsm import (
     ConnectionConfig,
@@ -51,8 +51,8 @@ from ..fsm import (
     TransportConnected,
     Wait,
 )
-from ._coverage import TransitionRecorder, next_transition
-from ._machine_spec import twin_on_send
+from ._coverage import next_transition
+from ._machine_spec import MachineSpec, machine_spec
 
 __all__ = [
     "CONNECTION_TABLE",
@@ -218,8 +218,9 @@ def connection_lifecycle_spec(
     *,
     machine_class: type[ConnectionMachine] = ConnectionMachine,
     model: Callable[[ConnectionConfig], ConnectionModel] = ConnectionModel,
-) -> type[RuleBasedStateMachine]:
-    """A ``RuleBasedStateMachine`` checking ConnectionMachine against :class:`ConnectionModel`.
+) -> type[MachineSpec]:
+    """A :func:`~regulator.specs.machine_spec` suite checking ConnectionMachine against
+    :class:`ConnectionModel`.
 
     With ``config`` None each run draws a config from :func:`connection_configs`;
     ``machine_class`` is the machine checked (a host's own subclass); ``model`` builds the
@@ -230,21 +231,22 @@ def connection_lifecycle_spec(
     fraction of the config's longest period, and a failed attempt can be followed by its
     retry in one step.
     """
-    recorder = TransitionRecorder(machine_class)
-    # the same class on python-statemachine's send(): every event goes to both
-    twin_class = twin_on_send(machine_class)
 
-    class ConnectionLifecycle(RuleBasedStateMachine):
-        transitions = recorder
+    class ConnectionLifecycle(MachineSpec):
+        """The connection's rules, added to :class:`~regulator.specs.MachineSpec` by
+        :func:`~regulator.specs.machine_spec`: typed events at drawn times, their actions,
+        refused events, deadlines; the base checks state, twin and coverage."""
+
+        twin_class: ClassVar[type[ConnectionMachine]]
 
         def __init__(self) -> None:
             super().__init__()
             self.machine: ConnectionMachine | None = None
+            self.twin: ConnectionMachine | None = None
             self.model: ConnectionModel | None = None
             self.now = 0.0
             self.seen_closed = False
             self.actions: list[Any] = []
-            self.taken: set[tuple[str, str, str]] = set()
 
         # -- setup: a rule, because `initialize` cannot be drawn lazily with a fixed config.
         # Once a machine is closed a fresh one starts, so one example covers many lifecycles.
@@ -254,13 +256,11 @@ def connection_lifecycle_spec(
             seed=st.integers(0, 2**16),
         )
         def setup(self, cfg: ConnectionConfig, seed: int) -> None:
-            self.machine = machine_class(cfg, rng=random.Random(seed))
-            self.twin = twin_class(cfg, rng=random.Random(seed))
-            engine = self.machine._fast
-            self.machine.add_listener(recorder)
-            # The recorder observes the engine production runs; it never switches to send().
-            assert self.machine._fast == engine
-            self.model = model(cfg)
+            self.begin(
+                machine_class(cfg, rng=random.Random(seed)),
+                self.twin_class(cfg, rng=random.Random(seed)),
+                model(cfg),
+            )
             self.seen_closed = False
 
         def _m(self) -> tuple[ConnectionMachine, ConnectionModel]:
@@ -271,7 +271,7 @@ def connection_lifecycle_spec(
             machine, _ = self._m()
             self.actions = machine.handle(event)
             # the compiled engine and python-statemachine's send() agree, step by step
-            assert self.twin.handle(event) == self.actions, event
+            assert self.twin is not None and self.twin.handle(event) == self.actions, event
             assert self.twin.state == machine.state
             return self.actions
 
@@ -516,7 +516,7 @@ def connection_lifecycle_spec(
             planned again from there."""
             _, model = self._m()
             for pick in picks:
-                choice = next_transition(recorder.declared, self.taken, model.state, pick)
+                choice = next_transition(self.transitions.declared, self.taken, model.state, pick)
                 if choice is None:
                     return
                 self.taken.add(choice)  # also when a guard sends it elsewhere: no loop
@@ -710,5 +710,7 @@ def connection_lifecycle_spec(
                 return
             assert self.machine.next_deadline == self._model_next(self.model)
 
-    ConnectionLifecycle.__name__ = ConnectionLifecycle.__qualname__ = "ConnectionLifecycle"
-    return ConnectionLifecycle
+    # events={}: the rules above drive every event, typed and at drawn times
+    spec = machine_spec(machine_class, model=model, events={}, rules=ConnectionLifecycle)
+    spec.__name__ = spec.__qualname__ = "ConnectionLifecycle"
+    return spec

@@ -14,7 +14,7 @@ transitions not yet taken (the first event of a shortest path, as
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from ..fsm import Machine
 from ._coverage import TransitionRecorder, next_transition
 
-__all__ = ["ReferenceModel", "machine_spec"]
+__all__ = ["MachineSpec", "ReferenceModel", "machine_spec"]
 
 
 class ReferenceModel(Protocol):
@@ -38,6 +38,10 @@ class ReferenceModel(Protocol):
 
 M = TypeVar("M", bound=Machine)
 
+#: A keyword argument's strategy, or a function of the running spec that returns one (an
+#: argument drawn from the model: the current time, an amount still refundable, ...).
+Argument = st.SearchStrategy[Any] | Callable[[Any], st.SearchStrategy[Any]]
+
 
 def twin_on_send(machine_class: type[M]) -> type[M]:
     """``machine_class`` run by python-statemachine's ``send()`` (the differential twin)."""
@@ -52,13 +56,97 @@ def _outcome(machine: Machine, event: str, kwargs: dict[str, Any]) -> tuple[str,
         return ("raised", (type(exc).__name__, str(exc)))
 
 
+class MachineSpec(RuleBasedStateMachine):
+    """The base of every class :func:`machine_spec` returns (``connection_lifecycle_spec``
+    and ``scaler_lifecycle_spec`` included): ``issubclass(spec, MachineSpec)`` tells a
+    machine_spec suite. It holds the checks every suite makes, whatever drives its events.
+
+    Class attributes (set by :func:`machine_spec`): ``machine_class``, ``twin_class`` (the same
+    class on python-statemachine's ``send()``), ``transitions`` (the coverage recorder that
+    :func:`~regulator.specs.coverage_report` reads) and ``model_factory`` (the ``model``
+    given). A ``rules`` class passed to :func:`machine_spec` starts each machine with
+    :meth:`begin` and may call :meth:`checked_send`.
+
+    .. versionadded:: 0.2.0
+    """
+
+    machine_class: ClassVar[type[Machine]]
+    twin_class: ClassVar[type[Machine]]
+    transitions: ClassVar[TransitionRecorder]
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: the declared transitions this example took (what steering aims away from)
+        self.taken: set[tuple[str, str, str]] = set()
+        self.machine: Machine | None = None
+        self.twin: Machine | None = None
+        self.model: Any = None
+
+    def begin(self, machine: Machine, twin: Machine, model: Any) -> None:
+        """Check ``machine`` (and its twin on ``send()``) against ``model`` from now on."""
+        engine = machine._fast
+        machine.add_listener(self.transitions)
+        # The recorder observes the engine production runs; it never switches to send().
+        assert machine._fast == engine
+        assert type(machine).engine == self.machine_class.engine
+        assert not type(twin).use_engine
+        self.machine, self.twin, self.model = machine, twin, model
+        self._check_states()
+
+    def state_id(self, machine: Machine) -> str:
+        """``machine``'s current state id."""
+        ids = {s.value: s.id for s in type(machine).states}
+        state: str = ids[machine.current_state_value]
+        return state
+
+    def _check_states(self) -> None:
+        machine, twin, model = self.machine, self.twin, self.model
+        if machine is None or twin is None:
+            return
+        state = self.state_id(machine)
+        assert state == model.state, (state, model.state)
+        assert self.state_id(twin) == state, (self.state_id(twin), state)
+        assert machine.is_terminated == twin.is_terminated
+
+    def checked_send(self, event: str, kwargs: dict[str, Any]) -> None:
+        """Send ``event`` to the machine, its twin and the model (``.step(event,
+        **kwargs)``), and check the three agree."""
+        machine, twin, model = self.machine, self.twin, self.model
+        assert machine is not None and twin is not None
+        source = self.state_id(machine)
+        expected = model.step(event, **kwargs)
+        got = _outcome(machine, event, kwargs)
+        assert got == _outcome(twin, event, kwargs), (event, kwargs)
+        state = self.state_id(machine)
+        assert state == self.state_id(twin)
+        if expected is None:
+            assert got[0] == "raised", (
+                f"{event}({kwargs}) from {source!r}: the model refuses it, the machine"
+                f" moved to {state!r}"
+            )
+            assert state == source, (event, kwargs, state)
+        else:
+            assert got[0] == "result", (
+                f"{event}({kwargs}) from {source!r}: the model moves to {expected!r},"
+                f" the machine raised {got[1]}"
+            )
+            assert state == expected, (event, kwargs, state, expected)
+            self.taken.add((source, event, state))
+
+    @invariant()
+    def agrees_with_model_and_twin(self) -> None:
+        """After every step: the machine's state is the model's and the twin's."""
+        self._check_states()
+
+
 def machine_spec(
     machine_class: type[Machine],
     *,
-    model: Callable[[], ReferenceModel],
-    events: Mapping[str, Mapping[str, st.SearchStrategy[Any]]],
+    model: Callable[..., Any],
+    events: Mapping[str, Mapping[str, Argument]],
     build: Callable[[type[Machine]], Machine] | None = None,
-) -> type[RuleBasedStateMachine]:
+    rules: type | None = None,
+) -> type[MachineSpec]:
     """A Hypothesis ``RuleBasedStateMachine`` checking ``machine_class`` against ``model``;
     its ``.TestCase`` runs under pytest or unittest.
 
@@ -66,11 +154,19 @@ def machine_spec(
         machine_class: the host's :class:`~regulator.fsm.Machine` subclass.
         model: a zero-argument factory of the host's plain reference model (an object with
             ``.state``, a state id, and ``.step(event, **kwargs)`` returning the new state id,
-            or None where the machine must refuse the event).
-        events: each event name to check, with a dict of strategies for its keyword arguments
-            (``{}`` for none).
+            or None where the machine must refuse the event). With ``rules`` that start the
+            machines themselves, whatever factory those rules call (``self.model_factory``).
+        events: each event name to check, with a dict of its keyword arguments: a strategy,
+            or a function of the running spec returning one (an argument drawn from the model
+            or the machine: ``lambda spec: st.just(spec.model.now)``). ``{}`` is allowed
+            only with ``rules``.
         build: makes an instance from a class (default: ``cls()``); called for the machine
             and for its twin on python-statemachine's ``send()``.
+        rules: a class of extra Hypothesis rules, invariants and initializers (a
+            :class:`MachineSpec` subclass, typed for the machine, or a plain mixin placed
+            before :class:`MachineSpec`), the returned class's base. If it defines ``setup``, that
+            starts the machines (a drawn configuration, say) by calling
+            :meth:`MachineSpec.begin`, and the default start and restart are left out.
 
     After every step: the machine's state equals the model's; a refused event raised and
     changed nothing; the twin gave the same result or error and is in the same state. Once
@@ -79,7 +175,7 @@ def machine_spec(
     .. versionadded:: 0.2.0
     """
     names = sorted(events)
-    if not names:
+    if not names and rules is None:
         raise ValueError("events: must name at least one event")
     unknown = [name for name in names if name not in machine_class._events]
     if unknown:
@@ -89,78 +185,53 @@ def machine_spec(
             f" (its events: {known})"
         )
     make = build if build is not None else (lambda cls: cls())
-    twin_class = twin_on_send(machine_class)
-    recorder = TransitionRecorder(machine_class)
-    arguments = {name: st.fixed_dictionaries(dict(events[name])) for name in names}
-    ids = {s.value: s.id for s in machine_class.states}
 
-    class MachineSpec(RuleBasedStateMachine):
-        transitions = recorder
+    def arguments(spec: MachineSpec, event: str) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {
+                key: value if isinstance(value, st.SearchStrategy) else value(spec)
+                for key, value in events[event].items()
+            }
+        )
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.taken: set[tuple[str, str, str]] = set()
+    body: dict[str, Any] = {
+        "machine_class": machine_class,
+        "twin_class": twin_on_send(machine_class),
+        "transitions": TransitionRecorder(machine_class),
+        "model_factory": staticmethod(model),
+    }
 
-        @initialize()
-        def start(self) -> None:
-            self.machine = make(machine_class)
-            engine = self.machine._fast
-            self.machine.add_listener(recorder)
-            # The recorder observes the engine production runs; it never switches to send().
-            assert self.machine._fast == engine
-            assert type(self.machine).engine == machine_class.engine
-            self.twin = make(twin_class)
-            self.model = model()
-            assert self._state() == self.model.state, (self._state(), self.model.state)
+    def start(self: MachineSpec) -> None:
+        self.begin(make(self.machine_class), make(self.twin_class), model())
 
-        def _state(self) -> str:
-            state: str = ids[self.machine.current_state_value]
-            return state
+    if rules is None or not hasattr(rules, "setup"):
+        body["start"] = initialize()(start)
+        # once the machine terminates (a final state), a fresh machine and model start
+        body["restart"] = precondition(
+            lambda self: self.machine is not None and self.machine.is_terminated
+        )(rule()(start))
 
-        def _send(self, event: str, kwargs: dict[str, Any]) -> None:
-            source = self._state()
-            expected = self.model.step(event, **kwargs)
-            got = _outcome(self.machine, event, kwargs)
-            assert got == _outcome(self.twin, event, kwargs), (event, kwargs)
-            state = self._state()
-            assert state == ids[self.twin.current_state_value]
-            if expected is None:
-                assert got[0] == "raised", (
-                    f"{event}({kwargs}) from {source!r}: the model refuses it, the machine"
-                    f" moved to {state!r}"
-                )
-                assert state == source, (event, kwargs, state)
-            else:
-                assert got[0] == "result", (
-                    f"{event}({kwargs}) from {source!r}: the model moves to {expected!r},"
-                    f" the machine raised {got[1]}"
-                )
-                assert state == expected, (event, kwargs, state, expected)
-                self.taken.add((source, event, state))
+    def send(self: MachineSpec, data: st.DataObject, event: str) -> None:
+        self.checked_send(event, data.draw(arguments(self, event), label=f"{event} kwargs"))
 
-        @rule(data=st.data(), event=st.sampled_from(names))
-        def send(self, data: st.DataObject, event: str) -> None:
-            self._send(event, data.draw(arguments[event], label=f"{event} kwargs"))
+    def steer(self: MachineSpec, data: st.DataObject, pick: int) -> None:
+        """The first event of a shortest path to a declared transition not yet taken."""
+        # (this example's own transitions only: what is drawn must not depend on the
+        # examples before it, or Hypothesis cannot replay it)
+        assert self.machine is not None
+        state = self.state_id(self.machine)
+        step = next_transition(self.transitions.declared, self.taken, state, pick)
+        if step is None or step[1] not in events:
+            return
+        self.checked_send(step[1], data.draw(arguments(self, step[1]), label=f"{step[1]} kwargs"))
 
-        @rule(data=st.data(), pick=st.integers(0, 7))
-        def steer(self, data: st.DataObject, pick: int) -> None:
-            """The first event of a shortest path to a declared transition not yet taken."""
-            # (this example's own transitions only: what is drawn must not depend on the
-            # examples before it, or Hypothesis cannot replay it)
-            step = next_transition(recorder.declared, self.taken, self._state(), pick)
-            if step is None or step[1] not in arguments:
-                return
-            self._send(step[1], data.draw(arguments[step[1]], label=f"{step[1]} kwargs"))
+    if names:
+        body["send"] = rule(data=st.data(), event=st.sampled_from(names))(send)
+        body["steer"] = rule(data=st.data(), pick=st.integers(0, 7))(steer)
 
-        @precondition(lambda self: self.machine.is_terminated)
-        @rule()
-        def restart(self) -> None:
-            self.start()
-
-        @invariant()
-        def agrees(self) -> None:
-            assert self._state() == self.model.state
-            assert self.machine.is_terminated == self.twin.is_terminated
-
-    MachineSpec.__name__ = MachineSpec.__qualname__ = f"{machine_class.__name__}Spec"
-    return MachineSpec
+    bases: tuple[type, ...] = (MachineSpec,)
+    if rules is not None:
+        bases = (rules,) if issubclass(rules, MachineSpec) else (rules, MachineSpec)
+    spec: type[MachineSpec] = type(f"{machine_class.__name__}Spec", bases, body)
+    spec.__qualname__ = spec.__name__
+    return spec

@@ -19,16 +19,16 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from ..fsm import ScalerConfig
 from ..fsm._scaler import Anomaly, ScalerMachine, SetScale
-from ._coverage import TransitionRecorder, next_transition
-from ._machine_spec import twin_on_send
+from ._coverage import next_transition
+from ._machine_spec import MachineSpec, machine_spec
 
 __all__ = [
     "ScalerModel",
@@ -181,8 +181,9 @@ def scaler_lifecycle_spec(
     initial_scale: float | None = None,
     machine_class: type[ScalerMachine] = ScalerMachine,
     model: Callable[[ScalerConfig, float], ScalerModel] | None = None,
-) -> type[RuleBasedStateMachine]:
-    """A ``RuleBasedStateMachine`` checking ScalerMachine against :class:`ScalerModel`.
+) -> type[MachineSpec]:
+    """A :func:`~regulator.specs.machine_spec` suite checking ScalerMachine against
+    :class:`ScalerModel`.
 
     ``machine_class`` is the machine checked (a host's own subclass); ``model(config,
     initial_scale)`` builds the reference model (default: :class:`ScalerModel`; a host that
@@ -191,21 +192,22 @@ def scaler_lifecycle_spec(
     once, and another sets the scale near the threshold, the floor or the initial scale
     through ``resync`` (what a host does with the scale read back from the device).
     """
-    recorder = TransitionRecorder(machine_class)
     build_model = model if model is not None else _default_model
-    # the same class on python-statemachine's send(): every call goes to both
-    twin_class = twin_on_send(machine_class)
 
-    class ScalerLifecycle(RuleBasedStateMachine):
-        transitions = recorder
+    class ScalerLifecycle(MachineSpec):
+        """The scaler's rules, added to :class:`~regulator.specs.MachineSpec` by
+        :func:`~regulator.specs.machine_spec`: steps with torch's update, resyncs, epoch
+        ends, their actions; the base checks state, twin and coverage."""
+
+        twin_class: ClassVar[type[ScalerMachine]]
 
         def __init__(self) -> None:
             super().__init__()
             self.machine: ScalerMachine | None = None
+            self.twin: ScalerMachine | None = None
             self.model: ScalerModel | None = None
             self.scale = 0.0
             self.tracker = 0
-            self.taken: set[tuple[str, str, str]] = set()
 
         @precondition(lambda self: self.machine is None)
         @rule(
@@ -216,20 +218,25 @@ def scaler_lifecycle_spec(
         )
         def setup(self, cfg: ScalerConfig, initial: float) -> None:
             initial = max(initial, cfg.min_scale)
-            self.machine = machine_class(cfg, initial_scale=initial)
-            engine = self.machine._fast
-            self.machine.add_listener(recorder)
-            # The recorder observes the engine production runs; it never switches to send().
-            assert self.machine._fast == engine
-            self.model = build_model(cfg, initial)
-            self.twin = twin_class(cfg, initial_scale=initial)
+            self.begin(
+                machine_class(cfg, initial_scale=initial),
+                self.twin_class(cfg, initial_scale=initial),
+                build_model(cfg, initial),
+            )
             self.scale = initial
 
         def _same(self, got: Any, twin_got: Any) -> Any:
             """The compiled engine and python-statemachine's send() agree, step by step."""
             assert got == twin_got, (got, twin_got)
-            assert self.machine is not None and self.twin.state == self.machine.state
+            assert self.machine is not None and self.twin is not None
+            assert self.twin.state == self.machine.state
             return got
+
+        @property
+        def _t(self) -> ScalerMachine:
+            """The twin on python-statemachine's send()."""
+            assert self.twin is not None
+            return self.twin
 
         def _both(self) -> tuple[ScalerMachine, ScalerModel]:
             assert self.machine is not None and self.model is not None
@@ -250,7 +257,7 @@ def scaler_lifecycle_spec(
                 warnings_before = len(model.warnings)
                 expected = model.step(overflowed, self.scale)
                 actions = self._same(
-                    machine.step(overflowed, self.scale), self.twin.step(overflowed, self.scale)
+                    machine.step(overflowed, self.scale), self._t.step(overflowed, self.scale)
                 )
                 self._apply(actions)
                 new_warnings = model.warnings[warnings_before:]
@@ -291,7 +298,7 @@ def scaler_lifecycle_spec(
             while over the threshold is as close as a calibration)."""
             _, model = self._both()
             for pick in picks:
-                choice = next_transition(recorder.declared, self.taken, model.state, pick)
+                choice = next_transition(self.transitions.declared, self.taken, model.state, pick)
                 if choice is None:
                     return
                 self.taken.add(choice)  # also when a guard sends it elsewhere: no loop
@@ -324,7 +331,7 @@ def scaler_lifecycle_spec(
                 # after one clean step nothing changes until the growth: counters only
                 for _ in range(remaining - 2):
                     self._torch_step(machine, model.cfg, False)
-                    twin_step = self.twin.step(False, self.scale)
+                    twin_step = self._t.step(False, self.scale)
                     assert self._same(machine.step(False, self.scale), twin_step) is None
             if remaining > 1:
                 self.steps(False, 1)
@@ -347,8 +354,8 @@ def scaler_lifecycle_spec(
             if not math.isfinite(value):
                 return
             machine.resync(value)
-            self.twin.resync(value)
-            self._same(machine.state, self.twin.state)
+            self._t.resync(value)
+            self._same(machine.state, self._t.state)
             model.resync(value)
             self.scale = value
 
@@ -374,7 +381,7 @@ def scaler_lifecycle_spec(
             for _ in range(count):
                 warnings_before = len(model.warnings)
                 expected = model.end_epoch()
-                actions = self._same(machine.end_epoch(), self.twin.end_epoch())
+                actions = self._same(machine.end_epoch(), self._t.end_epoch())
                 self._apply(actions)
                 anomalies = [a.kind for a in actions if isinstance(a, Anomaly)]
                 assert anomalies == model.warnings[warnings_before:]
@@ -404,5 +411,7 @@ def scaler_lifecycle_spec(
             assert self.scale >= self.model.cfg.min_scale
             assert len(self.machine.history) <= self.model.cfg.history_size
 
-    ScalerLifecycle.__name__ = ScalerLifecycle.__qualname__ = "ScalerLifecycle"
-    return ScalerLifecycle
+    # events={}: the rules above drive every event through the machine's typed methods
+    spec = machine_spec(machine_class, model=build_model, events={}, rules=ScalerLifecycle)
+    spec.__name__ = spec.__qualname__ = "ScalerLifecycle"
+    return spec

@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import run_state_machine_as_test
-from regulator.specs import coverage_report, machine_spec
+from hypothesis.stateful import invariant, run_state_machine_as_test
+from regulator.fsm import ConnectionMachine
+from regulator.fsm._scaler import ScalerMachine
+from regulator.specs import (
+    ConnectionModel,
+    MachineSpec,
+    connection_lifecycle_spec,
+    coverage_report,
+    machine_spec,
+    scaler_lifecycle_spec,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "docs" / "examples"))
 from order_lifecycle import OrderLifecycle, OrderModel
@@ -43,9 +52,8 @@ def _spec(machine_class: type[Any] = OrderLifecycle, **kw: Any) -> Any:
     return machine_spec(
         machine_class,
         model=lambda: OrderModel(items=2, total=25.0),
-        events=EVENTS,
         build=lambda cls: cls(items=2, total=25.0),
-        **kw,
+        **{"events": EVENTS, **kw},
     )
 
 
@@ -78,3 +86,57 @@ def test_a_broken_host_machine_fails_the_suite(mutant: type[Any]) -> None:
 def test_events_must_be_the_machines() -> None:
     with pytest.raises(ValueError, match="'deliver' is not an event of OrderLifecycle"):
         machine_spec(OrderLifecycle, model=OrderModel, events={"deliver": {}})
+
+
+def test_an_argument_drawn_from_the_running_model() -> None:
+    """An event argument may be a function of the running spec: refunds of exactly what is
+    still charged (or 1 more) reach the refund guard's edge in every example."""
+    events = dict(EVENTS)
+    events["refund"] = {
+        "amount": lambda spec: st.sampled_from([spec.model.charged, spec.model.charged + 1.0])
+    }
+    spec = _spec(events=events)
+    run_state_machine_as_test(spec, settings=SETTINGS)
+    assert spec.transitions.missed == frozenset(), coverage_report(spec)
+    refund_edge = _spec(RefundsTooMuch, events=events)
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(refund_edge, settings=SETTINGS)
+
+
+class NeverShips:
+    """Extra checks a host adds with ``rules=``: an invariant of its own."""
+
+    @invariant()
+    def never_shipped(self) -> None:
+        assert self.model.state != "shipped", "shipped"
+
+
+def test_rules_add_invariants_to_the_generated_suite() -> None:
+    spec = _spec(rules=NeverShips)
+    assert issubclass(spec, NeverShips) and issubclass(spec, MachineSpec)
+    with pytest.raises(AssertionError, match="shipped"):
+        run_state_machine_as_test(spec, settings=SETTINGS)
+
+
+def test_events_may_be_empty_only_with_rules() -> None:
+    with pytest.raises(ValueError, match="at least one event"):
+        machine_spec(OrderLifecycle, model=OrderModel, events={})
+
+
+class LinearModel(ConnectionModel):
+    pass
+
+
+def test_the_shipped_suites_are_machine_spec_suites() -> None:
+    """connection_lifecycle_spec and scaler_lifecycle_spec are built by machine_spec: its base,
+    its recorder, its twin on send(), and the host's model passed through."""
+    connection = connection_lifecycle_spec(model=LinearModel)
+    scaler = scaler_lifecycle_spec()
+    for spec, machine in ((connection, ConnectionMachine), (scaler, ScalerMachine)):
+        assert issubclass(spec, MachineSpec)
+        assert spec.machine_class is machine
+        assert issubclass(spec.twin_class, machine) and not spec.twin_class.use_engine
+        assert spec.transitions.machine_class is machine
+        assert "agrees_with_model_and_twin" in dir(spec)
+    assert connection.model_factory is LinearModel
+    assert connection.__name__ == "ConnectionLifecycle" and scaler.__name__ == "ScalerLifecycle"
