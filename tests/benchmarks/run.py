@@ -24,6 +24,7 @@ import bench_binance as binance  # noqa: E402
 import bench_budget as budgets  # noqa: E402
 import bench_connection as conn  # noqa: E402
 import bench_exchange as exch  # noqa: E402
+import bench_machine as host_machine  # noqa: E402
 import bench_receive as recv  # noqa: E402
 import bench_scaler as scal  # noqa: E402
 import torch  # noqa: E402
@@ -477,8 +478,8 @@ def main() -> None:
     )
     say(machines_markdown(tcost, sim))
     say(
-        host.markdown(
-            host.host_transition_cost(5000 if QUICK else 20000, 3 if QUICK else 7), _table
+        host_machine.markdown(
+            host_machine.host_transition_cost(5000 if QUICK else 20000, 3 if QUICK else 7), _table
         )
     )
     say("\n## Binance stream\n")
