@@ -27,8 +27,12 @@ def amp_step(
     *,
     poison: bool = False,
     held: list[torch.Tensor] | None = None,
+    clip: bool = False,
 ) -> torch.Tensor:
     """One real float16-autocast step; ``poison`` multiplies the loss by inf (an overflow).
+
+    ``clip``: the clip-and-skip loop: ``unscale_()`` every step, the gradient norm clipped,
+    ``step()`` only when that norm is finite.
 
     ``held`` keeps the model output alive past the step, as a loop's ``output = model(x)``
     does until the next forward (the scaler's diagnostics see it only then).
@@ -43,6 +47,12 @@ def amp_step(
     if poison:
         loss = loss * float("inf")
     scaler.scale(loss).backward()
-    scaler.step(optimizer)
+    if clip:
+        scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(norm):
+            scaler.step(optimizer)
+    else:
+        scaler.step(optimizer)
     scaler.update()
     return loss.detach()

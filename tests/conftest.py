@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +61,11 @@ def certs() -> Any:
     from _faultbed import Certs
 
     return Certs()
+
+
+@pytest.fixture
+def ca_file(certs: Any, tmp_path: Path) -> str:
+    """The test CA's certificate as a PEM file, for clients that take a CA bundle path."""
+    path = tmp_path / "ca.pem"
+    certs.ca.cert_pem.write_to_path(str(path))
+    return str(path)

@@ -31,15 +31,8 @@ def exchange(certs: Certs) -> Iterator[Exchange]:
         yield running
 
 
-@pytest.fixture
-def ca_file(certs: Certs, tmp_path: Path) -> Path:
-    ca = tmp_path / "ca.pem"
-    certs.ca.cert_pem.write_to_path(str(ca))
-    return ca
-
-
 def test_binance_connector_rest_spot_reads_every_endpoint(
-    exchange: Exchange, ca_file: Path, monkeypatch: pytest.MonkeyPatch
+    exchange: Exchange, ca_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """binance-connector 3.13's ``Spot`` (requests): only ``base_url`` and the CA bundle
     (``REQUESTS_CA_BUNDLE``, which requests reads) differ from production use."""
@@ -91,7 +84,7 @@ def _every_endpoint(client: Any) -> None:
 
 
 def test_python_binance_rest_and_sockets_in_its_own_environment(
-    exchange: Exchange, ca_file: Path
+    exchange: Exchange, ca_file: str
 ) -> None:
     """python-binance 1.0: ``AsyncClient.create()`` (it pings REST and reads the server time
     first), REST calls, and ``BinanceSocketManager`` sockets (trade, kline, depth, the
@@ -124,7 +117,7 @@ def test_python_binance_rest_and_sockets_in_its_own_environment(
 
 
 def test_cryptofeed_book_trades_and_candles_in_its_own_environment(
-    exchange: Exchange, ca_file: Path
+    exchange: Exchange, ca_file: str
 ) -> None:
     """cryptofeed 2.4's Binance feed: its symbols from ``/api/v3/exchangeInfo``, its L2 book
     from the ``/api/v3/depth`` snapshot and the diff stream, trades (aggTrade), candles."""

@@ -68,23 +68,11 @@ def test_json_line_is_strict_json_for_any_event(event: Any) -> None:
         assert back in ("NaN", "Infinity", "-Infinity")
 
 
-@pytest.fixture(scope="module")
-def certs() -> Certs:
-    return Certs()
-
-
 @pytest.fixture
 def exchange(certs: Certs) -> Iterator[Exchange]:
     market = MarketConfig(trades_per_second=5.0, speed=1.0)
     with Exchange(ssl_context=certs.server_context(), market=market) as running:
         yield running
-
-
-@pytest.fixture
-def ca_file(certs: Certs, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    certs.ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def test_a_servers_nan_reaches_stdout_as_strict_json(exchange: Exchange, ca_file: str) -> None:

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,23 +21,11 @@ from regulator.specs.exchange import Exchange, MarketConfig
 REGULATOR = [sys.executable, "-m", "regulator.adapters.cli"]
 
 
-@pytest.fixture(scope="module")
-def certs() -> Certs:
-    return Certs()
-
-
 @pytest.fixture
 def exchange(certs: Certs) -> Iterator[Exchange]:
     market = MarketConfig(trades_per_second=50.0, speed=60.0)
     with Exchange(ssl_context=certs.server_context(), market=market) as running:
         yield running
-
-
-@pytest.fixture
-def ca_file(certs: Certs, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    certs.ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -67,21 +67,7 @@ def _clip_and_skip(
     held: list[torch.Tensor] | None = None,
 ) -> None:
     """unscale_() every step; step() only when the gradient norm is finite."""
-    x, y = data
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.float16):
-        output = model(x)
-        loss = F.mse_loss(output, y)
-    if held is not None:
-        held[:] = [output]
-    if poison:
-        loss = loss * float("inf")
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    if torch.isfinite(norm):
-        scaler.step(optimizer)
-    scaler.update()
+    amp_step(model, optimizer, scaler, data, poison=poison, held=held, clip=True)
 
 
 Step = Callable[..., Any]
