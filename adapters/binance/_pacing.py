@@ -20,6 +20,8 @@ from typing import Any
 
 import anyio
 
+from ._budget import _spare
+
 __all__ = ["AttemptBudget", "RequestPacer", "shared_attempt_budget"]
 
 
@@ -121,10 +123,7 @@ class AttemptBudget:
         margin: float | None = None,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
-        spare = 0.01 * window if margin is None else margin
-        if not spare >= 0:
-            raise ValueError(f"margin: must be >= 0 (got {margin!r})")
-        self._window = _Window(attempts, window + spare)
+        self._window = _Window(attempts, window + _spare(window, margin))
         self._lock = threading.Lock()
         self._time = time_fn
         self.blocked_until = 0.0
