@@ -20,9 +20,8 @@ from regulator.adapters.binance import (
     AttemptBudget,
     BinanceStream,
     Gap,
-    RestClient,
 )
-from regulator.fsm import BinanceConfig, ConnectionConfig
+from regulator.fsm import ConnectionConfig
 
 pytestmark = pytest.mark.anyio
 
