@@ -271,7 +271,7 @@ def backfill_only() -> None:
     logging.getLogger("regulator").addHandler(logging.NullHandler())
     logging.getLogger("regulator").propagate = False
     refill = binance.backfill_after_outage(10.0)
-    cost = binance.backfill_cost(20_000 if QUICK else 100_000, 3 if QUICK else 7)
+    cost = binance.backfill_cost(20_000 if QUICK else 50_000, 3 if QUICK else 15)
     print(backfill_markdown(refill, cost))
 
 
@@ -315,7 +315,7 @@ def main() -> None:
     resubs = [binance.resubscription(batch) for batch in (200, 50)]
     print("binance: backfill after an outage, cost per live event ...", flush=True)
     refill = binance.backfill_after_outage(10.0)
-    refill_cost = binance.backfill_cost(20_000 if QUICK else 100_000, 3 if QUICK else 7)
+    refill_cost = binance.backfill_cost(20_000 if QUICK else 50_000, 3 if QUICK else 15)
     print("budgets: one attempt's check per backend ...", flush=True)
     checks = budgets.budget_check(2 if QUICK else 5)
     print("exchange simulator: events published per second ...", flush=True)
