@@ -264,7 +264,7 @@ class BinanceStream(Rotation):
                 self.rest,
                 put=self._put_backfilled,
                 report_gap=self._report_gap,
-                start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else None,
+                start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else False,
                 max_bytes=self.config.buffer_bytes,
                 logger=self._log,
                 name=self.name,
