@@ -343,3 +343,25 @@ async def test_a_stalled_rest_gives_up_at_the_hold_bound(bed: ExchangeBed) -> No
     assert [g.reason for g in gaps if g.reason != "consumer_overflow"] == ["sequence"]
     assert ids == sorted(set(ids)) and ids[-1] > max(g.last for g in gaps) + 50
     assert len(ids) + sum(g.count for g in gaps) == ids[-1] - ids[0] + 1  # all accounted
+
+
+@pytest.mark.spec("R1.4")
+async def test_a_zoned_kline_stream_is_backfilled_from_its_zone(bed: ExchangeBed) -> None:
+    zoned = "ethusdt@kline_1s@+08:00"  # 60 candles a second at 60x market time
+    gaps: list[Gap] = []
+    async with stream(bed, [zoned], config=SLOW, on_gap=gaps.append) as s:
+        events = await across_a_reset(s, bed, zoned)
+        backfill = s.get_connection_stats()["binance"]["backfill"]
+    assert gaps == [] and backfill["gaps"] == 0 and backfill["backfilled"][zoned] >= 10
+    asked = [path for _, path, _, _ in bed.exchange.rest_requests]
+    assert asked and all("interval=1s" in p and "timeZone=%2B08%3A00" in p for p in asked)
+    closed = [e["data"]["k"] for e in events if e["data"]["k"]["x"]]
+    starts = [k["t"] for k in closed]
+    assert starts == list(range(starts[0], starts[0] + 1000 * len(starts), 1000))
+    rows = rest_get(
+        bed, "/api/v3/klines", symbol="ETHUSDT", interval="1s", timeZone="+08:00",
+        startTime=starts[0], endTime=starts[-1], limit=1000,
+    )  # fmt: skip
+    assert [[k["t"], k["o"], k["h"], k["l"], k["c"], k["v"]] for k in closed] == [
+        r[:6] for r in rows
+    ]
