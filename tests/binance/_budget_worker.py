@@ -32,8 +32,21 @@ MARGIN = 0.5  # a slot's attempt reaches the exchange up to this much later (a l
 
 def hammer(out: str, url: str, limit: int, window: float, count: int) -> None:
     budget = budget_from_url(url, limit, window, margin=0.0)
-    slots = [time.time() + budget.reserve() for _ in range(count)]
-    publish(out, os.environ["WORKER_NAME"], {"slots": slots, "stats": budget.stats()})
+    # The store decides a slot at some instant inside the reserve() call; a slot read as
+    # (clock before the call) + delay is early by up to that call's latency, which a loaded
+    # host stretches: publish the latencies so the check can allow for them.
+    slots: list[float] = []
+    latencies: list[float] = []
+    for _ in range(count):
+        before = time.time()
+        delay = budget.reserve()
+        latencies.append(time.time() - before)
+        slots.append(before + delay)
+    publish(
+        out,
+        os.environ["WORKER_NAME"],
+        {"slots": slots, "latencies": latencies, "stats": budget.stats()},
+    )
 
 
 async def stream(

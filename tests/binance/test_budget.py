@@ -51,6 +51,12 @@ def most_in_any_window(slots: list[tuple[float, float]], window: float) -> float
     return best
 
 
+def worst_latency(results: list[dict[str, Any]]) -> float:
+    """The longest reserve() call of a fleet: how early a published slot can read (the
+    worker stamps it with the clock taken before the call)."""
+    return max(max(r["latencies"]) for r in results)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     limit=st.integers(1, 12),
@@ -125,7 +131,7 @@ def test_the_file_ledger_is_one_window_for_every_process_on_the_host(tmp_path: P
     )
     slots = [(t, 1.0) for r in results for t in r["slots"]]
     assert len(slots) == 24
-    assert most_in_any_window(slots, window - 0.05) <= limit - 1
+    assert most_in_any_window(slots, window - 0.05 - worst_latency(results)) <= limit - 1
     # 24 slots at 9 a window: three windows, so the last ones wait two windows
     assert max(t for t, _ in slots) - min(t for t, _ in slots) >= 2 * window - 1.0
     assert sum(r["stats"]["reservations"] for r in results) == 24
@@ -235,7 +241,7 @@ def test_redis_keeps_one_window_for_every_process(tmp_path: Path) -> None:
         )
     slots = [(t, 1.0) for r in results for t in r["slots"]]
     assert len(slots) == 24
-    assert most_in_any_window(slots, window - 0.05) <= limit - 1
+    assert most_in_any_window(slots, window - 0.05 - worst_latency(results)) <= limit - 1
     assert max(t for t, _ in slots) - min(t for t, _ in slots) >= 2 * window - 1.0
     assert all(r["stats"]["fallbacks"] == 0 and r["stats"]["backend"] == "redis" for r in results)
 
