@@ -54,7 +54,7 @@ def most_in_any_window(slots: list[tuple[float, float]], window: float) -> float
 def worst_latency(results: list[dict[str, Any]]) -> float:
     """The longest reserve() call of a fleet: how early a published slot can read (the
     worker stamps it with the clock taken before the call)."""
-    return max(max(r["latencies"]) for r in results)
+    return float(max(max(r["latencies"]) for r in results))
 
 
 @settings(max_examples=150, deadline=None)
