@@ -25,7 +25,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["DECODER", "DECODERS", "decoder_for", "loads"]
+__all__ = ["DECODER", "DECODERS", "FIRST", "decoder_for", "loads"]
 
 Loads = Callable[[str | bytes], Any]
 
@@ -48,6 +48,14 @@ DECODERS: dict[str, Callable[[], Loads]] = {"msgspec": _msgspec, "orjson": _orjs
 
 def _stdlib(raw: str | bytes) -> Any:
     return json.loads(raw)
+
+
+def _first_for(name: str) -> Loads:
+    """What the per-event path calls first: the library's own function where its values need
+    no check (the caller decodes again with json whatever it raises), else the full one."""
+    if name == "msgspec":
+        return DECODERS[name]()
+    return decoder_for(name)[1]
 
 
 def decoder_for(name: str) -> tuple[str, Loads]:
@@ -95,13 +103,17 @@ def _has_float(value: Any) -> bool:
     return False
 
 
-def _pick() -> tuple[str, Loads]:
+def _pick() -> tuple[str, Loads, Loads]:
     for name in DECODERS:
         try:
-            return decoder_for(name)
+            label, full = decoder_for(name)
         except ImportError:
             continue
-    return decoder_for("json")
+        return label, full, _first_for(name)
+    label, full = decoder_for("json")
+    return label, full, full
 
 
-DECODER, loads = _pick()
+#: ``loads``: decode one message, json's outcome guaranteed. ``FIRST``: for a caller that
+#: decodes again with :func:`json.loads` whatever ``FIRST`` raises (one call less per message).
+DECODER, loads, FIRST = _pick()

@@ -42,6 +42,7 @@ buffer in one call. The machines' ``send()`` is never on that path.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import random
 import re
@@ -71,7 +72,7 @@ from ..websocket._notifiers import Notifier
 from ..websocket._socket import ResilientWebSocket
 from ..websocket._support import abandon_task_group, exit_task_group, tls_context
 from ._budget import Budget, shared_budget
-from ._decode import DECODER, loads
+from ._decode import DECODER, FIRST
 from ._leg import Leg
 from ._pacing import RequestPacer
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
@@ -207,7 +208,7 @@ class BinanceStream(Rotation):
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._wanted: dict[str, None] = dict.fromkeys(wanted)
         self._tracker = StreamTracker()
-        self._loads = loads  # the decoder chosen at import (``_decode``); tests swap it
+        self._loads = FIRST  # the decoder chosen at import (``_decode``); tests swap it
         self._legs: list[Leg] = []
         self._leg_count = 0
         self._primary: Leg | None = None
@@ -447,13 +448,17 @@ class BinanceStream(Rotation):
         sizes: list[int] = []
         delivering = leg is self._primary and not leg.rotating_in
         loads = self._loads
+        json_loads = json.loads
         wanted = self._wanted
         track = self._tracker.track
         clock = anyio.current_time
         for raw in raws:
             try:
                 try:
-                    message = loads(raw)
+                    try:
+                        message = loads(raw)
+                    except Exception:  # refused: json's value, or json's error (``_decode``)
+                        message = json_loads(raw)
                 except ValueError as exc:
                     self._malformed(leg, None, f"not JSON: {exc}")
                     continue

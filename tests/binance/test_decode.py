@@ -15,7 +15,7 @@ from _feed import EVERY_TYPE, record
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from regulator.adapters.binance import BinanceStream
-from regulator.adapters.binance._decode import DECODER, DECODERS, decoder_for
+from regulator.adapters.binance._decode import DECODER, DECODERS, FIRST, decoder_for
 from regulator.adapters.binance._leg import Leg
 
 pytestmark = pytest.mark.spec("R5.5")
@@ -173,6 +173,7 @@ def test_every_stream_type_gives_the_same_events_with_either_decoder() -> None:
     assert expected["malformed"] >= 10  # the texts no decoder takes, and shapes no stream has
     for name in FAST:
         assert _through(decoder_for(name)[1], feed, EVERY_TYPE) == expected, name
+    assert _through(FIRST, feed, EVERY_TYPE) == expected  # what the stream runs by default
 
 
 def test_the_fast_path_keeps_python_s_values() -> None:
