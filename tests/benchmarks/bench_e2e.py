@@ -52,6 +52,12 @@ ENVS = {
     "python-binance": ".venv-pb",
     "binance-connector": ".venv",
 }
+# BENCH_BASELINE_PYTHON=/path/to/other/venv/bin/python adds a row: BinanceStream (asyncio) run by
+# another installation of regulator (e.g. the main branch's venv), for a before/after figure.
+BASELINE = os.environ.get("BENCH_BASELINE_PYTHON")
+BASELINE_NAME = "BinanceStream asyncio, baseline"
+if BASELINE:
+    ENVS[BASELINE_NAME] = BASELINE
 MAKE_TARGET = {".venv-cf": "cf-venv", ".venv-pb": "pb-venv", ".venv-bs": "bs-venv"}
 
 
@@ -64,13 +70,15 @@ def _python(client: str) -> Path:
     env = ENVS[client]
     if env == ".venv":
         return Path(sys.executable)
+    if client == BASELINE_NAME:
+        return Path(env)
     return ROOT / env / "bin" / "python"
 
 
 def _missing(client: str) -> str | None:
     """Why ``client`` cannot run here (None: it can)."""
     env = ENVS[client]
-    if env != ".venv" and not (ROOT / env / ".installed").exists():
+    if env != ".venv" and client != BASELINE_NAME and not (ROOT / env / ".installed").exists():
         return f"its environment {env} was not built (`make {MAKE_TARGET[env]}`; offline?)"
     return None
 
@@ -107,7 +115,8 @@ def _run(client: str, base: str, ca: str, expected: int) -> dict[str, Any]:
         "REQUESTS_CA_BUNDLE": ca,
         "WEBSOCKET_CLIENT_CA_BUNDLE": ca,
     }
-    args = [str(_python(client)), str(HERE / "e2e_clients.py"), client, base, ca, str(expected)]
+    role = "BinanceStream asyncio" if client == BASELINE_NAME else client
+    args = [str(_python(client)), str(HERE / "e2e_clients.py"), role, base, ca, str(expected)]
     try:
         done = subprocess.run(
             [*args, *streams_for(client)],
@@ -270,7 +279,7 @@ def markdown(result: dict[str, Any], table: Any, verdict: Any) -> str:
 METHOD = (__doc__ or "").split("Method: ", 1)[1].split("\n\n", 1)[0].replace("\n", " ")
 
 # (trades per symbol, rounds): a full run, and BENCH_QUICK=1
-SIZES = ((25_000, 3), (5_000, 1))
+SIZES = ((10_000, 3), (3_000, 1))
 
 
 def main() -> None:
