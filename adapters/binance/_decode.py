@@ -86,20 +86,30 @@ def decoder_for(name: str) -> tuple[str, Loads]:
 def _refusals(name: str) -> Callable[[Any], bool] | None:
     """A check of a fast library's value for what it decodes unlike json (None: nothing)."""
     if name == "orjson":
-        return _has_float
+        return _unlike_json
     return None
 
 
-def _has_float(value: Any) -> bool:
-    # orjson turns an integer past 64 bits into a float: where a float appears, json is asked
-    # again (the exchange sends prices as strings, so its messages carry no floats)
-    kind = type(value)
-    if kind is float:
-        return True
-    if kind is dict:
-        return any(_has_float(v) for v in value.values())
-    if kind is list:
-        return any(_has_float(v) for v in value)
+#: Nesting deeper than this is left to json (orjson nests to 1024 whatever the stack; json and
+#: msgspec stop at Python's recursion limit, which depends on the caller's stack).
+_DEEP = 256
+
+
+def _unlike_json(value: Any) -> bool:
+    """Whether orjson's ``value`` may differ from json's: a float (orjson turns an integer past
+    64 bits into one; the exchange sends prices as strings, so its messages carry none) or
+    nesting past ``_DEEP``. A loop, not recursion (it must not hit the recursion limit)."""
+    todo = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict or kind is list:
+            if depth >= _DEEP:
+                return True
+            children = item.values() if kind is dict else item
+            todo.extend((child, depth + 1) for child in children)
     return False
 
 
