@@ -37,8 +37,10 @@ one leg, the *primary*; during a rotation there are two.
   ``period``), dropped. Events of streams not subscribed are dropped and counted, never
   tracked, so a server cannot grow our memory by naming streams.
 
-Per message: one ``json.loads``, a few dict lookups and one tuple comparison; the machines'
-``send()`` is never on that path.
+Per event (``_on_batch``): one decode (``_decode``: orjson or msgspec when installed, else
+``json``; the same outcomes), a few dict lookups and one tracker step (``StreamTracker.track``:
+identity, de-duplication and gap check together); the events of one read enter the consumer
+buffer in one call. The machines' ``send()`` is never on that path.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from ..websocket._socket import ResilientWebSocket
 from ..websocket._support import abandon_task_group, exit_task_group, tls_context
 from ._backfill import Backfill
 from ._budget import Budget, shared_budget
+from ._decode import DECODER, FIRST
 from ._leg import Leg
 from ._pacing import RequestPacer
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
@@ -83,6 +86,7 @@ from ._rotation import Rotation
 from ._stats import add_counters, retired_counters
 from ._tracker import (
     CONSUMER_OVERFLOW,
+    DUPLICATE,
     RESET,
     Gap,
     StreamTracker,
@@ -221,6 +225,7 @@ class BinanceStream(Rotation):
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._wanted: dict[str, None] = dict.fromkeys(wanted)
         self._tracker = StreamTracker()
+        self._loads = FIRST  # the decoder chosen at import (``_decode``); tests swap it
         self._legs: list[Leg] = []
         self._leg_count = 0
         self._primary: Leg | None = None
@@ -312,16 +317,22 @@ class BinanceStream(Rotation):
         return self
 
     async def __anext__(self) -> dict[str, Any]:
+        try:  # the per-event path: a buffered event is taken without a coroutine
+            event = self._events.get_nowait()
+        except anyio.WouldBlock:
+            event = await self._next()
+        if self._overflow:
+            self._report_overflow()
+        return event
+
+    async def _next(self) -> dict[str, Any]:
         try:
-            event = await self._events.get()
+            return await self._events.get()
         except anyio.EndOfStream:
             self._report_overflow()
             if self._closed_error is not None:
                 raise self._closed_error from None
             raise StopAsyncIteration from None
-        if self._overflow:
-            self._report_overflow()
-        return event
 
     @property
     def streams(self) -> list[str]:
@@ -405,8 +416,13 @@ class BinanceStream(Rotation):
         try:
             with leg.scope:
                 async with leg.ws:
-                    async for raw in leg.ws:
-                        await self._on_raw(leg, raw)
+                    receive = leg.ws.receive_many
+                    while True:
+                        try:
+                            batch = await receive()  # a read's messages, at least one
+                        except StopAsyncIteration:
+                            break
+                        await self._on_batch(leg, batch)
         except ConnectionClosedError as exc:
             if leg is self._primary:
                 self._closed_error = exc
@@ -457,64 +473,150 @@ class BinanceStream(Rotation):
 
     # -- inbound -------------------------------------------------------------------------
     async def _on_raw(self, leg: Leg, raw: str | bytes) -> None:
+        """One message (as :meth:`_on_batch`)."""
+        await self._on_batch(leg, [raw])
+
+    async def _on_batch(self, leg: Leg, raws: list[str | bytes]) -> None:
+        # The per-event path, once per read: the messages of one read are decoded, checked,
+        # tracked (identity, de-duplication and gap in one step, ``StreamTracker.track``) and
+        # then enter the consumer buffer in one call. Only a combined event of a subscribed
+        # stream on the delivering connection takes the inline path; anything else (replies,
+        # klines, shutdowns, a rotation's new leg, odd shapes) goes through ``_other``.
         # One message never ends the stream: whatever decoding, validating or tracking it
-        # raises (RecursionError from deep nesting, an overflow, a shape nobody checked) makes
-        # it malformed. Cancellation is a BaseException and passes. (One method, not a
-        # wrapper around another: no second coroutine per message.)
-        try:
+        # raises (RecursionError from deep nesting, an overflow, a shape nobody checked)
+        # makes it malformed. Cancellation is a BaseException and passes.
+        out: list[dict[str, Any]] = []
+        sizes: list[int] = []
+        delivering = leg is self._primary and not leg.rotating_in
+        loads = self._loads
+        json_loads = json.loads
+        wanted = self._wanted
+        track = self._tracker.track
+        clock = anyio.current_time
+        held = self._held  # empty but while a backfill runs: one check per event
+        for raw in raws:
             try:
-                message = json.loads(raw)
-            except ValueError as exc:
-                self._malformed(leg, None, f"not JSON: {exc}")
+                try:
+                    try:
+                        message = loads(raw)
+                    except Exception:  # refused: json's value, or json's error (``_decode``)
+                        message = json_loads(raw)
+                except ValueError as exc:
+                    self._malformed(leg, None, f"not JSON: {exc}")
+                    continue
+                if delivering and type(message) is dict:
+                    stream = message.get("stream")
+                    data = message.get("data")
+                    if type(data) is dict and type(stream) is str and stream in wanted:
+                        kind = data.get("e")
+                        if kind != "kline" and kind != "serverShutdown":
+                            gap = track(stream, data, clock)
+                            if gap is not None:
+                                if gap is DUPLICATE:
+                                    self.duplicates_dropped += 1
+                                    continue
+                                await self._on_gap(gap, out, sizes)
+                            if held and stream in held:  # behind its backfill (_backfill.py)
+                                await self._hold(stream, message, len(raw), out, sizes)
+                                continue
+                            out.append(message)
+                            sizes.append(len(raw))
+                            continue
+                await self._other(leg, raw, message, out, sizes)
+            except Exception as exc:
+                self._malformed(leg, None, f"{type(exc).__name__}: {exc}")
+        if out:
+            await self._flush(out, sizes)
+
+    async def _flush(self, out: list[dict[str, Any]], sizes: list[int]) -> None:
+        """What a read delivered so far, to the consumer (emptied: the read goes on)."""
+        self.events_delivered += len(out)
+        await self._hand_over(out, sizes)
+        out.clear()
+        sizes.clear()
+
+    async def _on_gap(self, gap: Gap, out: list[dict[str, Any]], sizes: list[int]) -> None:
+        """A sequence gap: refilled from REST when the backfill takes it, else reported. The
+        read's earlier events go first, so none of the stream's can land behind its refill."""
+        backfill = self._backfill
+        if backfill is None:
+            self._report_gap(gap)
+            return
+        if out:
+            await self._flush(out, sizes)
+        if not backfill.take(gap):
+            self._report_gap(gap)
+
+    async def _hold(
+        self,
+        stream: str,
+        message: dict[str, Any],
+        size: int,
+        out: list[dict[str, Any]],
+        sizes: list[int],
+    ) -> None:
+        """A live event of a stream being refilled: it waits behind the refill; the read's
+        earlier events (other streams') go first, in order."""
+        assert self._backfill is not None
+        if out:
+            await self._flush(out, sizes)
+        await self._backfill.hold(stream, message, size)
+
+    async def _other(
+        self,
+        leg: Leg,
+        raw: str | bytes,
+        message: Any,
+        out: list[dict[str, Any]],
+        sizes: list[int],
+    ) -> None:
+        """Everything but the inline path: checked in full, delivered into ``out``."""
+        if not isinstance(message, dict):
+            self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
+            return
+        stream = message.get("stream")
+        data = message.get("data")
+        if stream is not None:
+            if not isinstance(stream, str) or not isinstance(data, dict | list):
+                self._malformed(leg, stream, "a combined event needs a string stream and data")
                 return
-            if not isinstance(message, dict):
-                self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
-                return
-            stream = message.get("stream")
-            data = message.get("data")
-            if stream is not None:
-                if not isinstance(stream, str) or not isinstance(data, dict | list):
-                    self._malformed(leg, stream, "a combined event needs a string stream and data")
-                    return
-                # the combined form names the stream "!serverShutdown"; its data may vary
-                if stream == "!serverShutdown" or (
-                    isinstance(data, dict) and data.get("e") == "serverShutdown"
-                ):
-                    self._server_shutdown(leg)
-                    return
-                if stream not in self._wanted:  # never tracked: a server cannot grow our memory
-                    self._unsubscribed(leg, stream)
-                    return
-                if type(data) is dict and data.get("e") == "kline":
-                    problem = kline_problem(data)
-                    if problem is not None:
-                        self._malformed(leg, stream, problem)
-                        return
-                await self._on_event(leg, stream, message, data, len(raw))
-            elif is_reply(message) and message.get("id") is not None:
-                problem = self._requests.settle(leg, message)
-                if problem is not None:
-                    self._malformed(leg, None, problem)
-            elif message.get("e") == "serverShutdown":
+            # the combined form names the stream "!serverShutdown"; its data may vary
+            if stream == "!serverShutdown" or (
+                isinstance(data, dict) and data.get("e") == "serverShutdown"
+            ):
                 self._server_shutdown(leg)
-            elif (error := error_of(message)) is not None:
-                self._requests.errors += 1  # an error frame that names no request
-                held = self._error_log.allow()
-                if held is not None:
-                    extra = {"suppressed": held} if held else {}
-                    self._log.error(
-                        format_kv(
-                            event="request_error",
-                            name=self.name,
-                            code=error[0],
-                            msg=error[1],
-                            **extra,
-                        )
+                return
+            if stream not in self._wanted:  # never tracked: a server cannot grow our memory
+                self._unsubscribed(leg, stream)
+                return
+            if type(data) is dict and data.get("e") == "kline":
+                problem = kline_problem(data)
+                if problem is not None:
+                    self._malformed(leg, stream, problem)
+                    return
+            await self._on_event(leg, stream, message, data, len(raw), out, sizes)
+        elif is_reply(message) and message.get("id") is not None:
+            problem = self._requests.settle(leg, message)
+            if problem is not None:
+                self._malformed(leg, None, problem)
+        elif message.get("e") == "serverShutdown":
+            self._server_shutdown(leg)
+        elif (error := error_of(message)) is not None:
+            self._requests.errors += 1  # an error frame that names no request
+            held = self._error_log.allow()
+            if held is not None:
+                extra = {"suppressed": held} if held else {}
+                self._log.error(
+                    format_kv(
+                        event="request_error",
+                        name=self.name,
+                        code=error[0],
+                        msg=error[1],
+                        **extra,
                     )
-            else:
-                self._malformed(leg, None, "not a known message shape")
-        except Exception as exc:
-            self._malformed(leg, None, f"{type(exc).__name__}: {exc}")
+                )
+        else:
+            self._malformed(leg, None, "not a known message shape")
 
     def _malformed(self, leg: Leg, stream: Any, why: str) -> None:
         self.malformed += 1
@@ -539,15 +641,43 @@ class BinanceStream(Rotation):
         )
 
     async def _on_event(
-        self, leg: Leg, stream: str, message: dict[str, Any], data: Any, size: int
+        self,
+        leg: Leg,
+        stream: str,
+        message: dict[str, Any],
+        data: Any,
+        size: int,
+        out: list[dict[str, Any]],
+        sizes: list[int],
     ) -> None:
-        key = event_identity(data)
         if leg is self._primary and not leg.rotating_in:
-            await self._deliver(stream, message, data, key, size)
+            gap = self._tracker.track(stream, data, anyio.current_time)
+            if gap is DUPLICATE:
+                self.duplicates_dropped += 1
+                return
+            if gap is not None:
+                await self._on_gap(gap, out, sizes)
+            if self._held and stream in self._held:
+                await self._hold(stream, message, size, out, sizes)
+                return
+            out.append(message)
+            sizes.append(size)
         elif leg.rotating_in:  # held until the switch (bounded: _rotate switches at HOLD_LIMIT)
+            key = event_identity(data)
             leg.held.append((stream, message, key, size))
             leg.first_held.setdefault(stream, key)
         # else: a retired leg's last messages; the new primary carries them
+
+    async def _hand_over(self, out: list[dict[str, Any]], sizes: list[int]) -> None:
+        """Into the consumer buffer: a read's events in one call when they fit, else one by
+        one under the overflow policy (drops reported as gaps)."""
+        events = self._events
+        if events.offer_weighed(out, sizes):
+            return
+        for message, size in zip(out, sizes, strict=True):
+            dropped = await events.put(message, size)
+            if dropped is not None:
+                self._overflowed(dropped)
 
     async def _deliver(
         self,
@@ -559,6 +689,7 @@ class BinanceStream(Rotation):
         *,
         merging: bool = False,
     ) -> None:
+        """One held event of a rotation's new connection, merged in (see ``_rotation``)."""
         tracker = self._tracker
         if not tracker.is_new(stream, key):
             # a rotation's overlap is expected to repeat; a live connection repeating on and
@@ -786,6 +917,7 @@ class BinanceStream(Rotation):
             },
             "confirmed": sum(1 for s in self._wanted if s in leg.confirmed),
             "verified": leg.verified,
+            "decoder": DECODER,
             "events_delivered": self.events_delivered,
             "duplicates_dropped": self.duplicates_dropped,
             "malformed": self.malformed,

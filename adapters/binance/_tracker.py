@@ -48,6 +48,7 @@ from ._validate import KLINE_INTERVALS_MS
 
 __all__ = [
     "CONSUMER_OVERFLOW",
+    "DUPLICATE",
     "RESET",
     "RESET_IDS",
     "RESET_MS",
@@ -114,6 +115,10 @@ class Gap:
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
+
+
+#: What :meth:`StreamTracker.track` returns for an event already delivered (compare with ``is``).
+DUPLICATE: Final = Gap("", "", 0, 0, 0, 0.0, "duplicate")
 
 
 def _int(value: Any) -> int | None:
@@ -185,19 +190,20 @@ def _field(data: Any) -> str:
     return where[0] if where is not None else "E"
 
 
-@attrs.define
-class _Seq:
-    field: str
-    last: int
-    closed: bool = True  # klines: whether the last candle's closing update was seen
-
-
 class StreamTracker:
-    """Per stream: the last identity delivered and the last sequence id (see module doc)."""
+    """Per stream: the last identity delivered and the last sequence id (see module doc).
+
+    :meth:`track` is the per-event path (identity, de-duplication, gap check in one step);
+    :meth:`is_new`, :meth:`accept` and :meth:`stale` are the same decision in parts (a
+    rotation's merge, tests). ``tests/binance/test_binance_tracker.py`` checks the two agree.
+    """
 
     def __init__(self) -> None:
-        self._last: dict[str, Key] = {}
-        self._seq: dict[str, _Seq] = {}
+        # the last identity per stream: a plain int for one-id identities (the common case:
+        # the decoder's own int is kept, nothing is allocated per event), a tuple for klines
+        self._last: dict[str, int | Key] = {}
+        self._seq: dict[str, int] = {}  # the last sequence id (or kline open time)
+        self._open: dict[str, bool] = {}  # klines: False once the last candle's close was seen
         self._stale: dict[str, int] = {}  # older events in a row, per stream (usually empty)
 
     def __len__(self) -> int:
@@ -208,33 +214,87 @@ class StreamTracker:
         """Drop what is known of ``stream`` (unsubscribed: nothing of it is kept)."""
         self._last.pop(stream, None)
         self._seq.pop(stream, None)
+        self._open.pop(stream, None)
         self._stale.pop(stream, None)
 
     def last_identity(self, stream: str) -> Key | None:
-        return self._last.get(stream)
+        last = self._last.get(stream)
+        return (last,) if type(last) is int else last  # type: ignore[return-value]
+
+    def track(self, stream: str, data: Any, clock: Callable[[], float]) -> Gap | None:
+        """One event of the primary connection, in one step: :data:`DUPLICATE` (drop it), None
+        (new, in sequence) or the :class:`Gap` it reveals (deliver it and report the gap).
+        Same outcome as ``is_new`` then ``accept`` or ``stale``, at the cost of a few dict
+        lookups for trades, aggregates, diff depth and book tickers."""
+        if type(data) is not dict:
+            return self._general(stream, data, clock)
+        kind = data.get("e")
+        if kind == "aggTrade":
+            ident = first = data.get("a")
+            field = "a"
+        elif kind == "trade":
+            ident = first = data.get("t")
+            field = "t"
+        elif kind == "depthUpdate":
+            ident, first = data.get("u"), data.get("U")
+            field = "u"
+        elif kind is None and "lastUpdateId" not in data:
+            ident = first = data.get("u")  # bookTicker: no sequence
+            field = ""
+        else:
+            return self._general(stream, data, clock)
+        if type(ident) is not int or type(first) is not int or self._stale:
+            return self._general(stream, data, clock)
+        last = self._last.get(stream)
+        if last is not None:
+            before = last if type(last) is int else last[0]  # type: ignore[index]
+            # (ident,) > last as tuples, without the tuple: equal first ids are never newer
+            if ident <= before or ident - before > RESET_IDS:
+                return self._general(stream, data, clock)
+        self._last[stream] = ident
+        if not field:
+            return None
+        seq = self._seq.get(stream)
+        self._seq[stream] = ident
+        if self._open:  # a kline stream's candle state ends where other events take over
+            self._open.pop(stream, None)
+        if seq is None or first <= seq + 1:
+            return None
+        return Gap(stream, field, seq + 1, first - 1, first - 1 - seq, clock())
+
+    def _general(self, stream: str, data: Any, clock: Callable[[], float]) -> Gap | None:
+        key = event_identity(data)
+        if self.is_new(stream, key):
+            return self.accept(stream, data, key, clock)
+        gap = self.stale(stream, data, key, clock)
+        return DUPLICATE if gap is None else gap
 
     def is_new(self, stream: str, key: Key | None) -> bool:
         """True when an event with identity ``key`` has not been delivered on ``stream``."""
         if key is None:
             return True
         last = self._last.get(stream)
-        return last is None or key > last
+        if last is None:
+            return True
+        return key > ((last,) if type(last) is int else last)  # type: ignore[operator]
 
     def accept(
         self, stream: str, data: Any, key: Key | None, clock: Callable[[], float]
     ) -> Gap | None:
         """Record a delivered event (call only when :meth:`is_new`); the gap it reveals,
-        stamped with ``clock()`` (read only when there is a gap: this runs per event)."""
+        stamped with ``clock()`` (read only when there is a gap)."""
         if self._stale:
             self._stale.pop(stream, None)
         if key is not None:
             last = self._last.get(stream)
-            # one comparison per event; the field is looked up only past the smaller bound
-            if last is not None and key[0] - last[0] > RESET_IDS:
-                reset = self._reset_ahead(stream, data, last[0], key[0], clock)
-                if reset is not None:
-                    return reset
-            self._last[stream] = key
+            if last is not None:
+                before = last if type(last) is int else last[0]  # type: ignore[index]
+                # the field is looked up only past the smaller bound
+                if key[0] - before > RESET_IDS:
+                    reset = self._reset_ahead(stream, data, before, key[0], clock)
+                    if reset is not None:
+                        return reset
+            self._last[stream] = key[0] if len(key) == 1 else key
         if not isinstance(data, dict):
             return None
         kind = data.get("e")
@@ -271,8 +331,10 @@ class StreamTracker:
         if count < STALE_RESET:
             self._stale[stream] = count
             return None
-        last = self._last.pop(stream, None)
+        last = self.last_identity(stream)
+        self._last.pop(stream, None)
         self._seq.pop(stream, None)
+        self._open.pop(stream, None)
         self.accept(stream, data, key, clock)
         before = last[0] if last is not None else key[0]
         return Gap(stream, _field(data), before, key[0], 0, clock(), RESET)
@@ -289,10 +351,11 @@ class StreamTracker:
             return None
         last = first if last is None else last
         seq = self._seq.get(stream)
-        self._seq[stream] = _Seq(field, last)
-        if seq is None or first <= seq.last + 1:
+        self._seq[stream] = last
+        self._open.pop(stream, None)
+        if seq is None or first <= seq + 1:
             return None
-        return Gap(stream, field, seq.last + 1, first - 1, first - 1 - seq.last, clock())
+        return Gap(stream, field, seq + 1, first - 1, first - 1 - seq, clock())
 
     def _kline(self, stream: str, data: dict[str, Any], clock: Callable[[], float]) -> Gap | None:
         k = data.get("k")
@@ -304,12 +367,14 @@ class StreamTracker:
             return None
         closed = k.get("x") is True
         seq = self._seq.get(stream)
-        self._seq[stream] = _Seq("k.t", start, closed)
-        if seq is None or start <= seq.last:
-            if seq is not None and start == seq.last:
-                self._seq[stream].closed = closed or seq.closed
+        was_closed = not self._open.get(stream, False)
+        self._seq[stream] = start
+        self._open[stream] = not closed
+        if seq is None or start <= seq:
+            if seq is not None and start == seq:
+                self._open[stream] = not (closed or was_closed)
             return None
-        first = seq.last if not seq.closed else seq.last + interval
+        first = seq if not was_closed else seq + interval
         last = start - interval
         if first > last:
             return None

@@ -112,6 +112,24 @@ class MessageBuffer(Generic[Message]):
             self._readable.set()
         return True
 
+    def offer_weighed(self, items: list[Message], weights: list[int]) -> bool:
+        """``offer_all`` for a buffer without a weigh function (``weights[i]`` is the weight
+        of ``items[i]``): all of them if there is room for all, else none (False)."""
+        buffered = self._items
+        if len(buffered) + len(items) > self.size:
+            return False
+        weight = sum(weights)
+        if self.bytes + weight > self.max_bytes and (buffered or len(items) > 1):
+            return False
+        assert self._weights is not None, "offer_weighed is for a buffer without weigh"
+        self.bytes += weight
+        was_empty = not buffered
+        buffered.extend(items)
+        self._weights.extend(weights)
+        if was_empty and items:  # as in ``offer``: a consumer waits only on an empty buffer
+            self._readable.set()
+        return True
+
     def _full(self, weight: int) -> bool:
         items = self._items
         return len(items) >= self.size or (self.bytes + weight > self.max_bytes and bool(items))
@@ -194,6 +212,23 @@ class MessageBuffer(Generic[Message]):
             self._put_waiting = False
             self._writable.set()
         return item
+
+    def take_all(self, into: list[Message]) -> list[Message]:
+        """Append every message that may be taken now to ``into`` and return it (a consumer
+        that handles a read's messages in one call); nothing while paused."""
+        items = self._items
+        if not items or (self.paused and not self.closed):
+            return into
+        into.extend(items)
+        self.delivered += len(items)
+        items.clear()
+        self.bytes = 0
+        if self._weights is not None:
+            self._weights.clear()
+        if self._put_waiting:
+            self._put_waiting = False
+            self._writable.set()
+        return into
 
     async def get(self) -> Message:
         """The next message; raises ``anyio.EndOfStream`` once closed and drained."""

@@ -245,6 +245,13 @@ class ResilientWebSocket:
         """The next message (same as one step of ``async for``)."""
         return await self.__anext__()
 
+    async def receive_many(self) -> list[str | bytes]:
+        """The next message and every other one buffered now, in order (waits as
+        :meth:`receive` does; raises ``StopAsyncIteration`` at the end as ``async for``
+        ends): for a consumer that handles a read's messages in one call."""
+        first = await self.__anext__()
+        return self._buffer.take_all([first])
+
     async def send(self, data: str | bytes) -> None:
         """Send a text or binary message on the live connection."""
         session = self._session

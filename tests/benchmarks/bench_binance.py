@@ -57,7 +57,13 @@ def per_event(n: int = 100_000, rounds: int = 3) -> dict[str, float]:
         for m in msgs:
             json.loads(m)
         parse_us.append((time.perf_counter() - start) / n * 1e6)
-    return {"stream_us": statistics.median(stream_us), "json_us": statistics.median(parse_us)}
+    from regulator.adapters.binance._decode import DECODER
+
+    return {
+        "stream_us": statistics.median(stream_us),
+        "json_us": statistics.median(parse_us),
+        "decoder": DECODER,
+    }
 
 
 def resubscription(batch: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ ROOT = HERE.parent.parent
 import bench_binance as binance  # noqa: E402
 import bench_budget as budgets  # noqa: E402
 import bench_connection as conn  # noqa: E402
+import bench_e2e as e2e  # noqa: E402
 import bench_exchange as exch  # noqa: E402
 import bench_machine as host_machine  # noqa: E402
 import bench_receive as recv  # noqa: E402
@@ -301,6 +302,7 @@ def main() -> None:
     rthr = recv.throughput(*recv.sizes("throughput"))
     rlat = recv.latency(1000.0, *recv.sizes("latency"))
     rmem = recv.memory(recv.sizes("memory")[0])
+    end_to_end = e2e.measure(*e2e.SIZES[QUICK])
     print("connection: latency, detection, recovery ...", flush=True)
     lat = conn.latency(1000.0, 1.0 if QUICK else 3.0)
     det = conn.detection_and_recovery(1 if QUICK else 3)
@@ -442,6 +444,9 @@ def main() -> None:
     say(_table(["parser", "us per message"], [[r["parser"], r["us_per_msg"]] for r in rparse]))
     say("\n")
     say(RECEIVE_WHY)
+    say("\n## End to end\n")
+    say(e2e.METHOD + "\n")
+    say(e2e.markdown(end_to_end, _table, _verdict) + "\n")
     say("\n## Connection\n")
     say(
         f"Throughput: {n_msgs:,} kline-sized JSON messages ({len(conn.KLINE)} bytes) per run from"
@@ -533,8 +538,9 @@ def main() -> None:
     say("\n## Binance stream\n")
     say(
         f"Per combined trade event, the exchange layer (parse, identity, de-duplication, gap"
-        f" check, consumer buffer): {per_event['stream_us']:.2f} us, of which `json.loads`"
-        f" {per_event['json_us']:.2f} us (median of rounds, in-process, no socket).\n"
+        f" check, consumer buffer): {per_event['stream_us']:.2f} us with its decoder"
+        f" ({per_event['decoder']}); `json.loads` alone {per_event['json_us']:.2f} us"
+        f" (median of rounds, in-process, no socket).\n"
     )
     say(
         "1000 streams against the exchange simulator (which closes a connection past 5 incoming"
@@ -602,6 +608,8 @@ if __name__ == "__main__":
         machines_only()
     elif os.environ.get("BENCH_ONLY") == "backfill":  # prints; writes nothing
         backfill_only()
+    elif os.environ.get("BENCH_ONLY") == "e2e":  # prints; writes nothing
+        e2e.main()
     elif os.environ.get("BENCH_ONLY") == "budgets":  # prints; writes nothing
         print(budgets.markdown(budgets.budget_check(2 if QUICK else 5), _table, _verdict))
     else:

@@ -400,15 +400,14 @@ async def test_error_replies_fail_the_request_at_once_with_code_and_message(
 
 async def test_combined_server_shutdown_starts_the_lossless_rotation(bed: ExchangeBed) -> None:
     seen: list[str] = []
-    original = BinanceStream._on_raw
+    original = BinanceStream._on_batch
 
-    async def spy(self: BinanceStream, leg: Any, raw: str | bytes) -> None:
-        if "serverShutdown" in str(raw):
-            seen.append(str(raw))
-        await original(self, leg, raw)
+    async def spy(self: BinanceStream, leg: Any, raws: list[str | bytes]) -> None:
+        seen.extend(str(raw) for raw in raws if "serverShutdown" in str(raw))
+        await original(self, leg, raws)
 
     async with stream(bed, ["ethusdt@trade"]) as s:
-        s._on_raw = spy.__get__(s)  # type: ignore[method-assign]
+        s._on_batch = spy.__get__(s)  # type: ignore[method-assign]
         events: list[dict[str, Any]] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(collect, s, 3.0, events)

@@ -164,3 +164,54 @@ def test_the_attempt_budget_spreads_a_burst_and_honours_retry_after() -> None:
     assert budget.waits == 5 and budget.attempts == 8
     with pytest.raises(ValueError, match=r"limit: must be >= 1 \(got 0\)"):
         AttemptBudget(0, 1.0)
+
+
+# -- the one-step path (StreamTracker.track) against the decision in parts ------------------------
+_ids = st.one_of(
+    st.integers(0, 40),
+    st.integers(0, 40).map(lambda i: i + 10**9 + 5),  # past RESET_IDS
+    st.sampled_from([None, "7", True, 2.0, -1]),
+)
+_payloads = st.one_of(
+    st.builds(lambda t: {"e": "trade", "t": t, "E": 1}, _ids),
+    st.builds(lambda a: {"e": "aggTrade", "a": a, "E": 1}, _ids),
+    st.builds(
+        lambda u, n: {"e": "depthUpdate", "U": u, "u": u + n if type(u) is int else u, "E": 1},
+        _ids,
+        st.integers(0, 3),
+    ),
+    st.builds(lambda u: {"u": u, "s": "X", "b": "1"}, _ids),  # bookTicker
+    st.builds(lambda u, last: {"u": u, "lastUpdateId": last}, _ids, _ids),
+    st.builds(lambda u: {"lastUpdateId": u, "bids": []}, _ids),
+    st.builds(
+        lambda start, at, closed: kline(start * 60_000, at, closed),
+        st.integers(0, 6),
+        st.integers(0, 10**6),
+        st.booleans(),
+    ),
+    st.builds(lambda e: {"e": "blockTrade", "t": e}, _ids),
+    st.builds(lambda e: {"e": "24hrTicker", "E": e}, _ids),
+    st.just([{"e": "24hrMiniTicker"}]),
+    st.just({"e": "serverShutdown"}),
+)
+
+
+def _in_parts(tracker: StreamTracker, stream: str, data: Any) -> Any:
+    key = event_identity(data)
+    if tracker.is_new(stream, key):
+        return tracker.accept(stream, data, key, lambda: 0.0)
+    gap = tracker.stale(stream, data, key, lambda: 0.0)
+    return "duplicate" if gap is None else gap
+
+
+@pytest.mark.spec("R5.5")
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), _payloads), max_size=60))
+def test_the_one_step_path_decides_as_the_parts_do(feed: list[tuple[str, Any]]) -> None:
+    from regulator.adapters.binance._tracker import DUPLICATE
+
+    fast, parts = StreamTracker(), StreamTracker()
+    for stream, data in feed:
+        got = fast.track(stream, data, lambda: 0.0)
+        assert ("duplicate" if got is DUPLICATE else got) == _in_parts(parts, stream, data)
+        assert fast.last_identity(stream) == parts.last_identity(stream)
+    assert len(fast) == len(parts)
