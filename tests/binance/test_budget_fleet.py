@@ -63,7 +63,10 @@ def check_fleet(results: list[Any], attempts: list[Any]) -> None:
     # the budget was the bottleneck: without it each process makes ~3 attempts a second
     assert len(times) >= LIMIT
     assert sum(r["stats"]["waits"] for r in results) >= PROCESSES
-    assert all(r["stats"]["reservations"] >= 3 for r in results)  # every process got turns
+    # every process got turns, a fair share of them: judged against the busiest process, not
+    # a count (a host loaded by its neighbours slows every handshake, so all get fewer)
+    turns = [r["stats"]["reservations"] for r in results]
+    assert min(turns) >= 1 and 3 * min(turns) >= max(turns), turns
     assert all(r["stats"]["fallbacks"] == 0 for r in results)
     # every attempt the exchange saw took a slot (some slots never reach the exchange: an
     # attempt still waiting, or cut short in TCP/TLS, when the run ends)
