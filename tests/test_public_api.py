@@ -148,6 +148,8 @@ TORCH_PUBLIC = sorted(
                     "Budget",
                     "FileBudget",
                     "Gap",
+                    "OrderBook",
+                    "OrderBookError",
                     "RedisBudget",
                     "RequestPacer",
                     "RequestTimeout",

@@ -38,6 +38,8 @@ from ._budget import WeightBudget as WeightBudget
 from ._budget import budget_from_url as budget_from_url
 from ._budget import shared_budget as shared_budget
 from ._ledger import FileBudget as FileBudget
+from ._order_book import OrderBook as OrderBook
+from ._order_book import OrderBookError as OrderBookError
 from ._pacing import AttemptBudget as AttemptBudget
 from ._pacing import RequestPacer as RequestPacer
 from ._pacing import shared_attempt_budget as shared_attempt_budget
@@ -59,6 +61,8 @@ __all__ = [
     "Budget",
     "FileBudget",
     "Gap",
+    "OrderBook",
+    "OrderBookError",
     "RedisBudget",
     "RequestPacer",
     "RequestTimeout",
