@@ -142,6 +142,7 @@ TORCH_PUBLIC = sorted(
             sorted(
                 [
                     "DEFAULT_BASE_URL",
+                    "DEFAULT_REST_URL",
                     "AttemptBudget",
                     "BinanceRequestError",
                     "BinanceStream",
@@ -153,6 +154,8 @@ TORCH_PUBLIC = sorted(
                     "RedisBudget",
                     "RequestPacer",
                     "RequestTimeout",
+                    "RestClient",
+                    "RestError",
                     "SharedBudget",
                     "StoreUnavailable",
                     "StreamTracker",

@@ -46,6 +46,9 @@ from ._pacing import shared_attempt_budget as shared_attempt_budget
 from ._redis import RedisBudget as RedisBudget
 from ._requests import BinanceRequestError as BinanceRequestError
 from ._requests import RequestTimeout as RequestTimeout
+from ._rest import DEFAULT_REST_URL as DEFAULT_REST_URL
+from ._rest import RestClient as RestClient
+from ._rest import RestError as RestError
 from ._stream import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._stream import BinanceStream as BinanceStream
 from ._stream import validate_streams as validate_streams
@@ -55,6 +58,7 @@ from ._tracker import event_identity as event_identity
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_REST_URL",
     "AttemptBudget",
     "BinanceRequestError",
     "BinanceStream",
@@ -66,6 +70,8 @@ __all__ = [
     "RedisBudget",
     "RequestPacer",
     "RequestTimeout",
+    "RestClient",
+    "RestError",
     "SharedBudget",
     "StoreUnavailable",
     "StreamTracker",

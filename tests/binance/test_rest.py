@@ -1,0 +1,139 @@
+"""RestClient against the exchange simulator's REST (real TLS, trustme certs), asyncio and trio:
+answers parsed, weight paced from the budget and from ``X-MBX-USED-WEIGHT-1M``, 429 and 418
+honoured (Retry-After blocks the budget, a 429 is retried), clear errors, bounded bodies, the
+API key never logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from _faultbed import Certs
+from regulator.adapters.binance import RestClient, RestError, WeightBudget
+from regulator.specs.exchange import Exchange, MarketConfig
+
+pytestmark = pytest.mark.anyio
+
+MARKET = MarketConfig(trades_per_second=100.0, speed=60.0)
+
+
+@pytest.fixture
+def exchange(certs: Certs) -> Iterator[Exchange]:
+    with Exchange(ssl_context=certs.server_context(), market=MARKET) as running:
+        yield running
+
+
+def client(exchange: Exchange, certs: Certs, **kwargs: object) -> RestClient:
+    return RestClient(exchange.rest_url, ssl_context=certs.client_context(), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_answers_are_parsed_and_weight_is_counted(exchange: Exchange, certs: Certs) -> None:
+    await anyio.sleep(0.3)  # some trades
+    async with client(exchange, certs, api_key="k" * 64) as rest:
+        aggs = await rest.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "fromId": 0, "limit": 5})
+        klines = await rest.get("/api/v3/klines", {"symbol": "ETHUSDT", "interval": "1s"})
+        trades = await rest.get("/api/v3/historicalTrades", {"symbol": "ETHUSDT", "limit": 3})
+    first = aggs[0]["a"]  # the oldest the history still has
+    assert [a["a"] for a in aggs] == list(range(first, first + 5))
+    assert all(len(row) == 12 for row in klines) and klines
+    assert len(trades) == 3 and {"id", "price", "qty", "time"} <= set(trades[0])
+    stats = rest.stats()
+    assert stats["requests"] == 3 and stats["errors"] == 0
+    assert stats["weight_reserved"] == 4 + 2 + 25
+    assert stats["used_weight"] == exchange.weight.used == 31  # the exchange's own count
+    assert stats["budget"]["units"] == 31
+
+
+async def test_the_exchange_count_paces_requests_without_a_429(certs: Certs) -> None:
+    with Exchange(
+        ssl_context=certs.server_context(), market=MARKET, weight_limit=12, weight_window=2.0
+    ) as exchange:
+        # another client of the address: its weight is not in our budget, only in the
+        # exchange's X-MBX-USED-WEIGHT-1M
+        other = client(exchange, certs, weight_budget=WeightBudget(6000, 60.0))
+        ours = client(
+            exchange,
+            certs,
+            weight_limit=12,
+            weight_window=2.0,
+            weight_budget=WeightBudget(6000, 60.0),
+        )
+        async with other, ours:
+            await anyio.sleep(2.0 - time.time() % 2.0)  # at the start of a window
+            for _ in range(2):
+                await other.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "limit": 1})
+            for _ in range(2):  # the second finds the window full: it waits for the next
+                await ours.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "limit": 1})
+        statuses = [status for _, _, status, _ in exchange.rest_requests]
+    assert 429 not in statuses and 418 not in statuses
+    assert ours.waited > 0 and ours.rate_limited == 0
+
+
+async def test_a_429_blocks_the_budget_and_is_retried_never_a_418(certs: Certs) -> None:
+    with Exchange(
+        ssl_context=certs.server_context(), market=MARKET, weight_limit=8, weight_window=2.0
+    ) as exchange:
+        # the client believes the limit is higher: the exchange answers 429
+        async with client(exchange, certs, weight_limit=6000) as rest:
+            for _ in range(4):
+                got = await rest.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "limit": 2})
+                assert len(got) == 2
+        statuses = [status for _, _, status, _ in exchange.rest_requests]
+    assert 429 in statuses and 418 not in statuses
+    assert statuses.count(200) == 4
+    assert rest.rate_limited >= 1 and rest.retries == rest.rate_limited
+    assert rest.budget.stats()["waits"] >= 1  # the Retry-After was waited out in the budget
+
+
+async def test_a_429_not_retried_raises_naming_endpoint_and_status(certs: Certs) -> None:
+    with Exchange(
+        ssl_context=certs.server_context(), market=MARKET, weight_limit=4, weight_window=2.0
+    ) as exchange:
+        budget = WeightBudget(6000, 60.0)
+        async with client(exchange, certs, weight_budget=budget, max_retries=0) as rest:
+            await rest.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "limit": 1})
+            with pytest.raises(RestError) as caught:
+                await rest.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "limit": 1})
+            error = caught.value
+            assert (error.endpoint, error.status, error.code) == ("/api/v3/aggTrades", 429, -1003)
+            assert error.retry_after is not None and error.retry_after >= 1
+            assert "GET /api/v3/aggTrades failed (status 429, code -1003)" in str(error)
+            started = time.monotonic()
+            await rest.get("/api/v3/aggTrades", {"symbol": "ETHUSDT", "limit": 1})
+            assert time.monotonic() - started > 0.5  # held back by the blocked budget
+        statuses = [status for _, _, status, _ in exchange.rest_requests]
+    assert statuses == [200, 429, 200]  # never a 418: the Retry-After was honoured
+
+
+async def test_errors_are_clear_and_bodies_bounded(exchange: Exchange, certs: Certs) -> None:
+    async with client(exchange, certs) as rest:
+        with pytest.raises(RestError) as bad:
+            await rest.get("/api/v3/aggTrades", {"symbol": "NOPEUSDT"})
+        assert (bad.value.status, bad.value.code) == (400, -1121)
+        assert "Invalid symbol" in str(bad.value)
+    async with client(exchange, certs, max_body_bytes=200) as small:
+        with pytest.raises(RestError, match="over max_body_bytes=200"):
+            await small.get("/api/v3/klines", {"symbol": "ETHUSDT", "interval": "1s"})
+    down = RestClient("https://127.0.0.1:9", ssl_context=certs.client_context(), timeout=2.0)
+    async with down:
+        with pytest.raises(RestError) as refused:
+            await down.get("/api/v3/ping")
+    assert refused.value.status is None and "/api/v3/ping" in str(refused.value)
+    with pytest.raises(ValueError, match="rest_url"):
+        RestClient("wss://example.com")
+
+
+async def test_the_api_key_never_reaches_the_logs(
+    exchange: Exchange, certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "Zq8" + "x" * 61
+    caplog.set_level(logging.DEBUG)
+    async with client(exchange, certs, api_key=key) as rest:
+        await rest.get("/api/v3/historicalTrades", {"symbol": "ETHUSDT", "limit": 1})
+        with pytest.raises(RestError):
+            await rest.get("/api/v3/historicalTrades", {"symbol": "bad symbol"})
+    assert "event=rest_request" in caplog.text and "event=rest_error" in caplog.text
+    assert key not in caplog.text
