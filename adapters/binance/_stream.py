@@ -69,10 +69,12 @@ from ..websocket._inputs import check_url
 from ..websocket._notifiers import Notifier
 from ..websocket._socket import ResilientWebSocket
 from ..websocket._support import abandon_task_group, exit_task_group, tls_context
+from ._backfill import Backfill
 from ._budget import Budget, shared_budget
 from ._leg import Leg
 from ._pacing import RequestPacer
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
+from ._rest import DEFAULT_REST_URL, RestClient
 from ._rotation import Rotation
 from ._stats import add_counters, retired_counters
 from ._tracker import (
@@ -137,6 +139,13 @@ class BinanceStream(Rotation):
             (``drop_oldest``, the default, or ``block``; see ``OverflowPolicy``).
         notifiers, clock, rng, wall_clock, follow_redirects: as for ResilientWebSocket.
         name: a label for logs and metrics.
+        backfill: refill what an interruption lost from REST (``aggTrade``, ``kline_<i>``,
+            and ``trade`` with an ``api_key``), in order, exactly once (see ``_backfill``);
+            False (the default): gaps are reported only.
+        rest_url: the REST origin for the backfill (default ``https://api.binance.com``);
+            its TLS uses ``ssl_context``.
+        api_key: sent as ``X-MBX-APIKEY`` (``trade`` streams' history needs one).
+        rest_client: a :class:`RestClient` to use instead (its own weight budget, limits).
     """
 
     def __init__(
@@ -160,6 +169,10 @@ class BinanceStream(Rotation):
         logger: logging.Logger | None = None,
         wall_clock: Callable[[], float] | None = None,
         follow_redirects: bool = False,
+        backfill: bool = False,
+        rest_url: str | None = None,
+        api_key: str | None = None,
+        rest_client: RestClient | None = None,
     ) -> None:
         self.rules = binance or load_config().binance
         wanted = validate_streams(streams)
@@ -235,6 +248,28 @@ class BinanceStream(Rotation):
         self.rotations: dict[str, int] = {"age": 0, "server_shutdown": 0}
         self.rate_limits: deque[dict[str, Any]] = deque(maxlen=20)
         self.server_shutdowns = 0
+        # REST backfill (_backfill.py): off unless asked for; _held is empty but while a
+        # stream's live events wait behind one (the only check on the per-event path)
+        self.rest: RestClient | None = None
+        self._own_rest = False
+        self._backfill: Backfill | None = None
+        self._held: dict[str, Any] = {}
+        if backfill:
+            self._own_rest = rest_client is None
+            self.rest = rest_client or RestClient(
+                rest_url or DEFAULT_REST_URL, ssl_context=ssl_context, api_key=api_key,
+                logger=self._log, name=f"{self.name}-rest",
+            )  # fmt: skip
+            self._backfill = Backfill(
+                self.rest,
+                put=self._put_backfilled,
+                report_gap=self._report_gap,
+                start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else None,
+                max_bytes=self.config.buffer_bytes,
+                logger=self._log,
+                name=self.name,
+            )
+            self._held = self._backfill.held
 
     def _check_count(self, count: int) -> None:
         if count > self.rules.max_streams:
@@ -266,6 +301,8 @@ class BinanceStream(Rotation):
             self._tg = None
             self._events.close()
             self._report_overflow()
+            if self._own_rest and self.rest is not None:
+                await self.rest.aclose()
 
     def __aiter__(self) -> BinanceStream:
         return self
@@ -528,8 +565,19 @@ class BinanceStream(Rotation):
                 return
         else:
             gap = tracker.accept(stream, data, key, anyio.current_time)
-        if gap is not None:
+        if gap is not None and (self._backfill is None or not self._backfill.take(gap)):
             self._report_gap(gap)
+        if self._held and stream in self._held:  # waits behind its backfill (_backfill.py)
+            assert self._backfill is not None
+            await self._backfill.hold(stream, message, size)
+            return
+        self.events_delivered += 1
+        dropped = await self._events.put(message, size)
+        if dropped is not None:
+            self._overflowed(dropped)
+
+    async def _put_backfilled(self, message: dict[str, Any], size: int) -> None:
+        """A backfilled event, or a live one that waited behind a backfill: to the consumer."""
         self.events_delivered += 1
         dropped = await self._events.put(message, size)
         if dropped is not None:
@@ -673,6 +721,8 @@ class BinanceStream(Rotation):
         for name in gone:
             self._wanted.pop(name, None)
             self._tracker.forget(name)
+            if self._backfill is not None:
+                self._backfill.forget(name)
         if gone:
             for each in self._live_legs():
                 await self._subscribe_on(each, "UNSUBSCRIBE", gone)
@@ -745,4 +795,6 @@ class BinanceStream(Rotation):
             "rate_limits": list(self.rate_limits),
             "attempt_budget": self.budget.stats(),
         }
+        if self._backfill is not None:
+            stats["binance"]["backfill"] = self._backfill.stats()
         return stats
