@@ -813,8 +813,14 @@ class BinanceStream(Rotation):
         }
         if self._backfill is not None:
             stats["binance"]["backfill"] = self._backfill.stats()
-        stats["binance"]["order_books"] = self._books.stats()
+        stats["binance"]["order_books"] = self.book_stats()
         return stats
+
+    def book_stats(self) -> dict[str, Any]:
+        """The local order books' counters: ``resyncs`` (books discarded after a gap),
+        ``snapshots_fetched``, ``snapshot_failures``, ``events_rejected`` and per symbol the
+        book's own (``synced``, ``last_update_id``, levels, buffered events, ...)."""
+        return self._books.stats()
 
     # -- local order books (_book_keeper.py) ----------------------------------------------
     def order_book(self, symbol: str, *, limit: int = 5000) -> OrderBook:
