@@ -228,8 +228,44 @@ class MetricsExporter:
         )
         wanted = GaugeMetricFamily(p + "streams", "Streams wanted.", labels=["name"])
         budget = _BudgetMetrics(p + "budget_")
+        backfilled = CounterMetricFamily(
+            p + "backfilled_events",
+            "Events refilled from REST after an interruption, per stream.",
+            labels=["name", "stream"],
+        )
+        filling = {
+            key: CounterMetricFamily(p + key, help_, labels=["name"])
+            for key, help_ in (
+                ("backfill_gaps", "Ranges REST could not refill (reported as gaps)."),
+                ("backfill_failures", "REST requests of the backfill that failed."),
+                ("rest_requests", "REST requests sent."),
+                ("rest_weight", "REST request weight reserved (the endpoints' documented weight)."),
+                ("rest_rate_limited", "REST requests answered 429."),
+                ("rest_banned", "REST requests answered 418."),
+            )
+        }
+        used = GaugeMetricFamily(
+            p + "rest_used_weight",
+            "The exchange's X-MBX-USED-WEIGHT-1M of the last REST answer.",
+            labels=["name"],
+        )
         for name, stream in streams:
             budget.add(name, stream.budget.stats())
+            refill = stream.backfill_stats() if hasattr(stream, "backfill_stats") else None
+            if refill is not None:
+                for each, count in copy_counts(refill["backfilled"]).items():
+                    backfilled.add_metric([name, each], count)
+                rest = refill["rest"]
+                for key, value in (
+                    ("backfill_gaps", refill["gaps"]),
+                    ("backfill_failures", refill["failures"]),
+                    ("rest_requests", rest["requests"]),
+                    ("rest_weight", rest["weight_reserved"]),
+                    ("rest_rate_limited", rest["rate_limited"]),
+                    ("rest_banned", rest["banned"]),
+                ):
+                    filling[key].add_metric([name], value)
+                used.add_metric([name], rest["used_weight"])
             values = {
                 "gaps": stream.gaps_detected,
                 "gap_events_missing": stream.gap_events_missing,
@@ -247,7 +283,8 @@ class MetricsExporter:
             confirmed.add_metric([name], counts[1])
             wanted.add_metric([name], counts[0])
         yield from counters.values()
-        yield from (rotations, confirmed, wanted)
+        yield from (rotations, confirmed, wanted, backfilled, used)
+        yield from filling.values()
         yield from budget.families()
 
     # -- local order books of Binance streams ------------------------------------------------

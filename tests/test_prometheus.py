@@ -194,6 +194,50 @@ async def test_binance_metrics_gaps_rotations_and_monotonic_counters(
     assert not any(key[0].startswith("regulator_binance") for key in scrape(url))
 
 
+async def test_binance_backfill_metrics_match_the_stream(
+    server: tuple[MetricsExporter, str],
+) -> None:
+    from _exchangebed import ExchangeBed
+    from _faultbed import Certs
+    from regulator.adapters.binance import AttemptBudget, BinanceStream
+
+    exporter, url = server
+    config = ConnectionConfig(initial_delay=0.5, max_delay=0.5, jitter=0.0, ping_interval=5.0)
+    with ExchangeBed(Certs()) as bed:
+        stream = BinanceStream(
+            ["ethusdt@aggTrade"],
+            base_url=bed.url,
+            ssl_context=bed.certs.client_context(),
+            config=config,
+            attempt_budget=AttemptBudget(300, 300.0),
+            backfill=True,
+            rest_url=bed.exchange.rest_url,
+        )
+        exporter.register(stream, name="eth")
+        async with stream:
+            with anyio.move_on_after(1.0):
+                async for _ in stream:
+                    pass
+            bed.reset()
+            with anyio.move_on_after(2.0):
+                async for _ in stream:
+                    pass
+            after = scrape(url)
+            truth = stream.backfill_stats()
+    assert truth is not None and truth["backfilled"]["ethusdt@aggTrade"] >= 30
+    filled = value(after, "regulator_binance_backfilled_events_total", name="eth",
+                   stream="ethusdt@aggTrade")  # fmt: skip
+    assert filled == truth["backfilled"]["ethusdt@aggTrade"]
+    rest = truth["rest"]
+    assert value(after, "regulator_binance_rest_requests_total", name="eth") == rest["requests"]
+    assert value(after, "regulator_binance_rest_weight_total", name="eth") == rest[
+        "weight_reserved"
+    ] == 4 * rest["requests"]  # fmt: skip
+    assert value(after, "regulator_binance_rest_used_weight", name="eth") == rest["used_weight"]
+    assert value(after, "regulator_binance_backfill_gaps_total", name="eth") == 0
+    assert value(after, "regulator_binance_gaps_total", name="eth") == 0
+
+
 async def test_binance_order_book_metrics(server: tuple[MetricsExporter, str]) -> None:
     from _exchangebed import ExchangeBed
     from _faultbed import Certs

@@ -18,7 +18,9 @@ sends one ``GET <path>?<params>`` and returns the parsed JSON. Before a request 
 A 429 (limit broken) or 418 (banned) blocks the budget for its ``Retry-After`` (capped at
 :data:`~..websocket._classify.MAX_RETRY_AFTER`, as for the socket) so nobody using it sends
 meanwhile; a 429 whose wait is at most ``max_retry_wait`` is retried after it (at most
-``max_retries`` times); a 418, or a longer wait, raises :class:`RestError`. Every failure is a
+``max_retries`` times); a 418, or a longer wait, raises :class:`RestError`. One request is in
+flight at a time, so none is sent while a 429 is on its way back (the exchange bans an
+address that sends during a 429's Retry-After). Every failure is a
 :class:`RestError` naming the endpoint and the status (and the exchange's ``code``/``msg``):
 a transport error, a timeout (``timeout`` per phase), a body over ``max_body_bytes`` (read in
 chunks, refused as soon as it is too long), a body that is not JSON.
@@ -177,6 +179,7 @@ class RestClient:
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._wall = wall_clock
         self._client: httpx.AsyncClient | None = None
+        self._lock: anyio.Lock | None = None
         guard_third_party_logs()
         # plain counters (stats, metrics)
         self.requests = 0
@@ -224,10 +227,15 @@ class RestClient:
         cost = weight if weight is not None else ENDPOINT_WEIGHTS.get(path, 1)
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         attempt = 0
+        if self._lock is None:
+            self._lock = anyio.Lock()
         while True:
-            await self._pace(cost)
             try:
-                return await self._get_once(path, query, cost)
+                # one request in flight: one the exchange answers 429 stops the next before it
+                # goes (a request sent during a 429's Retry-After gets the address banned)
+                async with self._lock:
+                    await self._pace(cost)
+                    return await self._get_once(path, query, cost)
             except RestError as exc:
                 self.errors += 1
                 wait = exc.retry_after

@@ -754,6 +754,11 @@ class BinanceStream(Rotation):
         return list(result or [])
 
     # -- statistics ----------------------------------------------------------------------
+    def backfill_stats(self) -> dict[str, Any] | None:
+        """The REST backfill's counters (``get_connection_stats()["binance"]["backfill"]``);
+        None when backfill is off."""
+        return self._backfill.stats() if self._backfill is not None else None
+
     def _fold_counters(self, leg: Leg) -> None:
         final = retired_counters(leg.ws.counter_totals(), leg.counters_at_retirement)
         self._retired_totals = add_counters(self._retired_totals, final)

@@ -20,8 +20,10 @@ from regulator.adapters.binance import (
     AttemptBudget,
     BinanceStream,
     Gap,
+    RestClient,
 )
-from regulator.fsm import ConnectionConfig
+from regulator.fsm import BinanceConfig, ConnectionConfig
+from regulator.specs.exchange import MarketConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -136,3 +138,155 @@ async def test_a_reset_is_backfilled_in_order_exactly_once(bed: ExchangeBed) -> 
     assert backfill["events_backfilled"] == len(filled)
     assert backfill["holding"] == 0 and backfill["gaps"] == 0
     assert backfill["rest"]["requests"] >= 1 and backfill["rest"]["errors"] == 0
+
+
+def flip_byte(bed: ExchangeBed) -> None:
+    """Corrupt the next server-to-client TLS record (DECRYPTION_FAILED_OR_BAD_RECORD_MAC)."""
+    assert bed.proxy is not None
+    bed.proxy.flip_next = True
+
+
+def spend_weight(bed: ExchangeBed) -> None:
+    """Use the exchange's weight window up to its last 2 units, from another client of the
+    address (no 429 for it: one would ban the address), so the backfill's next request
+    breaks the limit."""
+    with httpx.Client(base_url=bed.exchange.rest_url, verify=bed.certs.client_context()) as c:
+        used = 0
+        while used < bed.exchange.weight.limit - 2:
+            response = c.get("/api/v3/klines", params={"symbol": "ETHUSDT", "interval": "1m"})
+            assert response.status_code == 200
+            used = int(response.headers["x-mbx-used-weight-1m"])
+
+
+@pytest.mark.spec("R1.4")
+async def test_every_fault_is_backfilled_exactly_once_in_order(bed: ExchangeBed) -> None:
+    gaps: list[Gap] = []
+    rules = BinanceConfig(rotation_age=3.0, rotation_overlap_timeout=2.0)
+    async with stream(bed, [AGG, KLINE], binance=rules, on_gap=gaps.append) as s:
+        events: list[dict[str, Any]] = []
+
+        def failures() -> int:
+            return int(s.get_connection_stats()["reconnect_statistics"]["failures"])
+
+        def backfilled() -> int:
+            return int(s.get_connection_stats()["binance"]["backfill"]["events_backfilled"])
+
+        async def after(fault: Any, *, fails: bool = True) -> None:
+            before, filled = failures(), backfilled()
+            fault()
+            if fails:
+                await wait_for(lambda: failures() > before)
+                await wait_for(lambda: backfilled() > filled)
+            await anyio.sleep(0.5)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, s, events)
+            await wait_for(lambda: len(of(events, AGG)) > 20)
+            await after(lambda: flip_byte(bed))
+            await after(bed.reset)
+            bed.black_hole()
+            await after(lambda: None, fails=False)
+            await wait_for(lambda: failures() >= 3)
+            await after(lambda: bed.black_hole(False), fails=False)
+            await after(lambda: bed.exchange.server_shutdown(grace=1.0), fails=False)
+            spend_weight(bed)  # the backfill's first request is answered 429
+            await after(bed.reset)
+            await wait_for(lambda: s.get_connection_stats()["binance"]["rotations"]["age"] >= 1)
+            await wait_for(lambda: not s.get_connection_stats()["binance"]["backfill"]["holding"])
+            await anyio.sleep(1.2)  # a candle closes after the last refill
+            tg.cancel_scope.cancel()
+        stats = s.get_connection_stats()["binance"]
+    assert gaps == [] and stats["gaps_detected"] == 0
+    ids = check_agg_trades(bed, events)
+    starts = check_closed_candles(bed, events)
+    assert len(ids) > 500 and len(starts) >= 6
+    backfill = stats["backfill"]
+    assert backfill["backfilled"][AGG] > 50 and backfill["gaps"] == 0
+    rest = backfill["rest"]
+    assert rest["rate_limited"] >= 1 and rest["banned"] == 0
+    statuses = [status for _, _, status, _ in bed.exchange.rest_requests]
+    assert 429 in statuses and 418 not in statuses
+    assert stats["server_shutdowns"] == 1
+
+
+SLOW = ConnectionConfig(
+    initial_delay=0.6, max_delay=0.6, jitter=0.0, ping_interval=5.0, handshake_timeout=2.0
+)
+
+
+async def across_a_reset(s: BinanceStream, bed: ExchangeBed, name: str) -> list[dict[str, Any]]:
+    """The events of ``s`` from before a reset (0.6 s down) until 1 s after it."""
+    events: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect, s, events)
+        await wait_for(lambda: len(of(events, name)) > 20)
+        bed.reset()
+        await wait_for(lambda: s.get_connection_stats()["reconnect_statistics"]["failures"])
+        await anyio.sleep(1.5)
+        tg.cancel_scope.cancel()
+    return events
+
+
+@pytest.mark.spec("R1.4")
+async def test_trades_are_backfilled_with_an_api_key_and_reported_without(
+    bed: ExchangeBed,
+) -> None:
+    for key in ("k" * 64, None):
+        gaps: list[Gap] = []
+        async with stream(bed, [TRADE], config=SLOW, api_key=key, on_gap=gaps.append) as s:
+            events = await across_a_reset(s, bed, TRADE)
+            backfill = s.get_connection_stats()["binance"]["backfill"]
+        ids = [e["data"]["t"] for e in events]
+        if key is not None:  # historicalTrades refilled it
+            assert gaps == [] and ids == list(range(ids[0], ids[0] + len(ids)))
+            assert backfill["backfilled"][TRADE] >= 40
+            filled = next(e["data"] for e in events if e.get("backfill"))
+            assert set(filled) == {"e", "E", "s", "t", "p", "q", "T", "m", "M"}
+        else:  # no key: the gap is reported as without backfill
+            assert len(gaps) == 1 and backfill["backfilled"] == {}
+            gap = gaps[0]
+            assert (gap.first, gap.last) == (max(i for i in ids if i < gap.first) + 1,
+                                             min(i for i in ids if i > gap.last) - 1)  # fmt: skip
+
+
+@pytest.mark.spec("R1.4")
+async def test_what_rest_no_longer_has_is_reported_exactly(certs: Certs) -> None:
+    market = MarketConfig(trades_per_second=100.0, speed=60.0, history_trades=20)
+    with ExchangeBed(certs, market=market) as bed:
+        gaps: list[Gap] = []
+        async with stream(bed, [AGG], config=SLOW, on_gap=gaps.append) as s:
+            events = await across_a_reset(s, bed, AGG)
+            backfill = s.get_connection_stats()["binance"]["backfill"]
+    ids = [e["data"]["a"] for e in events]
+    assert len(gaps) == 1 and backfill["gaps"] == 1 and backfill["backfilled"][AGG] >= 20
+    gap = gaps[0]
+    first_filled = next(e["data"]["a"] for e in events if e.get("backfill"))
+    assert gap.first == max(i for i in ids if i < gap.first) + 1
+    assert gap.last == first_filled - 1  # the oldest REST still had
+    assert sorted(ids + list(range(gap.first, gap.last + 1))) == list(range(ids[0], ids[-1] + 1))
+    assert ids == sorted(set(ids))  # in order, once
+
+
+@pytest.mark.spec("R1.4")
+async def test_a_rest_failure_is_a_gap_and_the_held_events_flow(bed: ExchangeBed) -> None:
+    gaps: list[Gap] = []
+    down = RestClient("https://127.0.0.1:9", ssl_context=bed.certs.client_context())
+    async with stream(bed, [AGG], config=SLOW, rest_client=down, on_gap=gaps.append) as s:
+        events = await across_a_reset(s, bed, AGG)
+        backfill = s.get_connection_stats()["binance"]["backfill"]
+    ids = [e["data"]["a"] for e in events]
+    assert len(gaps) == 1 and backfill["failures"] == 1 and backfill["holding"] == 0
+    gap = gaps[0]
+    assert (gap.first, gap.last) == (max(i for i in ids if i < gap.first) + 1,
+                                     min(i for i in ids if i > gap.last) - 1)  # fmt: skip
+    assert len([i for i in ids if i > gap.last]) > 50  # the live events after it still came
+
+
+@pytest.mark.spec("R1.4")
+async def test_backfill_off_reports_the_gap_and_asks_no_rest(bed: ExchangeBed) -> None:
+    gaps: list[Gap] = []
+    async with stream(bed, [AGG], config=SLOW, backfill=False, on_gap=gaps.append) as s:
+        events = await across_a_reset(s, bed, AGG)
+        assert "backfill" not in s.get_connection_stats()["binance"]
+    assert len(gaps) == 1 and not any(e.get("backfill") for e in events)
+    assert bed.exchange.rest_requests == []
