@@ -96,6 +96,38 @@ def _number(value: Any, field: str) -> Decimal:
 
 
 def _levels(value: Any, field: str) -> list[Level]:
+    """The ``[price, quantity]`` pairs of ``value``, parsed; the first bad one raises.
+
+    One pass with the checks inlined (this runs per level of every depth event); any doubt
+    goes to :func:`_explain`, which names the pair, the field and the rule."""
+    if type(value) is not list:
+        return _explain(value, field)
+    out: list[Level] = []
+    append = out.append
+    for pair in value:
+        try:
+            if type(pair) is not list or len(pair) != 2:
+                return _explain(value, field)
+            p, q = pair
+            if (
+                type(p) is not str
+                or type(q) is not str
+                or not 0 < len(p) <= MAX_NUMBER_CHARS
+                or not 0 < len(q) <= MAX_NUMBER_CHARS
+            ):
+                return _explain(value, field)
+            price, qty = Decimal(p), Decimal(q)
+            # NaN compares with an InvalidOperation; infinities are caught by is_finite
+            if not (price > _ZERO and qty >= _ZERO and price.is_finite() and qty.is_finite()):
+                return _explain(value, field)
+        except (InvalidOperation, ValueError, TypeError):
+            return _explain(value, field)
+        append((price, qty))
+    return out
+
+
+def _explain(value: Any, field: str) -> list[Level]:
+    """Check ``value`` pair by pair, raising :class:`OrderBookError` for the first bad one."""
     if not isinstance(value, list):
         raise OrderBookError(f"{field}: must be a list of [price, quantity] (got {_show(value)})")
     out: list[Level] = []
@@ -111,7 +143,7 @@ def _levels(value: Any, field: str) -> list[Level]:
         if qty < 0:
             raise OrderBookError(f"{field}[{i}] quantity: must be at least 0 (got {pair[1]!r})")
         out.append((price, qty))
-    return out
+    return out  # pragma: no cover - reached only if the fast path doubted a valid list
 
 
 class _Side:
