@@ -28,15 +28,17 @@ Hostile input. Each input is validated whole before anything changes (an illegal
 :class:`OrderBookError`, naming the field, the rule and the value, and never half-applies):
 ids are non-negative integers with ``U`` <= ``u`` and a span below :data:`MAX_SPAN`; levels are
 ``[price, quantity]`` pairs of decimal strings (at most :data:`MAX_NUMBER_CHARS` characters),
-finite, price above 0, quantity at least 0. A rejected event is lost, so the next one leaves a
+finite, price above 0 (at most 15 significant digits, or one its float tells apart), quantity
+at least 0. A rejected event is lost, so the next one leaves a
 gap in the ids and the book resyncs: one bad message never stops the book for good. The buffer
 of events waiting for a snapshot is bounded by count and by bytes (the oldest go first; a
 snapshot older than what is left is refetched, step 3).
 
 Prices and quantities are :class:`decimal.Decimal` (exactly the exchange's strings). Each side
-is a dict (price -> quantity) and a sorted list of its prices (``bisect``): a change costs a
-dict write, and a list insert or delete only when a level appears or goes; the best of each
-side is read in O(1).
+is a dict keyed by the price's float (a Decimal's hash costs ~0.8 us; a price whose float is
+not its own is refused, see ``_levels``) and a sorted list of those keys (``bisect``): a change
+costs a dict write, and a list insert or delete only when a level appears or goes; the best
+of each side is read in O(1).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ MAX_NUMBER_CHARS: Final = 64
 MAX_SPAN: Final = 1_000_000_000
 
 Level = tuple[Decimal, Decimal]
+#: A parsed level: the price as a float (the key: hashed and compared many times faster than
+#: a Decimal, and one to one with the prices accepted, see _levels), the price, the quantity.
+Parsed = tuple[float, Decimal, Decimal]
 _ZERO: Final = Decimal(0)
 
 
@@ -95,14 +100,17 @@ def _number(value: Any, field: str) -> Decimal:
     return number
 
 
-def _levels(value: Any, field: str) -> list[Level]:
+def _levels(value: Any, field: str) -> list[Parsed]:
     """The ``[price, quantity]`` pairs of ``value``, parsed; the first bad one raises.
 
     One pass with the checks inlined (this runs per level of every depth event); any doubt
-    goes to :func:`_explain`, which names the pair, the field and the rule."""
+    goes to :func:`_explain`, which names the pair, the field and the rule. A price's float is
+    its key: a decimal of at most 15 characters (so at most 15 significant digits) between
+    1e-300 and 1e300 has a float of its own; any other price must come back from its float's
+    shortest form (``repr``) as the same decimal, or it is refused."""
     if type(value) is not list:
         return _explain(value, field)
-    out: list[Level] = []
+    out: list[Parsed] = []
     append = out.append
     for pair in value:
         try:
@@ -120,17 +128,20 @@ def _levels(value: Any, field: str) -> list[Level]:
             # NaN compares with an InvalidOperation; infinities are caught by is_finite
             if not (price > _ZERO and qty >= _ZERO and price.is_finite() and qty.is_finite()):
                 return _explain(value, field)
+            key = float(p)
+            if not (len(p) <= 15 and 1e-300 < key < 1e300) and Decimal(repr(key)) != price:
+                return _explain(value, field)
         except (InvalidOperation, ValueError, TypeError):
             return _explain(value, field)
-        append((price, qty))
+        append((key, price, qty))
     return out
 
 
-def _explain(value: Any, field: str) -> list[Level]:
+def _explain(value: Any, field: str) -> list[Parsed]:
     """Check ``value`` pair by pair, raising :class:`OrderBookError` for the first bad one."""
     if not isinstance(value, list):
         raise OrderBookError(f"{field}: must be a list of [price, quantity] (got {_show(value)})")
-    out: list[Level] = []
+    out: list[Parsed] = []
     for i, pair in enumerate(value):
         if not isinstance(pair, list) or len(pair) != 2:
             raise OrderBookError(
@@ -142,38 +153,44 @@ def _explain(value: Any, field: str) -> list[Level]:
             raise OrderBookError(f"{field}[{i}] price: must be above 0 (got {pair[0]!r})")
         if qty < 0:
             raise OrderBookError(f"{field}[{i}] quantity: must be at least 0 (got {pair[1]!r})")
-        out.append((price, qty))
+        key = float(price)
+        if not (len(pair[0]) <= 15 and 1e-300 < key < 1e300) and Decimal(repr(key)) != price:
+            raise OrderBookError(
+                f"{field}[{i}] price: more than 15 significant digits, or beyond 1e-300 to"
+                f" 1e300 (got {_show(pair[0])})"
+            )
+        out.append((key, price, qty))
     return out  # pragma: no cover - reached only if the fast path doubted a valid list
 
 
 class _Side:
-    """One side: price -> quantity, and the prices in ascending order."""
+    """One side: price key -> (price, quantity), and the keys in ascending order."""
 
-    __slots__ = ("prices", "qty")
+    __slots__ = ("keys", "levels")
 
     def __init__(self) -> None:
-        self.qty: dict[Decimal, Decimal] = {}
-        self.prices: list[Decimal] = []
+        self.levels: dict[float, Level] = {}
+        self.keys: list[float] = []
 
-    def set(self, price: Decimal, qty: Decimal) -> None:
-        book = self.qty
-        if qty == _ZERO:
-            if book.pop(price, None) is not None:
-                prices = self.prices
-                del prices[bisect_left(prices, price)]
+    def set(self, key: float, price: Decimal, qty: Decimal) -> None:
+        levels = self.levels
+        if not qty:  # quantity 0: the level goes
+            if levels.pop(key, None) is not None:
+                keys = self.keys
+                del keys[bisect_left(keys, key)]
         else:
-            if price not in book:
-                prices = self.prices
-                prices.insert(bisect_left(prices, price), price)
-            book[price] = qty
+            if key not in levels:
+                keys = self.keys
+                keys.insert(bisect_left(keys, key), key)
+            levels[key] = (price, qty)
 
-    def load(self, levels: list[Level]) -> None:
-        self.qty = {price: qty for price, qty in levels if qty != _ZERO}
-        self.prices = sorted(self.qty)
+    def load(self, parsed: list[Parsed]) -> None:
+        self.levels = {key: (price, qty) for key, price, qty in parsed if qty}
+        self.keys = sorted(self.levels)
 
     def clear(self) -> None:
-        self.qty = {}
-        self.prices = []
+        self.levels = {}
+        self.keys = []
 
 
 class _Pending:
@@ -181,7 +198,7 @@ class _Pending:
 
     __slots__ = ("asks", "bids", "first", "last", "size")
 
-    def __init__(self, first: int, last: int, bids: list[Level], asks: list[Level], size: int):
+    def __init__(self, first: int, last: int, bids: list[Parsed], asks: list[Parsed], size: int):
         self.first, self.last, self.bids, self.asks, self.size = first, last, bids, asks, size
 
 
@@ -258,31 +275,31 @@ class OrderBook:
     @property
     def bids(self) -> list[Level]:
         """``(price, quantity)`` of every bid, highest price first."""
-        qty = self._bids.qty
-        return [(p, qty[p]) for p in reversed(self._bids.prices)]
+        levels = self._bids.levels
+        return [levels[key] for key in reversed(self._bids.keys)]
 
     @property
     def asks(self) -> list[Level]:
         """``(price, quantity)`` of every ask, lowest price first."""
-        qty = self._asks.qty
-        return [(p, qty[p]) for p in self._asks.prices]
+        levels = self._asks.levels
+        return [levels[key] for key in self._asks.keys]
 
     @property
     def best_bid(self) -> Level | None:
-        prices = self._bids.prices
-        return (prices[-1], self._bids.qty[prices[-1]]) if prices else None
+        keys = self._bids.keys
+        return self._bids.levels[keys[-1]] if keys else None
 
     @property
     def best_ask(self) -> Level | None:
-        prices = self._asks.prices
-        return (prices[0], self._asks.qty[prices[0]]) if prices else None
+        keys = self._asks.keys
+        return self._asks.levels[keys[0]] if keys else None
 
     def stats(self) -> dict[str, Any]:
         return {
             "synced": self._synced,
             "last_update_id": self.last_update_id,
-            "bids": len(self._bids.prices),
-            "asks": len(self._asks.prices),
+            "bids": len(self._bids.keys),
+            "asks": len(self._asks.keys),
             "buffered": len(self._buffer),
             "resyncs": self.resyncs,
             "snapshots_applied": self.snapshots_applied,
@@ -374,13 +391,13 @@ class OrderBook:
             self._buffered_bytes = 0
 
     # -- inside ---------------------------------------------------------------------------
-    def _apply(self, bids: Sequence[Level], asks: Sequence[Level], last: int) -> None:
+    def _apply(self, bids: Sequence[Parsed], asks: Sequence[Parsed], last: int) -> None:
         side = self._bids
-        for price, qty in bids:
-            side.set(price, qty)
+        for key, price, qty in bids:
+            side.set(key, price, qty)
         side = self._asks
-        for price, qty in asks:
-            side.set(price, qty)
+        for key, price, qty in asks:
+            side.set(key, price, qty)
         self._last = last
         self.events_applied += 1
 

@@ -163,6 +163,9 @@ BAD_EVENTS: list[tuple[Any, str]] = [
     (event(1, 2, a=[("0", "1")]), r"a\[0\] price: must be above 0"),
     (event(1, 2, b=[("1", "-2")]), r"b\[0\] quantity: must be at least 0"),
     (event(1, 2, b=[("1", "1"), ("2", "x")]), r"b\[1\] quantity: not a decimal number"),
+    (event(1, 2, b=[("1.00000000000000001", "1")]), r"b\[0\] price: more than 15 significant"),
+    (event(1, 2, a=[("1e-400", "1")]), r"a\[0\] price: more than 15 significant"),
+    (event(1, 2, a=[("9e999", "1")]), r"a\[0\] price: more than 15 significant"),
 ]
 
 
@@ -201,6 +204,14 @@ def test_hostile_snapshots_raise_a_clear_error_and_change_nothing(bad: Any, mess
     with pytest.raises(OrderBookError, match=message):
         book.on_snapshot(bad)
     assert book.wants_snapshot and book.buffered == 1 and book.snapshots_stale == 0
+
+
+def test_long_prices_whose_float_is_their_own_are_kept_apart() -> None:
+    book = OrderBook()
+    book.on_event(event(1, 1))
+    long = "12345.6789012345"  # 16 characters, 15 significant digits: its float is its own
+    assert book.on_snapshot(snap(1, asks=[(long, "1"), ("12345.6789012346", "2"), ("1E+5", "3")]))
+    assert book.asks == [(D(long), D("1")), (D("12345.6789012346"), D("2")), (D("1E+5"), D("3"))]
 
 
 def test_prices_are_exact_decimals_and_equal_strings_name_one_level() -> None:
