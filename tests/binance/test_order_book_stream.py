@@ -5,10 +5,14 @@ snapshot) once the book is synced again it equals the simulator's own book at it
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +22,7 @@ from _exchangebed import ExchangeBed
 from _faultbed import Certs
 from regulator.adapters.binance import AttemptBudget, BinanceStream, OrderBook
 from regulator.fsm import BinanceConfig, ConnectionConfig
+from regulator.specs.exchange import Exchange, MarketConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +200,35 @@ async def test_order_book_names_are_checked_and_a_depth_stream_is_needed_once_st
         with pytest.raises(ValueError, match="no diff depth stream of 'btcusdt' is subscribed"):
             s.order_book("btcusdt")
         await check_equal(bed, book)
+
+
+CF_VENV = Path(__file__).resolve().parents[2] / ".venv-cf"
+
+
+def test_cryptofeeds_book_equals_the_simulators_at_every_update_id(
+    certs: Certs, ca_file: str
+) -> None:
+    """An independent implementation of the procedure (cryptofeed 2.4's Binance L2 book, in
+    its own environment) keeps the simulator's book from the same snapshot and diffs: the
+    book this module's test compares with is the one a peer gets."""
+    if not (CF_VENV / ".installed").exists():
+        pytest.skip("cryptofeed's environment was not built (`make cf-venv`; offline?)")
+    market = MarketConfig(trades_per_second=100.0, speed=60.0)
+    with Exchange(ssl_context=certs.server_context(), market=market) as exchange:
+        done = subprocess.run(
+            [str(CF_VENV / "bin" / "python"), str(Path(__file__).with_name("_cryptofeed_book.py")),
+             exchange.rest_url, exchange.url],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONPATH": "", "SSL_CERT_FILE": ca_file,
+                 "REQUESTS_CA_BUNDLE": ca_file},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        books = json.loads(done.stdout.strip().splitlines()[-1])
+        assert len(books) == 20
+        for update_id, bids, asks in books:
+            theirs = exchange.book_at("ethusdt", update_id)
+            assert (levels(bids), levels(asks)) == (
+                levels(theirs["bids"]),
+                levels(theirs["asks"]),
+            ), update_id
+    assert books[-1][0] > books[0][0]
