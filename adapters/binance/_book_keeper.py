@@ -86,14 +86,20 @@ class BookKeeper:
             )
         return symbol
 
+    def fed(self, symbol: str) -> OrderBook | None:
+        """The book of ``symbol`` when a stream feeds it."""
+        book = self.books.get(symbol)
+        return book if book is not None and book in self.by_stream.values() else None
+
     def add(self, symbol: str, stream: str, limit: int, **limits: int) -> OrderBook:
-        """The book of ``symbol`` kept from ``stream`` (made on the first call)."""
+        """The book of ``symbol`` kept from ``stream`` (made on the first call; one whose
+        stream was unsubscribed is fed again from ``stream``)."""
         book = self.books.get(symbol)
         if book is None:
             book = OrderBook(symbol, **limits)
             self.books[symbol] = book
-            self.by_stream[stream] = book
             self._limit[symbol] = limit
+        self.by_stream[stream] = book
         return book
 
     def forget(self, stream: str) -> None:
@@ -147,9 +153,10 @@ class BookKeeper:
                     )
                     self.snapshots_fetched += 1
                     synced = book.on_snapshot(snapshot)
-                except (RestError, OrderBookError) as exc:
+                except Exception as exc:  # RestError, OrderBookError, or anything: never fatal
                     self.snapshot_failures += 1
-                    self._warn("book_snapshot_failed", symbol, str(exc))
+                    what = str(exc) if isinstance(exc, RestError | OrderBookError) else repr(exc)
+                    self._warn("book_snapshot_failed", symbol, what)
                     synced = False
                 if synced:
                     self._log.info(

@@ -32,6 +32,9 @@ one leg, the *primary*; during a rotation there are two.
   wrong shape) makes it *malformed*: counted, logged (at most ``LogLimiter.burst`` lines per
   ``period``), dropped. Events of streams not subscribed are dropped and counted, never
   tracked, so a server cannot grow our memory by naming streams.
+* **Order books** (``_book_keeper.py``, :meth:`BinanceStream.order_book`): a symbol's diff
+  depth events also go to its local :class:`OrderBook` (one dict check per event, empty
+  unless a book was asked for); a task fetches its REST snapshot when it needs one.
 
 Per message: one ``json.loads``, a few dict lookups and one tuple comparison; the machines'
 ``send()`` is never on that path.
@@ -838,7 +841,7 @@ class BinanceStream(Rotation):
         symbol = BookKeeper.check_symbol(symbol)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
             raise ValueError(f"limit: must be an integer from 1 to 5000 (got {limit!r})")
-        book = self._books.books.get(symbol)
+        book = self._books.fed(symbol)
         if book is not None:
             return book
         stream = next((symbol + s for s in DEPTH_STREAMS if symbol + s in self._wanted), None)

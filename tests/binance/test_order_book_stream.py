@@ -20,7 +20,7 @@ import httpx
 import pytest
 from _exchangebed import ExchangeBed
 from _faultbed import Certs
-from regulator.adapters.binance import AttemptBudget, BinanceStream, OrderBook
+from regulator.adapters.binance import AttemptBudget, BinanceStream, OrderBook, RestClient
 from regulator.fsm import BinanceConfig, ConnectionConfig
 from regulator.specs.exchange import Exchange, MarketConfig
 
@@ -183,6 +183,26 @@ async def test_a_hostile_depth_event_is_counted_and_the_book_resyncs(bed: Exchan
         assert s.get_connection_stats()["binance"]["order_books"]["events_rejected"] == 1
 
 
+async def test_failed_snapshots_are_retried_counted_and_never_end_the_stream(
+    bed: ExchangeBed, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = RestClient("https://127.0.0.1:9", ssl_context=bed.certs.client_context())
+    events: list[dict[str, Any]] = []
+    async with make_stream(bed, [DEPTH], rest_client=down) as s:
+        book = s.order_book("ethusdt", limit=100)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, s, events)
+            await wait_for(lambda: s.book_stats()["snapshot_failures"] >= 3)
+            tg.cancel_scope.cancel()
+        assert not book.synced and book.wants_snapshot and len(events) > 3
+    stats = s.book_stats()
+    assert stats["snapshots_fetched"] == 0 and stats["books"]["ethusdt"]["buffered"] > 0
+    failed = [
+        r.getMessage() for r in caplog.records if "event=book_snapshot_failed" in r.getMessage()
+    ]
+    assert failed and "GET /api/v3/depth failed (no answer)" in failed[0]
+
+
 async def test_order_book_names_are_checked_and_a_depth_stream_is_needed_once_started(
     bed: ExchangeBed,
 ) -> None:
@@ -199,6 +219,13 @@ async def test_order_book_names_are_checked_and_a_depth_stream_is_needed_once_st
     async with s:
         with pytest.raises(ValueError, match="no diff depth stream of 'btcusdt' is subscribed"):
             s.order_book("btcusdt")
+        await check_equal(bed, book)
+        await s.unsubscribe(["ethusdt@depth"])  # the book is no longer fed: it says so
+        assert not book.synced and book.bids == []
+        with pytest.raises(ValueError, match="no diff depth stream of 'ethusdt'"):
+            s.order_book("ethusdt")
+        await s.subscribe(["ethusdt@depth@100ms"])
+        assert s.order_book("ethusdt") is book  # fed again, from the stream now subscribed
         await check_equal(bed, book)
 
 
