@@ -17,6 +17,8 @@ Data flow
         reply {"id": ...}         --> _requests (pending futures by id)
         event {"stream", "data"}  --> _tracker (identity, gaps) --> buffer --> host
         serverShutdown / age      --> _rotation (make-before-break, de-duplicated merge)
+        a gap (backfill=True)     --> _backfill (the range from REST, _rest.RestClient paced
+                                      by request weight; the stream's live events wait)
     requests --> _pacing.RequestPacer (frames/s) --> leg.send
     connects --> a Budget (attempts per window, shared by every stream of the process:
                  _pacing.AttemptBudget; of the host: _ledger.FileBudget; of every host

@@ -49,6 +49,7 @@ import anyio
 import attrs
 
 from ...fsm import format_kv
+from .._counts import copy_counts
 from ._rest import RestClient, RestError
 from ._tracker import SEQUENCE, Gap, kline_interval_ms
 
@@ -117,7 +118,8 @@ class Backfill:
 
     ``put(message, size)`` hands one event to the consumer (the stream's buffer, its
     overflow accounting); ``report_gap`` reports what could not be refilled;
-    ``start_soon`` starts a task in the stream's task group.
+    ``start_soon`` starts a task in the stream's task group (returns False when the stream
+    is not running: the gap is then reported, not taken).
     """
 
     def __init__(
@@ -172,9 +174,12 @@ class Backfill:
             return False
         step = src.interval_ms if src.kind == "kline" else 1
         held = self.held.get(gap.stream)
-        fresh = held is None
         if held is None:
-            held = self.held[gap.stream] = Held()
+            held = Held()
+            # the worker starts at the next checkpoint; False: the stream is not running
+            if self._start_soon(self._work, gap.stream, held) is False:
+                return False
+            self.held[gap.stream] = held
         held.items.append(_Range(gap.field, gap.first, gap.last, step))
         self.ranges += 1
         self._log.info(
@@ -189,8 +194,6 @@ class Backfill:
                 count=gap.count,
             )
         )
-        if fresh:
-            self._start_soon(self._work, gap.stream, held)
         return True
 
     async def hold(self, stream: str, message: dict[str, Any], size: int) -> None:
@@ -308,9 +311,11 @@ class Backfill:
         self._report_gap(gap)
 
     def stats(self) -> dict[str, Any]:
+        """The counters (safe to call from another thread)."""
+        backfilled = copy_counts(self.backfilled)
         return {
-            "backfilled": dict(self.backfilled),
-            "events_backfilled": sum(self.backfilled.values()),
+            "backfilled": backfilled,
+            "events_backfilled": sum(backfilled.values()),
             "ranges": self.ranges,
             "gaps": self.gaps,
             "events_missing": self.events_missing,

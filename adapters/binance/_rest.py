@@ -49,7 +49,7 @@ from ..websocket._classify import MAX_RETRY_AFTER
 from ..websocket._support import tls_context
 from ._budget import Budget, WeightBudget
 
-__all__ = ["DEFAULT_REST_URL", "ENDPOINT_WEIGHTS", "RestClient", "RestError"]
+__all__ = ["DEFAULT_REST_URL", "ENDPOINT_WEIGHTS", "RestClient", "RestError", "depth_weight"]
 
 DEFAULT_REST_URL = "https://api.binance.com"
 LOGGER_NAME = "regulator.binance"

@@ -27,6 +27,10 @@ one leg, the *primary*; during a rotation there are two.
   :class:`Gap` (callback, counter, log). Events the consumer's buffer drops (``drop_oldest``)
   are reported the same way, with reason ``consumer_overflow``: nothing is lost silently. Ids
   that move implausibly far are a sequence reset (reason ``reset``), never a poisoned stream.
+* **Backfill** (``_backfill.py``, ``backfill=True``): a sequence gap of an ``aggTrade``,
+  ``kline_<i>`` or (with an API key) ``trade`` stream is refilled from REST
+  (``_rest.RestClient``) instead of reported; that stream's live events wait behind it, a
+  check of one dict (empty but while a refill runs) on the delivery path.
 * **Hostile input.** One message never ends the stream: whatever decoding or validating it
   raises (deep JSON nesting, a kline interval the exchange does not document, a reply of the
   wrong shape) makes it *malformed*: counted, logged (at most ``LogLimiter.burst`` lines per
@@ -269,7 +273,7 @@ class BinanceStream(Rotation):
                 self.rest,
                 put=self._put_backfilled,
                 report_gap=self._report_gap,
-                start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else None,
+                start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else False,
                 max_bytes=self.config.buffer_bytes,
                 logger=self._log,
                 name=self.name,

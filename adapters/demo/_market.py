@@ -267,6 +267,10 @@ async def run_market(
             on_action=on_action,
             attempt_budget=attempts,
             name="binance",
+            # what a fault loses comes back from the simulator's REST (candles; trade
+            # streams need an API key, so their gaps stay reported): _backfill.py
+            backfill=True,
+            rest_url=exchange.rest_url,
         )
         streams.append(stream)
         schedule = [
@@ -317,6 +321,8 @@ async def _consume(
             if event["stream"].endswith("kline_1m") and data["k"]["x"]:
                 k = data["k"]
                 record.klines[k["t"]] = k
+            if event.get("backfill"):
+                view.backfilled += 1
 
     async def ticker() -> None:
         seen: dict[str, int] = {}

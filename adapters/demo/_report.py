@@ -108,6 +108,27 @@ def _market_clock_note(market: MarketRecord) -> str:
     )
 
 
+def _backfill_table(backfill: dict[str, Any] | None) -> str:
+    """Per stream: events refilled from REST, beside the gaps REST could not refill."""
+    if not backfill:
+        return "<p>Backfill off: every gap above stayed lost.</p>"
+    rest = backfill.get("rest", {})
+    rows = [
+        {"stream": stream, "events backfilled": count}
+        for stream, count in sorted(backfill.get("backfilled", {}).items())
+    ]
+    note = (
+        f"<p class='note'>{backfill.get('ranges', 0)} gaps refilled from REST"
+        f" ({backfill.get('gaps', 0)} ranges, {backfill.get('events_missing', 0)} events, REST"
+        f" could not refill: reported above); {rest.get('requests', 0)} REST requests,"
+        f" weight {rest.get('weight_reserved', 0)}, the exchange's last"
+        f" X-MBX-USED-WEIGHT-1M {rest.get('used_weight', 0)} of {rest.get('weight_limit', 0)},"
+        f" {rest.get('rate_limited', 0)} answered 429. Trade streams are refilled only with"
+        " an API key (historicalTrades): their gaps stay in the table above.</p>"
+    )
+    return _table(rows, ["stream", "events backfilled"]) + note
+
+
 def _gap_row(gap: Gap) -> dict[str, Any]:
     row = gap.as_dict()
     if gap.field == "k.t":  # kline open times, epoch ms: show the candles' UTC times
@@ -397,6 +418,8 @@ def write_report(
         " failure.</p>",
         "<h2 id='gaps'>Gaps detected</h2>",
         _table([_gap_row(g) for g in market.gaps], ["stream", "field", "first", "last", "count"]),
+        "<h3 id='backfill'>Backfilled from REST</h3>",
+        _backfill_table(binance.get("backfill")),
         _market_clock_note(market),
         "<h2 id='patterns'>Pattern detector</h2>",
         "<p>Live run: "

@@ -100,6 +100,7 @@ def _run(
             messages=market.stats.get("messages_received"),
             closed_klines=len(klines),
             gaps=len(market.gaps),
+            backfilled=view.backfilled,
             faults=len(market.faults),
             failures=view.failures,  # the live view's count, the report's failure table
         )

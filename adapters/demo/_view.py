@@ -23,6 +23,7 @@ class View:
         self.messages = 0
         self.gaps = 0
         self.missing = 0
+        self.backfilled = 0  # events refilled from REST
         self.alarms = (0, 0)
         self.rotations = 0
         self.failures = 0
@@ -106,6 +107,7 @@ class LiveView(View):
             Text.assemble(("scaler ", "dim"), (escape_controls(self.scaler_state), "bold magenta")),
             Text(
                 f"messages {self.messages:,}  gaps {self.gaps} ({self.missing} missing)"
+                f"  backfilled {self.backfilled:,}"
                 f"  alarms {self.alarms[0]} raised / {self.alarms[1]} resolved"
                 f"  rotations {self.rotations}  failures {self.failures}"
             ),

@@ -230,6 +230,51 @@ BUDGETS_METHOD = (
 )
 
 
+def backfill_markdown(refill: dict[str, Any], cost: dict[str, float]) -> str:
+    """Issue 29's backfill figures: time to the consumer, REST weight, steady-state cost."""
+    filled = sum(refill["backfilled"].values())
+    rows = [
+        [
+            f"{refill['outage_s']:.0f} s outage: reconnect to the last backfilled event",
+            f"{refill['to_consumer_s']:.3f} s ({filled} events: {refill['backfilled']})",
+            "<= 2 s",
+            _verdict(refill["to_consumer_s"] <= 2.0 and refill["exactly_once"]),
+        ],
+        [
+            "REST weight used (the exchange's X-MBX-USED-WEIGHT-1M) vs limit",
+            f"{refill['used_weight']} of {refill['weight_limit']}"
+            f" ({refill['rest_requests']} requests)",
+            "< half",
+            _verdict(refill["used_weight"] < refill["weight_limit"] / 2),
+        ],
+        [
+            "per live aggTrade event, backfill on vs off (steady state)",
+            f"{cost['on_us']:.2f} vs {cost['off_us']:.2f} us: x{cost['ratio']:.3f}",
+            "<= x1.10",
+            _verdict(cost["ratio"] <= 1.10),
+        ],
+    ]
+    return (
+        "\n### Backfill (issue 29)\n\n"
+        "The simulator (100 trades/s, 60x market time) restarted with nothing listening for"
+        " 10 s under a `BinanceStream([aggTrade, kline_1m], backfill=True)`; every aggregate"
+        f" id and closed candle once and in order: {refill['exactly_once']}, gaps reported:"
+        f" {refill['gaps']}. The per-event cost: the same recorded aggTrade messages through"
+        " `_on_raw` (parse, identity, tracker, consumer buffer), rounds interleaved, medians.\n\n"
+        + _table(["what", "measured", "target", "verdict"], rows)
+        + "\n"
+    )
+
+
+def backfill_only() -> None:
+    """`BENCH_ONLY=backfill`: print the backfill figures (writes nothing)."""
+    logging.getLogger("regulator").addHandler(logging.NullHandler())
+    logging.getLogger("regulator").propagate = False
+    refill = binance.backfill_after_outage(10.0)
+    cost = binance.backfill_cost(20_000 if QUICK else 50_000, 3 if QUICK else 15)
+    print(backfill_markdown(refill, cost))
+
+
 def main() -> None:
     logging.getLogger("regulator").addHandler(logging.NullHandler())
     logging.getLogger("regulator").propagate = False
@@ -268,6 +313,9 @@ def main() -> None:
     print("binance: per event, resubscription ...", flush=True)
     per_event = binance.per_event(20_000 if QUICK else 100_000, 1 if QUICK else 3)
     resubs = [binance.resubscription(batch) for batch in (200, 50)]
+    print("binance: backfill after an outage, cost per live event ...", flush=True)
+    refill = binance.backfill_after_outage(10.0)
+    refill_cost = binance.backfill_cost(20_000 if QUICK else 50_000, 3 if QUICK else 15)
     print("budgets: one attempt's check per backend ...", flush=True)
     checks = budgets.budget_check(2 if QUICK else 5)
     print("exchange simulator: events published per second ...", flush=True)
@@ -519,6 +567,7 @@ def main() -> None:
             ],
         )
     )
+    say(backfill_markdown(refill, refill_cost))
     say("\n## Budgets\n")
     say(BUDGETS_METHOD)
     say(budgets.markdown(checks, _table, _verdict))
@@ -551,6 +600,8 @@ def main() -> None:
 if __name__ == "__main__":
     if os.environ.get("BENCH_ONLY") == "machines":
         machines_only()
+    elif os.environ.get("BENCH_ONLY") == "backfill":  # prints; writes nothing
+        backfill_only()
     elif os.environ.get("BENCH_ONLY") == "budgets":  # prints; writes nothing
         print(budgets.markdown(budgets.budget_check(2 if QUICK else 5), _table, _verdict))
     else:

@@ -23,7 +23,7 @@ from regulator.adapters.binance import (
     RestClient,
 )
 from regulator.fsm import BinanceConfig, ConnectionConfig
-from regulator.specs.exchange import MarketConfig
+from regulator.specs.exchange import FaultProxy, MarketConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -290,3 +290,78 @@ async def test_backfill_off_reports_the_gap_and_asks_no_rest(bed: ExchangeBed) -
         assert "backfill" not in s.get_connection_stats()["binance"]
     assert len(gaps) == 1 and not any(e.get("backfill") for e in events)
     assert bed.exchange.rest_requests == []
+
+
+@pytest.mark.spec("R1.4")
+async def test_consumer_overflow_stays_a_reported_loss(bed: ExchangeBed) -> None:
+    gaps: list[Gap] = []
+    async with stream(bed, [AGG], config=SLOW, buffer_size=40, on_gap=gaps.append) as s:
+        events: list[dict[str, Any]] = []
+        with anyio.move_on_after(0.5):
+            await collect(s, events)
+        bed.reset()  # then nobody reads for 1.5 s: refilled and live events overflow
+        await anyio.sleep(1.5)
+        with anyio.move_on_after(0.5):
+            await collect(s, events)
+        backfill = s.get_connection_stats()["binance"]["backfill"]
+    ids = [e["data"]["a"] for e in events]
+    assert backfill["events_backfilled"] > 0 and backfill["gaps"] == 0
+    assert gaps and {g.reason for g in gaps} == {"consumer_overflow"}
+    dropped = sum(g.count for g in gaps)
+    assert ids == sorted(set(ids))  # in order, once
+    assert len(ids) + dropped == ids[-1] - ids[0] + 1  # every id delivered or reported
+
+
+@pytest.mark.spec("R1.4")
+async def test_a_stalled_rest_gives_up_at_the_hold_bound(bed: ExchangeBed) -> None:
+    # REST through a proxy of its own that goes silent once the connection is up
+    rest_proxy = FaultProxy(bed.exchange.port)
+    bed.exchange.call(rest_proxy.start)
+    gaps: list[Gap] = []
+    small = ConnectionConfig(
+        initial_delay=0.3, max_delay=0.3, jitter=0.0, ping_interval=5.0, buffer_bytes=4000
+    )
+    stalled = RestClient(
+        f"https://127.0.0.1:{rest_proxy.port}", ssl_context=bed.certs.client_context()
+    )
+    try:
+        async with (
+            stalled,
+            stream(bed, [AGG], config=small, rest_client=stalled, on_gap=gaps.append) as s,
+        ):
+            await stalled.get("/api/v3/ping")  # connected and kept alive
+            rest_proxy.black_hole = True
+            events = await across_a_reset(s, bed, AGG)
+            backfill = s.get_connection_stats()["binance"]["backfill"]
+    finally:
+        bed.exchange.call(rest_proxy.reset_all)
+        bed.exchange.call(rest_proxy.stop_listening)
+    ids = [e["data"]["a"] for e in events]
+    assert backfill["abandoned"] == 1 and backfill["holding"] == 0 and backfill["gaps"] == 1
+    # REST's part is a gap; the held events then met the consumer's own bound (the same
+    # buffer_bytes), which may drop some: a reported loss too
+    assert [g.reason for g in gaps if g.reason != "consumer_overflow"] == ["sequence"]
+    assert ids == sorted(set(ids)) and ids[-1] > max(g.last for g in gaps) + 50
+    assert len(ids) + sum(g.count for g in gaps) == ids[-1] - ids[0] + 1  # all accounted
+
+
+@pytest.mark.spec("R1.4")
+async def test_a_zoned_kline_stream_is_backfilled_from_its_zone(bed: ExchangeBed) -> None:
+    zoned = "ethusdt@kline_1s@+08:00"  # 60 candles a second at 60x market time
+    gaps: list[Gap] = []
+    async with stream(bed, [zoned], config=SLOW, on_gap=gaps.append) as s:
+        events = await across_a_reset(s, bed, zoned)
+        backfill = s.get_connection_stats()["binance"]["backfill"]
+    assert gaps == [] and backfill["gaps"] == 0 and backfill["backfilled"][zoned] >= 10
+    asked = [path for _, path, _, _ in bed.exchange.rest_requests]
+    assert asked and all("interval=1s" in p and "timeZone=%2B08%3A00" in p for p in asked)
+    closed = [e["data"]["k"] for e in events if e["data"]["k"]["x"]]
+    starts = [k["t"] for k in closed]
+    assert starts == list(range(starts[0], starts[0] + 1000 * len(starts), 1000))
+    rows = rest_get(
+        bed, "/api/v3/klines", symbol="ETHUSDT", interval="1s", timeZone="+08:00",
+        startTime=starts[0], endTime=starts[-1], limit=1000,
+    )  # fmt: skip
+    assert [[k["t"], k["o"], k["h"], k["l"], k["c"], k["v"]] for k in closed] == [
+        r[:6] for r in rows
+    ]

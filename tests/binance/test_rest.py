@@ -137,3 +137,72 @@ async def test_the_api_key_never_reaches_the_logs(
             await rest.get("/api/v3/historicalTrades", {"symbol": "bad symbol"})
     assert "event=rest_request" in caplog.text and "event=rest_error" in caplog.text
     assert key not in caplog.text
+
+
+class HostileRest:
+    """A TLS HTTP server that gives ``answers`` (status, headers, body) in turn and records
+    each request's path and headers: wrong shapes, bans, the API key as sent."""
+
+    def __init__(self, certs: Certs, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
+        import http.server
+        import threading
+
+        self.answers = list(answers)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outer.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                status, headers, body = outer.answers.pop(0) if outer.answers else (404, {}, b"")
+                self.send_response(status)
+                for name, value in {"content-length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = certs.server_context().wrap_socket(
+            self.server.socket, server_side=True
+        )
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HostileRest:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_hostile_answers_are_clear_errors_and_the_key_is_sent(certs: Certs) -> None:
+    ok = (200, {"x-mbx-used-weight-1m": "99999999999999999999"}, b"[]")  # an absurd count
+    answers = [
+        ok,
+        (200, {}, b"<html>not json</html>"),
+        (200, {}, b"[" * 100_000 + b"]" * 100_000),  # nested past the recursion limit
+        (418, {"retry-after": "inf"}, b'{"code":-1003,"msg":"banned"}'),
+    ]
+    with HostileRest(certs, answers) as server:
+        async with RestClient(
+            server.url, ssl_context=certs.client_context(), api_key="K" * 64
+        ) as rest:
+            assert await rest.get("/api/v3/aggTrades", {"symbol": "ETHUSDT"}) == []
+            assert rest.used_weight == 0  # an absurd header is not believed
+            for _ in range(2):
+                with pytest.raises(RestError, match="not JSON"):
+                    await rest.get("/api/v3/aggTrades")
+            with pytest.raises(RestError) as banned:
+                await rest.get("/api/v3/klines")
+        assert server.requests[0][1]["x-mbx-apikey"] == "K" * 64
+        assert server.requests[0][0] == "/api/v3/aggTrades?symbol=ETHUSDT"
+    assert banned.value.status == 418 and rest.banned == 1
+    # "inf" says nothing usable: the ban is waited out for a capped, finite time
+    assert banned.value.retry_after is not None and 0 < banned.value.retry_after < 4 * 86400
