@@ -19,6 +19,8 @@ Data flow
         serverShutdown / age      --> _rotation (make-before-break, de-duplicated merge)
         a gap (backfill=True)     --> _backfill (the range from REST, _rest.RestClient paced
                                       by request weight; the stream's live events wait)
+        a depth event of a book  --> _book_keeper --> _order_book.OrderBook (pure; a snapshot
+                                      from REST when it is unsynced: order_book(symbol))
     requests --> _pacing.RequestPacer (frames/s) --> leg.send
     connects --> a Budget (attempts per window, shared by every stream of the process:
                  _pacing.AttemptBudget; of the host: _ledger.FileBudget; of every host
