@@ -24,6 +24,9 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from ._book import BOOK_LEVELS as BOOK_LEVELS
+from ._book import Book
+
 __all__ = [
     "INTERVALS_MS",
     "MAX_FILL",
@@ -59,8 +62,6 @@ INTERVALS_MS = {
 OFFSET_ZONES = (0, 8 * 3_600_000)
 #: Empty candles published per stream per market step when market time jumps past several.
 MAX_FILL = 50
-#: The book's depth on each side.
-BOOK_LEVELS = 20
 _WEEK_MINUTES = 7 * 24 * 60
 _WEEK_ORIGIN_MS = 345_600_000  # 1970-01-05, a Monday: weekly candles open on Mondays
 
@@ -262,7 +263,7 @@ class _Series:
         return merged.freeze()
 
 
-class Symbol:
+class Symbol(Book):
     """One symbol's generated market and its history."""
 
     def __init__(self, name: str, price: float, cfg: MarketConfig, rng: random.Random) -> None:
@@ -407,84 +408,6 @@ class Symbol:
         """Every candle kept of ``key`` (interval, zone offset), the open one last."""
         return self.series[key].candles(self.base.open)
 
-    def mid(self, price: float | None = None) -> int:
-        """The book's middle as a tick index: bids below it, asks above it. It follows the
-        last trade's price as published, so the book as of any update id kept can be told
-        again from the trades (:meth:`book_at`)."""
-        if price is None:
-            price = float(self.trades[-1].price) if self.trades else self.price
-        return round(price / self.tick)
-
-    def level(self, index: int, side: int, update_id: int | None = None) -> list[str]:
-        """[price, qty] of the level at tick ``index`` (side 0 bids, 1 asks) as of update
-        ``update_id`` (default now). A level's quantity changes once every ``period`` updates
-        (1 to 64, by level): a diff carries only the levels that changed, as the exchange's do."""
-        uid = self.update_id if update_id is None else update_id
-        seed = uid // _period(index, side) * (7, 11)[side] + index * (13, 17)[side]
-        return [f"{index * self.tick:.2f}", f"{0.1 + seed % 50 / 10:.4f}"]
-
-    def book(self, levels: int) -> tuple[list[list[str]], list[list[str]]]:
-        """The book: ``levels`` (at most BOOK_LEVELS) bids and asks on the symbol's tick grid,
-        next to the price. The diff depth streams describe exactly its changes."""
-        levels = min(levels, BOOK_LEVELS)
-        m = self.mid()
-        bids = [self.level(m - 1 - i, 0) for i in range(levels)]
-        asks = [self.level(m + 1 + i, 1) for i in range(levels)]
-        return bids, asks
-
-    def book_at(self, update_id: int, levels: int = BOOK_LEVELS) -> tuple[list[list[str]], ...]:
-        """The book as it was at update ``update_id`` (what a snapshot then returned): told
-        again from the trade that made that update. ``LookupError`` when the id is ahead of
-        the market or older than the trades kept."""
-        back = self.update_id - update_id
-        if back == 0:
-            return self.book(levels)
-        if back < 0 or back >= len(self.trades):
-            raise LookupError(
-                f"update {update_id}: not in the history kept"
-                f" ({self.update_id - len(self.trades) + 1} to {self.update_id})"
-            )
-        levels = min(levels, BOOK_LEVELS)
-        m = self.mid(float(self.trades[-1 - back].price))
-        bids = [self.level(m - 1 - i, 0, update_id) for i in range(levels)]
-        asks = [self.level(m + 1 + i, 1, update_id) for i in range(levels)]
-        return bids, asks
-
-    def book_diff(self, since: int) -> tuple[list[list[str]], list[list[str]]]:
-        """Every level that changed after update ``since``: a level of the book now whose
-        quantity changed, or that the book lacked at some update in between (the trades'
-        prices say where the book was), with its quantity now; and quantity "0" for each
-        level the book held at some update in between and no longer holds (at most
-        ``BOOK_LEVELS`` per trade since). Applied to the book as of any update in between,
-        it gives the book now."""
-        n = self.update_id - since + 1  # the trades since, and the one that made `since`
-        m = self.mid()
-        mids = {self.mid(float(t.price)) for t in self.trades[-n:]} | {m}
-        low, high = min(mids), max(mids)
-        now = self.update_id
-        # bid k is in the book at middle j when k + 1 <= j <= k + BOOK_LEVELS; ask k when
-        # k - BOOK_LEVELS <= j <= k - 1: kept throughout when every middle since was so
-        bids = [
-            self.level(k, 0)
-            for k in range(m - 1, m - 1 - BOOK_LEVELS, -1)
-            if not (k + 1 <= low and high <= k + BOOK_LEVELS)
-            or since // _period(k, 0) != now // _period(k, 0)
-        ]
-        asks = [
-            self.level(k, 1)
-            for k in range(m + 1, m + 1 + BOOK_LEVELS)
-            if not (k - BOOK_LEVELS <= low and high <= k - 1)
-            or since // _period(k, 1) != now // _period(k, 1)
-        ]
-        held_bids = {k for j in mids for k in range(j - BOOK_LEVELS, j)}
-        held_asks = {k for j in mids for k in range(j + 1, j + 1 + BOOK_LEVELS)}
-        held_bids.difference_update(range(m - BOOK_LEVELS, m))
-        held_asks.difference_update(range(m + 1, m + 1 + BOOK_LEVELS))
-        zero = "0.0000"
-        bids += [[f"{k * self.tick:.2f}", zero] for k in sorted(held_bids, reverse=True)]
-        asks += [[f"{k * self.tick:.2f}", zero] for k in sorted(held_asks)]
-        return bids, asks
-
     # -- reading the history (REST and the rolling-window tickers) ----------------------------
     def trades_since(self, start_ms: int) -> list[Trade]:
         """The trades at or after ``start_ms``, oldest first."""
@@ -530,11 +453,6 @@ class Symbol:
             "first": used[0].first_id, "last": used[-1].last_id,
             "count": sum(c.trades for c in used), "open_ms": minute, "before": before,
         }  # fmt: skip
-
-
-def _period(index: int, side: int) -> int:
-    """Updates between two changes of the level at tick ``index`` on ``side``: 1 to 64."""
-    return 1 + (index * 37 + side * 11) % 64
 
 
 def _zone_matters(interval: str, offset: int) -> bool:
