@@ -115,6 +115,7 @@ class MetricsExporter:
                     streams.append((name, obj))
         yield from self._connection_metrics(connections)
         yield from self._binance_metrics(streams)
+        yield from self._book_metrics(streams)
         yield from self._scaler_metrics(scalers)
         yield from self._machine_metrics(machines)
 
@@ -285,6 +286,26 @@ class MetricsExporter:
         yield from (rotations, confirmed, wanted, backfilled, used)
         yield from filling.values()
         yield from budget.families()
+
+    # -- local order books of Binance streams ------------------------------------------------
+    def _book_metrics(self, streams: list[tuple[str, Any]]) -> Iterator[Metric]:
+        p = "regulator_binance_book_"
+        resyncs = CounterMetricFamily(
+            p + "resyncs", "Local order books discarded after a gap in U/u.", labels=["name"]
+        )
+        snapshots = CounterMetricFamily(
+            p + "snapshots", "Depth snapshots fetched for local order books.", labels=["name"]
+        )
+        synced = GaugeMetricFamily(
+            p + "synced", "1 while the local order book is synced.", labels=["name", "symbol"]
+        )
+        for name, stream in streams:
+            stats = stream.book_stats()
+            resyncs.add_metric([name], stats["resyncs"])
+            snapshots.add_metric([name], stats["snapshots_fetched"])
+            for symbol, book in stats["books"].items():
+                synced.add_metric([name, symbol], 1.0 if book["synced"] else 0.0)
+        yield from (resyncs, snapshots, synced)
 
     # -- scalers -------------------------------------------------------------------------
     def _scaler_metrics(self, scalers: list[tuple[str, Any]]) -> Iterator[Metric]:

@@ -238,6 +238,43 @@ async def test_binance_backfill_metrics_match_the_stream(
     assert value(after, "regulator_binance_gaps_total", name="eth") == 0
 
 
+async def test_binance_order_book_metrics(server: tuple[MetricsExporter, str]) -> None:
+    from _exchangebed import ExchangeBed
+    from _faultbed import Certs
+    from regulator.adapters.binance import AttemptBudget, BinanceStream
+
+    exporter, url = server
+    config = ConnectionConfig(initial_delay=0.05, max_delay=0.05, jitter=0.0, ping_interval=5.0)
+    with ExchangeBed(Certs()) as bed:
+        stream = BinanceStream(
+            [],
+            base_url=bed.url,
+            rest_url=bed.exchange.rest_url,
+            ssl_context=bed.certs.client_context(),
+            config=config,
+            attempt_budget=AttemptBudget(300, 300.0),
+        )
+        book = stream.order_book("ethusdt", limit=100)
+        exporter.register(stream, name="eth")
+        async with stream:
+            with anyio.fail_after(10):
+                while not book.synced:
+                    await anyio.sleep(0.02)
+                bed.black_hole()  # updates lost for sure: the book resyncs
+                await anyio.sleep(0.3)
+                bed.black_hole(False)
+                bed.reset()
+                while book.resyncs < 1 or not book.synced:
+                    await anyio.sleep(0.02)
+            samples = scrape(url)
+            truth = stream.book_stats()
+    assert value(samples, "regulator_binance_book_resyncs_total", name="eth") == 1
+    assert truth["resyncs"] == 1
+    snapshots = value(samples, "regulator_binance_book_snapshots_total", name="eth")
+    assert snapshots == truth["snapshots_fetched"] >= 2
+    assert value(samples, "regulator_binance_book_synced", name="eth", symbol="ethusdt") == 1.0
+
+
 def test_any_machine_exports_its_state_and_transitions() -> None:
     """A host's own Machine: its state as a labelled gauge, its transitions as a counter
     (counted from registration on), and it stays on the compiled engine."""

@@ -149,6 +149,8 @@ TORCH_PUBLIC = sorted(
                     "Budget",
                     "FileBudget",
                     "Gap",
+                    "OrderBook",
+                    "OrderBookError",
                     "RedisBudget",
                     "RequestPacer",
                     "RequestTimeout",

@@ -19,6 +19,8 @@ Data flow
         serverShutdown / age      --> _rotation (make-before-break, de-duplicated merge)
         a gap (backfill=True)     --> _backfill (the range from REST, _rest.RestClient paced
                                       by request weight; the stream's live events wait)
+        a depth event of a book  --> _book_keeper --> _order_book.OrderBook (pure; a snapshot
+                                      from REST when it is unsynced: order_book(symbol))
     requests --> _pacing.RequestPacer (frames/s) --> leg.send
     connects --> a Budget (attempts per window, shared by every stream of the process:
                  _pacing.AttemptBudget; of the host: _ledger.FileBudget; of every host
@@ -40,6 +42,8 @@ from ._budget import WeightBudget as WeightBudget
 from ._budget import budget_from_url as budget_from_url
 from ._budget import shared_budget as shared_budget
 from ._ledger import FileBudget as FileBudget
+from ._order_book import OrderBook as OrderBook
+from ._order_book import OrderBookError as OrderBookError
 from ._pacing import AttemptBudget as AttemptBudget
 from ._pacing import RequestPacer as RequestPacer
 from ._pacing import shared_attempt_budget as shared_attempt_budget
@@ -65,6 +69,8 @@ __all__ = [
     "Budget",
     "FileBudget",
     "Gap",
+    "OrderBook",
+    "OrderBookError",
     "RedisBudget",
     "RequestPacer",
     "RequestTimeout",

@@ -36,6 +36,9 @@ one leg, the *primary*; during a rotation there are two.
   wrong shape) makes it *malformed*: counted, logged (at most ``LogLimiter.burst`` lines per
   ``period``), dropped. Events of streams not subscribed are dropped and counted, never
   tracked, so a server cannot grow our memory by naming streams.
+* **Order books** (``_book_keeper.py``, :meth:`BinanceStream.order_book`): a symbol's diff
+  depth events also go to its local :class:`OrderBook` (one dict check per event, empty
+  unless a book was asked for); a task fetches its REST snapshot when it needs one.
 
 Per event (``_on_batch``): one decode (``_decode``: orjson or msgspec when installed, else
 ``json``; the same outcomes), a few dict lookups and one tracker step (``StreamTracker.track``:
@@ -76,9 +79,11 @@ from ..websocket._notifiers import Notifier
 from ..websocket._socket import ResilientWebSocket
 from ..websocket._support import abandon_task_group, exit_task_group, tls_context
 from ._backfill import Backfill
+from ._book_keeper import DEPTH_STREAMS, BookKeeper
 from ._budget import Budget, shared_budget
 from ._decode import DECODER, FIRST
 from ._leg import Leg
+from ._order_book import OrderBook
 from ._pacing import RequestPacer
 from ._requests import BinanceRequestError, Requests, error_of, is_reply
 from ._rest import DEFAULT_REST_URL, RestClient
@@ -150,8 +155,8 @@ class BinanceStream(Rotation):
         backfill: refill what an interruption lost from REST (``aggTrade``, ``kline_<i>``,
             and ``trade`` with an ``api_key``), in order, exactly once (see ``_backfill``);
             False (the default): gaps are reported only.
-        rest_url: the REST origin for the backfill (default ``https://api.binance.com``);
-            its TLS uses ``ssl_context``.
+        rest_url: the REST origin for the backfill and the order books' snapshots (default
+            ``https://api.binance.com``); its TLS uses ``ssl_context``.
         api_key: sent as ``X-MBX-APIKEY`` (``trade`` streams' history needs one).
         rest_client: a :class:`RestClient` to use instead (its own weight budget, limits).
     """
@@ -279,6 +284,16 @@ class BinanceStream(Rotation):
                 name=self.name,
             )
             self._held = self._backfill.held
+        # local order books (_book_keeper.py): by_stream is empty unless order_book() named
+        # a symbol (the per-event path checks it); their snapshots come through self.rest
+        self._rest_options = (rest_url or DEFAULT_REST_URL, ssl_context, api_key, rest_client)
+        self._books = BookKeeper(
+            self._rest_for_books,
+            lambda *task: self._tg.start_soon(*task) if self._tg else None,
+            logger=self._log,
+            name=self.name,
+        )
+        self._book_streams = self._books.by_stream
 
     def _check_count(self, count: int) -> None:
         if count > self.rules.max_streams:
@@ -494,6 +509,7 @@ class BinanceStream(Rotation):
         track = self._tracker.track
         clock = anyio.current_time
         held = self._held  # empty but while a backfill runs: one check per event
+        books = self._book_streams  # empty unless order_book() named a symbol
         for raw in raws:
             try:
                 try:
@@ -516,6 +532,8 @@ class BinanceStream(Rotation):
                                     self.duplicates_dropped += 1
                                     continue
                                 await self._on_gap(gap, out, sizes)
+                            if books and stream in books:  # a local order book's depth
+                                self._books.on_event(stream, data, len(raw))
                             if held and stream in held:  # behind its backfill (_backfill.py)
                                 await self._hold(stream, message, len(raw), out, sizes)
                                 continue
@@ -657,6 +675,8 @@ class BinanceStream(Rotation):
                 return
             if gap is not None:
                 await self._on_gap(gap, out, sizes)
+            if self._book_streams and stream in self._book_streams:
+                self._books.on_event(stream, data, size)
             if self._held and stream in self._held:
                 await self._hold(stream, message, size, out, sizes)
                 return
@@ -702,6 +722,8 @@ class BinanceStream(Rotation):
             gap = tracker.accept(stream, data, key, anyio.current_time)
         if gap is not None and (self._backfill is None or not self._backfill.take(gap)):
             self._report_gap(gap)
+        if self._book_streams and stream in self._book_streams:  # a local order book
+            self._books.on_event(stream, data, size)
         if self._held and stream in self._held:  # waits behind its backfill (_backfill.py)
             assert self._backfill is not None
             await self._backfill.hold(stream, message, size)
@@ -743,6 +765,7 @@ class BinanceStream(Rotation):
     def _report_gap(self, gap: Gap) -> None:
         if gap.reason == RESET:
             self.sequence_resets += 1
+            self._books.on_reset(gap.stream)
         self.gaps_detected += 1
         self.gap_events_missing += gap.count
         self.recent_gaps.append(gap)
@@ -858,6 +881,7 @@ class BinanceStream(Rotation):
             self._tracker.forget(name)
             if self._backfill is not None:
                 self._backfill.forget(name)
+            self._books.forget(name)
         if gone:
             for each in self._live_legs():
                 await self._subscribe_on(each, "UNSUBSCRIBE", gone)
@@ -938,4 +962,47 @@ class BinanceStream(Rotation):
         }
         if self._backfill is not None:
             stats["binance"]["backfill"] = self._backfill.stats()
+        stats["binance"]["order_books"] = self.book_stats()
         return stats
+
+    def book_stats(self) -> dict[str, Any]:
+        """The local order books' counters: ``resyncs`` (books discarded after a gap),
+        ``snapshots_fetched``, ``snapshot_failures``, ``events_rejected`` and per symbol the
+        book's own (``synced``, ``last_update_id``, levels, buffered events, ...)."""
+        return self._books.stats()
+
+    # -- local order books (_book_keeper.py) ----------------------------------------------
+    def order_book(self, symbol: str, *, limit: int = 5000) -> OrderBook:
+        """The local order book of ``symbol`` (``"ethusdt"``), kept from its diff depth
+        stream (``<symbol>@depth@100ms``, else ``<symbol>@depth``) and REST snapshots of
+        ``limit`` levels (``GET /api/v3/depth``; weight 250 at 5000) from ``rest_url``, by
+        the exchange's procedure, resynced after any gap in its ids. Before the stream starts,
+        ``<symbol>@depth@100ms`` is added to the streams when no depth stream of the symbol
+        is; once started, one must already be subscribed. The same book on every call."""
+        symbol = BookKeeper.check_symbol(symbol)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
+            raise ValueError(f"limit: must be an integer from 1 to 5000 (got {limit!r})")
+        book = self._books.fed(symbol)
+        if book is not None:
+            return book
+        stream = next((symbol + s for s in DEPTH_STREAMS if symbol + s in self._wanted), None)
+        if stream is None:
+            stream = symbol + DEPTH_STREAMS[0]
+            if self._tg is not None:
+                raise ValueError(
+                    f"order_book: no diff depth stream of {symbol!r} is subscribed; subscribe"
+                    f" {stream!r} first, or ask for the book before the stream starts"
+                )
+            self._check_count(len(self._wanted) + 1)
+            self._wanted[stream] = None
+        return self._books.add(symbol, stream, limit, max_buffered_bytes=self.config.buffer_bytes)
+
+    def _rest_for_books(self) -> RestClient:
+        if self.rest is None:  # no backfill: the books' own client (closed on exit)
+            url, ssl_context, api_key, given = self._rest_options
+            self._own_rest = given is None
+            self.rest = given or RestClient(
+                url, ssl_context=ssl_context, api_key=api_key, logger=self._log,
+                name=f"{self.name}-rest",
+            )  # fmt: skip
+        return self.rest

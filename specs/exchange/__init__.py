@@ -14,7 +14,8 @@ what the streams published.
         ...  # BinanceStream(["ethusdt@kline_1m"], base_url=exchange.url, ssl_context=client_ctx)
         ...  # GET f"{exchange.rest_url}/api/v3/klines?symbol=ETHUSDT&interval=1m"
 
-Modules, one concern each: ``_market`` (the generated market and its history), ``_streams``
+Modules, one concern each: ``_market`` (the generated market and its history), ``_book`` (its
+order book, its diffs, the book at any update id), ``_streams``
 (stream names, payloads, cadences), ``_requests`` (the control requests), ``_rest`` (REST
 endpoints), ``_limits`` (attempts and request weight: 429, then 418), ``_connection`` (what
 is kept per connection), ``_http`` (REST answers, status lines), ``_sessions`` (upgrades and

@@ -24,6 +24,9 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from ._book import BOOK_LEVELS as BOOK_LEVELS
+from ._book import Book
+
 __all__ = [
     "INTERVALS_MS",
     "MAX_FILL",
@@ -59,9 +62,6 @@ INTERVALS_MS = {
 OFFSET_ZONES = (0, 8 * 3_600_000)
 #: Empty candles published per stream per market step when market time jumps past several.
 MAX_FILL = 50
-#: The book's depth on each side, and the most levels a diff removes per side.
-BOOK_LEVELS = 20
-MAX_DIFF_LEVELS = 1_000
 _WEEK_MINUTES = 7 * 24 * 60
 _WEEK_ORIGIN_MS = 345_600_000  # 1970-01-05, a Monday: weekly candles open on Mondays
 
@@ -263,7 +263,7 @@ class _Series:
         return merged.freeze()
 
 
-class Symbol:
+class Symbol(Book):
     """One symbol's generated market and its history."""
 
     def __init__(self, name: str, price: float, cfg: MarketConfig, rng: random.Random) -> None:
@@ -407,48 +407,6 @@ class Symbol:
     def candles(self, key: tuple[str, int]) -> list[Candle]:
         """Every candle kept of ``key`` (interval, zone offset), the open one last."""
         return self.series[key].candles(self.base.open)
-
-    def mid(self, price: float | None = None) -> int:
-        """The book's middle as a tick index: bids below it, asks above it."""
-        return round((self.price if price is None else price) / self.tick)
-
-    def level(self, index: int, side: int) -> list[str]:
-        """[price, qty] of the level at tick ``index`` (side 0 bids, 1 asks), as of now."""
-        seed = self.update_id * (7, 11)[side] + index * (13, 17)[side]
-        return [f"{index * self.tick:.2f}", f"{0.1 + seed % 50 / 10:.4f}"]
-
-    def book(self, levels: int) -> tuple[list[list[str]], list[list[str]]]:
-        """The book: ``levels`` (at most BOOK_LEVELS) bids and asks on the symbol's tick grid,
-        next to the price. The diff depth streams describe exactly its changes."""
-        levels = min(levels, BOOK_LEVELS)
-        m = self.mid()
-        bids = [self.level(m - 1 - i, 0) for i in range(levels)]
-        asks = [self.level(m + 1 + i, 1) for i in range(levels)]
-        return bids, asks
-
-    def book_diff(self, since: int) -> tuple[list[list[str]], list[list[str]]]:
-        """Every level that changed after update ``since``: the book's levels with their
-        quantities now, and quantity "0" for each grid level the book held at any update in
-        between (the trades' prices say where) that it no longer holds. Applied to the book as
-        of any update in between, it gives the book now (at most MAX_DIFF_LEVELS removals)."""
-        n = self.update_id - since + 1  # the trades since, and the one that made `since`
-        prices = [float(t.price) for t in self.trades[-n:]]
-        m = self.mid()
-        low = min([self.mid(p) for p in prices] + [m])
-        high = max([self.mid(p) for p in prices] + [m])
-        bids, asks = self.book(BOOK_LEVELS)
-        gone_bids = range(
-            max(low - BOOK_LEVELS, m - BOOK_LEVELS - MAX_DIFF_LEVELS), m - BOOK_LEVELS
-        )
-        gone_asks = range(
-            m + BOOK_LEVELS + 1, min(high + BOOK_LEVELS, m + BOOK_LEVELS + MAX_DIFF_LEVELS) + 1
-        )
-        above = range(m, min(high, m + MAX_DIFF_LEVELS))  # bids that were above the book now
-        below = range(max(low, m - MAX_DIFF_LEVELS) + 1, m + 1)  # asks that were below it
-        zero = "0.0000"
-        bids += [[f"{k * self.tick:.2f}", zero] for k in (*above, *gone_bids)]
-        asks += [[f"{k * self.tick:.2f}", zero] for k in (*below, *gone_asks)]
-        return bids, asks
 
     # -- reading the history (REST and the rolling-window tickers) ----------------------------
     def trades_since(self, start_ms: int) -> list[Trade]:

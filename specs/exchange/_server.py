@@ -257,6 +257,17 @@ class Exchange(Sessions):
     def open_connections(self) -> int:
         return int(self.call(lambda: len(self._conns)))
 
+    def book_at(self, symbol: str, update_id: int, levels: int = 20) -> dict[str, Any]:
+        """The book of ``symbol`` (lower case) as of update ``update_id``, in the shape of a
+        depth snapshot (``LookupError`` when that update is not in the history kept)."""
+
+        def read() -> dict[str, Any]:
+            bids, asks = self.symbols[symbol].book_at(update_id, levels)
+            return {"lastUpdateId": update_id, "bids": bids, "asks": asks}
+
+        result: dict[str, Any] = self.call(read)
+        return result
+
     # -- HTTP ----------------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
