@@ -80,7 +80,6 @@ from ._connection_events import (
     ConnectionEvent,
     ConnectionFailed,
     ConnectionHealthy,
-    Disconnect,
     FailureKind,
     FailureRecord,
     GiveUp,
@@ -89,14 +88,16 @@ from ._connection_events import (
     PongReceived,
     RaiseAlarm,
     ResolveAlarm,
-    RestoreSubscriptions,
-    SendPing,
     Start,
-    StateChanged,
     Stop,
     Tick,
     TransportConnected,
-    Wait,
+    make_connect,
+    make_disconnect,
+    make_restore,
+    make_send_ping,
+    make_state_changed,
+    make_wait,
 )
 from ._drop_tracker import DropTracker
 from ._errors import IllegalEventError
@@ -431,14 +432,14 @@ class ConnectionMachine(Machine):
             self.time_in_state[source] += now - entered
         self.state_entered_at = now
         self.last_event_at = now
-        return [StateChanged(at=now, source=source, target=model.state, reason=reason)]
+        return [make_state_changed(now, source, model.state, reason)]
 
     def _connect_action(self, now: float) -> Connect:
         self.attempt += 1
         self.attempts += 1
         self.attempt_deadline = now + self.config.handshake_timeout
         self.retry_at = None
-        return Connect(attempt=self.attempt, deadline=self.attempt_deadline)
+        return make_connect(self.attempt, self.attempt_deadline)
 
     def _start(self, event: Start) -> list[ConnectionAction]:
         actions = self._transition("start", event.now, "started by host")
@@ -452,7 +453,7 @@ class ConnectionMachine(Machine):
         self.next_ping_at = now + self.config.ping_interval
         self.pong_deadline = None
         self.ping_sent_at = None
-        actions.append(RestoreSubscriptions(attempt=self.attempt))
+        actions.append(make_restore(self.attempt))
         if self.config.stable_after == 0.0:
             actions += self._recover(now)
         else:
@@ -507,7 +508,8 @@ class ConnectionMachine(Machine):
         self._clear_deadlines()
         self.close_reason = event.reason
         self.close_kind = "stopped"
-        return [*actions, Disconnect(reason=event.reason)]
+        actions.append(make_disconnect(event.reason))
+        return actions
 
     def _clear_deadlines(self) -> None:
         self.attempt_deadline = self.retry_at = None
@@ -643,7 +645,7 @@ class ConnectionMachine(Machine):
         )
         self.attempt_deadline = self.retry_at = self.live_since = None
         self.next_ping_at = self.pong_deadline = self.ping_sent_at = None
-        actions.append(Disconnect(reason=reason))
+        actions.append(make_disconnect(reason))
         # The action that ends the step (Wait or GiveUp) comes last, after the alarm and the
         # pattern reports: a host that sleeps on Wait has raised its alarm on time.
         last: ConnectionAction
@@ -657,7 +659,7 @@ class ConnectionMachine(Machine):
             self.delay_sum += decision.delay
             self.delay_counts[bisect.bisect_left(DELAY_BUCKETS, decision.delay)] += 1
             self.retry_at = now + decision.delay
-            last = Wait(delay=decision.delay, until=self.retry_at, attempt=self.attempt + 1)
+            last = make_wait(decision.delay, self.retry_at, self.attempt + 1)
         if decision.new_alarm:
             self.alarm_active = True
             self.alarm_raised_at = now
@@ -741,7 +743,7 @@ class ConnectionMachine(Machine):
         self.ping_sent_at = due
         self.pong_deadline = due + cfg.pong_timeout
         self.next_ping_at = due + cfg.ping_interval
-        return [SendPing(pong_deadline=self.pong_deadline)]
+        return [make_send_ping(self.pong_deadline)]
 
     # -- statistics and persistence -----------------------------------------------------
     def stats(self, now: float | None = None) -> dict[str, Any]:
