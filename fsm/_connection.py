@@ -112,6 +112,12 @@ __all__ = [
     "backoff_delay",
 ]
 
+# The kinds decide_failure tests, as module constants: the member lookup FailureKind.FATAL
+# costs ~0.1 us on Python 3.11 (measured), four times per failure.
+_SERVER_CLOSED = FailureKind.SERVER_CLOSED
+_FATAL = FailureKind.FATAL
+_BANNED = FailureKind.BANNED
+
 #: The keyword arguments of an event without any (never changed).
 _NO_KWARGS: dict[str, Any] = {}
 
@@ -547,7 +553,7 @@ class ConnectionMachine(Machine):
         before anything changes; the transition's guards read the returned decision."""
         cfg = self.config
         kind = event.kind
-        counted = kind is not FailureKind.SERVER_CLOSED
+        counted = kind is not _SERVER_CLOSED
         healthy_drop = self.model.state == "live" and self.is_healthy(event.now)
         # R1.3 counts reconnect failures: attempts that never became healthy. The drop of a
         # healthy connection is a drop (history, pattern detector), not a failed attempt.
@@ -559,17 +565,15 @@ class ConnectionMachine(Machine):
         if attempt_failed:
             window_count += 1
         exhausted = counted and cfg.max_retries is not None and consecutive > cfg.max_retries
-        if kind is FailureKind.FATAL or exhausted:
+        if kind is _FATAL or exhausted:
             return FailureDecision(
                 "closed", counted, attempt_failed, consecutive, None, False, window_count
             )
         # A ban is an operator's problem at the first sighting, whatever the window says.
-        alarm_due = (attempt_failed and window_count > cfg.alarm_failures) or (
-            kind is FailureKind.BANNED
-        )
+        alarm_due = (attempt_failed and window_count > cfg.alarm_failures) or (kind is _BANNED)
         new_alarm = alarm_due and not self.alarm_active
         target = "alarmed" if (self.alarm_active or alarm_due) else "backing_off"
-        if kind is FailureKind.SERVER_CLOSED:
+        if kind is _SERVER_CLOSED:
             delay = 0.0
         else:
             unit = self.rng.random() if cfg.jitter > 0.0 else 0.5
@@ -606,7 +610,8 @@ class ConnectionMachine(Machine):
         if source == "live" and not self.recovered and self.is_healthy(event.now):
             recovery = self._recover(event.now)
         decision = self.decide_failure(event)
-        kind = event.kind.value  # an enum's .value is a Python-level descriptor: read it once
+        # an enum's .value is a Python-level descriptor (~0.25 us); _value_ is its plain field
+        kind: str = event.kind._value_
         reason = f"{kind}: {event.reason}" if event.reason else kind
         actions = recovery + self._transition("fail", event.now, reason, {"decision": decision})
         # The transition is taken: now apply the decision.

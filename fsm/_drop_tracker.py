@@ -28,8 +28,8 @@ over random drop sequences with evictions.
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
 from collections.abc import Container
 
@@ -108,18 +108,25 @@ class DropTracker:
     # -- updates: O(1) or O(log n) ------------------------------------------------------
     def add(self, t: float, kind: str) -> None:
         drops = self.drops
+        hour = int(t // HOUR)
         if len(drops) == self.size:
-            self._remove(drops.popleft(), self._seq - len(drops) - 1)
+            evicted = drops.popleft()
+            # An evicted drop of the same hour leaves the per-hour counts as they are (-1 then
+            # +1): the common case when the buffer spans less than hours of drops.
+            moved = int(evicted[0] // HOUR) != hour
+            self._remove(evicted, self._seq - len(drops) - 1, moved)
+            if moved:
+                self._count_hour(hour, 1)
+        else:
+            self._count_hour(hour, 1)
         seq = self._seq
         self._seq = seq + 1
         drops.append((t, kind))
-        hour = int(t // HOUR)
-        self._count_hour(hour, 1)
         phase = t % HOUR
         minute = int(phase // 60.0)
         if minute >= _MINUTES:  # a phase rounded up to 3600.0
             minute = _MINUTES - 1
-        bisect.insort(self._bucket[minute], (phase, seq, t, kind))
+        insort(self._bucket[minute], (phase, seq, t, kind))
         hours = self._bucket_hours[minute]
         if hour in hours:
             hours[hour] += 1  # the bucket's distinct hours stay: nothing more to update
@@ -129,28 +136,29 @@ class DropTracker:
         item = (t, kind)
         if not by_time or by_time[-1] <= item:  # in time order, the common case: at the end
             if by_time:
-                bisect.insort(gaps, t - by_time[-1][0])
+                insort(gaps, t - by_time[-1][0])
             by_time.append(item)
             return
-        i = bisect.bisect_right(by_time, item)
+        i = bisect_right(by_time, item)
         before = by_time[i - 1][0] if i > 0 else None
         after = by_time[i][0]
         if before is not None:
             self._drop_gap(after - before)
-            bisect.insort(gaps, t - before)
-        bisect.insort(gaps, after - t)
+            insort(gaps, t - before)
+        insort(gaps, after - t)
         by_time.insert(i, item)
 
-    def _remove(self, drop: tuple[float, str], seq: int) -> None:
+    def _remove(self, drop: tuple[float, str], seq: int, count: bool) -> None:
         t, kind = drop
         hour = int(t // HOUR)
-        self._count_hour(hour, -1)
+        if count:  # (False: the caller adds a drop of the same hour)
+            self._count_hour(hour, -1)
         phase = t % HOUR
         minute = int(phase // 60.0)
         if minute >= _MINUTES:
             minute = _MINUTES - 1
         bucket = self._bucket[minute]
-        del bucket[bisect.bisect_left(bucket, (phase, seq, t, kind))]
+        del bucket[bisect_left(bucket, (phase, seq, t, kind))]
         hours = self._bucket_hours[minute]
         if hours[hour] > 1:
             hours[hour] -= 1  # the bucket's distinct hours stay: nothing more to update
@@ -161,9 +169,9 @@ class DropTracker:
             del by_time[0]
             if by_time:
                 gaps = self._gaps
-                del gaps[bisect.bisect_left(gaps, by_time[0][0] - t)]
+                del gaps[bisect_left(gaps, by_time[0][0] - t)]
             return
-        i = bisect.bisect_left(by_time, drop)
+        i = bisect_left(by_time, drop)
         before = by_time[i - 1][0] if i > 0 else None
         after = by_time[i + 1][0] if i + 1 < len(by_time) else None
         if before is not None:
@@ -171,11 +179,11 @@ class DropTracker:
         if after is not None:
             self._drop_gap(after - t)
         if before is not None and after is not None:
-            bisect.insort(self._gaps, after - before)
+            insort(self._gaps, after - before)
         del by_time[i]
 
     def _drop_gap(self, gap: float) -> None:
-        del self._gaps[bisect.bisect_left(self._gaps, gap)]
+        del self._gaps[bisect_left(self._gaps, gap)]
 
     def _count_hour(self, hour: int, delta: int) -> None:
         # plain dicts: Counter's __delitem__ and __missing__ are Python code
@@ -322,7 +330,7 @@ class DropTracker:
         period = gaps[len(gaps) // 2]
         if period <= 0.0:
             return None
-        tolerance = max(0.1 * period, 1.0)
+        tolerance = 1.0 if 0.1 * period < 1.0 else 0.1 * period  # max(), without the call
         lo, hi = _fitting_range(gaps, period, tolerance)
         if hi - lo + 1 < self.min_hits:
             return None
@@ -347,12 +355,12 @@ def _fitting_range(gaps: list[float], period: float, tolerance: float) -> tuple[
     to each end; the ends are then settled with the very test the batch detector applies to
     each gap (a step or two), so both count the same gaps."""
     n = len(gaps)
-    lo = bisect.bisect_left(gaps, period - tolerance)
+    lo = bisect_left(gaps, period - tolerance)
     while lo > 0 and gaps[lo - 1] <= period and abs(gaps[lo - 1] - period) <= tolerance:
         lo -= 1
     while lo < n and gaps[lo] < period and abs(gaps[lo] - period) > tolerance:
         lo += 1
-    hi = bisect.bisect_right(gaps, period + tolerance, lo)
+    hi = bisect_right(gaps, period + tolerance, lo)
     while hi < n and abs(gaps[hi] - period) <= tolerance:
         hi += 1
     while hi > lo and gaps[hi - 1] > period and abs(gaps[hi - 1] - period) > tolerance:

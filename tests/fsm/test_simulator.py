@@ -94,3 +94,17 @@ def test_bad_schedule_files_list_every_problem(tmp_path: Path) -> None:
     assert "fault[0].type: must be one of" in text
     assert "fault[0].at: must be a finite number >= 0 (got -1)" in text
     assert "fault[0].kind: must be a failure kind (got 'x')" in text
+
+
+@pytest.mark.spec("R5.2")
+def test_lines_formatted_when_read_equal_the_lines_emitted() -> None:
+    # simulate() formats its log lines when .lines is first read; with emit= it formats each
+    # as it happens: the two paths write the same lines, in the same order.
+    emitted: list[str] = []
+    schedule = load_schedule("outage", seed=3)
+    live = simulate(schedule, seed=3, emit=emitted.append)
+    later = simulate(schedule, seed=3)
+    assert live.lines == emitted
+    assert later.lines == emitted and later.lines is later.lines
+    for event in ("state", "backoff", "alarm", "resolved"):
+        assert any(f" event={event} " in line for line in emitted), event
