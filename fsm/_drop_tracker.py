@@ -95,12 +95,15 @@ class DropTracker:
         self._hours_with: dict[int, int] = {}
         #: per minute of the hour: its drops (phase, arrival number, time, kind) sorted as the
         #: batch detector's stable sort orders them, and the hours they come from
-        self._bucket: list[list[tuple[float, int, float, str]]] = [[] for _ in range(_MINUTES)]
-        self._bucket_hours: list[dict[int, int]] = [{} for _ in range(_MINUTES)]
+        self._bucket: list[list[tuple[float, int, float, str]]] = []
+        self._bucket_hours: list[dict[int, int]] = []
         #: distinct hours in the _SPAN buckets starting at each minute; their maximum
-        self._run: list[int] = [0] * _MINUTES
-        self._runs_with: dict[int, int] = {0: _MINUTES}
+        self._run: list[int] = []
+        self._runs_with: dict[int, int] = {}
         self._best_run = 0
+        #: whether the minute buckets above are kept up to date (see _keep_buckets)
+        self._buckets_kept = False
+        self._clear_buckets()
         self._by_time: list[tuple[float, str]] = []
         self._gaps: list[float] = []
         self._key_of: tuple[float, tuple[str, int]] = (math.nan, ("period", 0))
@@ -122,16 +125,11 @@ class DropTracker:
         seq = self._seq
         self._seq = seq + 1
         drops.append((t, kind))
-        phase = t % HOUR
-        minute = int(phase // 60.0)
-        if minute >= _MINUTES:  # a phase rounded up to 3600.0
-            minute = _MINUTES - 1
-        insort(self._bucket[minute], (phase, seq, t, kind))
-        hours = self._bucket_hours[minute]
-        if hour in hours:
-            hours[hour] += 1  # the bucket's distinct hours stay: nothing more to update
-        else:
-            self._bucket_hour(minute, hour, 1)
+        if self._buckets_kept:
+            if len(self._per_hour) < self.min_hits - 1:
+                self._buckets_kept = False  # (see _keep_buckets)
+            else:
+                self._bucket_add(t, kind, seq, hour)
         by_time, gaps = self._by_time, self._gaps
         item = (t, kind)
         if not by_time or by_time[-1] <= item:  # in time order, the common case: at the end
@@ -153,17 +151,18 @@ class DropTracker:
         hour = int(t // HOUR)
         if count:  # (False: the caller adds a drop of the same hour)
             self._count_hour(hour, -1)
-        phase = t % HOUR
-        minute = int(phase // 60.0)
-        if minute >= _MINUTES:
-            minute = _MINUTES - 1
-        bucket = self._bucket[minute]
-        del bucket[bisect_left(bucket, (phase, seq, t, kind))]
-        hours = self._bucket_hours[minute]
-        if hours[hour] > 1:
-            hours[hour] -= 1  # the bucket's distinct hours stay: nothing more to update
-        else:
-            self._bucket_hour(minute, hour, -1)
+        if self._buckets_kept:
+            phase = t % HOUR
+            minute = int(phase // 60.0)
+            if minute >= _MINUTES:
+                minute = _MINUTES - 1
+            bucket = self._bucket[minute]
+            del bucket[bisect_left(bucket, (phase, seq, t, kind))]
+            hours = self._bucket_hours[minute]
+            if hours[hour] > 1:
+                hours[hour] -= 1  # the bucket's distinct hours stay: nothing more to update
+            else:
+                self._bucket_hour(minute, hour, -1)
         by_time = self._by_time
         if by_time[0] == drop:  # the oldest is the earliest when the times came in order
             del by_time[0]
@@ -201,6 +200,45 @@ class DropTracker:
             hours_with[new] = hours_with.get(new, 0) + 1
         else:
             del per_hour[hour]
+
+    def _bucket_add(self, t: float, kind: str, seq: int, hour: int) -> None:
+        phase = t % HOUR
+        minute = int(phase // 60.0)
+        if minute >= _MINUTES:  # a phase rounded up to 3600.0
+            minute = _MINUTES - 1
+        insort(self._bucket[minute], (phase, seq, t, kind))
+        hours = self._bucket_hours[minute]
+        if hour in hours:
+            hours[hour] += 1  # the bucket's distinct hours stay: nothing more to update
+        else:
+            self._bucket_hour(minute, hour, 1)
+
+    def _clear_buckets(self) -> None:
+        self._bucket = [[] for _ in range(_MINUTES)]
+        self._bucket_hours = [{} for _ in range(_MINUTES)]
+        self._run = [0] * _MINUTES
+        self._runs_with = {0: _MINUTES}
+        self._best_run = 0
+
+    def _keep_buckets(self) -> None:
+        """Bring the minute buckets up to date, and keep them so from now on.
+
+        Only the minute-of-hour test reads them, and it runs only while the buffer holds
+        drops of at least ``min_hits`` hours; a buffer of fast drops (one every few seconds
+        to minutes, as in a flapping link) spans fewer, and keeping them cost about half of
+        each drop's update. So they are let go when the buffer holds drops of fewer than
+        ``min_hits - 1`` hours (one hour of slack, so a buffer that hovers at the threshold
+        does not rebuild them again and again) and rebuilt here, from the buffer in arrival
+        order, when the test next runs: the state the drop-by-drop updates would have built
+        (``tests/fsm/test_patterns_tracker.py`` checks the reports against the batch
+        detector, across both)."""
+        if self._buckets_kept:
+            return
+        self._clear_buckets()
+        first = self._seq - len(self.drops)
+        for offset, (t, kind) in enumerate(self.drops):
+            self._bucket_add(t, kind, first + offset, int(t // HOUR))
+        self._buckets_kept = True
 
     def _bucket_hour(self, minute: int, hour: int, delta: int) -> None:
         hours = self._bucket_hours[minute]
@@ -242,6 +280,7 @@ class DropTracker:
         near_hour = period is not None and abs(period - HOUR) <= 0.1 * HOUR
         hourly = None
         if len(self._per_hour) >= self.min_hits:
+            self._keep_buckets()
             hourly = self._minute_of_hour(skip, needed=near_hour and period_key not in skip)
         reports = [] if hourly is None or hourly.key in skip else [hourly]
         if period is None or period_key in skip or (hourly is not None and near_hour):
