@@ -62,9 +62,9 @@ reports over the drops, on wall time when the host passes it.
 
 from __future__ import annotations
 
-import bisect
 import math
 import random
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -449,7 +449,8 @@ class ConnectionMachine(Machine):
 
     def _start(self, event: Start) -> list[ConnectionAction]:
         actions = self._transition("start", event.now, "started by host")
-        return [*actions, self._connect_action(event.now)]
+        actions.append(self._connect_action(event.now))
+        return actions
 
     def _live(self, now: float) -> list[ConnectionAction]:
         actions = self._transition("handshake_succeeded", now, "handshake completed")
@@ -505,7 +506,8 @@ class ConnectionMachine(Machine):
 
     def _retry(self, now: float) -> list[ConnectionAction]:
         actions = self._transition("retry", now, f"backoff of {self.last_delay:.3f} s elapsed")
-        return [*actions, self._connect_action(now)]
+        actions.append(self._connect_action(now))
+        return actions
 
     def _stop(self, event: Stop) -> list[ConnectionAction]:
         if self.state == "closed":
@@ -613,7 +615,9 @@ class ConnectionMachine(Machine):
         # an enum's .value is a Python-level descriptor (~0.25 us); _value_ is its plain field
         kind: str = event.kind._value_
         reason = f"{kind}: {event.reason}" if event.reason else kind
-        actions = recovery + self._transition("fail", event.now, reason, {"decision": decision})
+        actions = self._transition("fail", event.now, reason, {"decision": decision})
+        if recovery:
+            actions[:0] = recovery
         # The transition is taken: now apply the decision.
         now = event.now
         wall = None if self.wall_offset is None else now + self.wall_offset
@@ -662,7 +666,7 @@ class ConnectionMachine(Machine):
             assert decision.delay is not None
             self.last_delay = decision.delay
             self.delay_sum += decision.delay
-            self.delay_counts[bisect.bisect_left(DELAY_BUCKETS, decision.delay)] += 1
+            self.delay_counts[bisect_left(DELAY_BUCKETS, decision.delay)] += 1
             self.retry_at = now + decision.delay
             last = make_wait(decision.delay, self.retry_at, self.attempt + 1)
         if decision.new_alarm:
@@ -694,7 +698,7 @@ class ConnectionMachine(Machine):
         # The tracker keeps the detector's statistics up to date drop by drop (what
         # detect_patterns would find over the whole buffer, without recomputing it).
         found: list[ConnectionAction] = []
-        for report in self._tracker.reports(skip=self._reported_keys):
+        for report in self._tracker.reports(self._reported_keys):
             self._remember(report)
             found.append(PatternDetected(report=report))
         return found

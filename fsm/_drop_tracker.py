@@ -269,21 +269,15 @@ class DropTracker:
     # -- the reports ------------------------------------------------------------------------
     def reports(self, skip: Container[tuple[str, int]] = ()) -> list[PatternReport]:
         """The patterns ``detect_patterns`` finds in the buffer, less those keyed in ``skip``."""
-        period = self._period_candidate()
-        period_key = None
-        if period is not None:
-            # the same period drop after drop: its key (a logarithm) is kept
-            if period != self._key_of[0]:
-                self._key_of = (period, ("period", round(math.log(period, 1.1))))
-            period_key = self._key_of[1]
+        period = self._period_candidate(skip)  # (None as well when its key is in skip)
         # The hourly test matters to the period only when the period is about an hour.
         near_hour = period is not None and abs(period - HOUR) <= 0.1 * HOUR
         hourly = None
         if len(self._per_hour) >= self.min_hits:
             self._keep_buckets()
-            hourly = self._minute_of_hour(skip, needed=near_hour and period_key not in skip)
+            hourly = self._minute_of_hour(skip, needed=near_hour)
         reports = [] if hourly is None or hourly.key in skip else [hourly]
-        if period is None or period_key in skip or (hourly is not None and near_hour):
+        if period is None or (hourly is not None and near_hour):
             return reports
         if not self._period_significant(period):
             return reports
@@ -360,14 +354,21 @@ class DropTracker:
             return None
         return best_hours, best_window
 
-    def _period_candidate(self) -> float | None:
-        """The period the fixed-period test would test (median gap, enough gaps fit), or None:
-        O(log n)."""
+    def _period_candidate(self, skip: Container[tuple[str, int]]) -> float | None:
+        """The period the fixed-period test would test (median gap, enough gaps fit), or None;
+        None too when its key is in ``skip`` (then whether enough gaps fit changes nothing in
+        :meth:`reports`: the period is not reported, and a skipped period does not make the
+        minute-of-hour report needed). O(log n), O(1) once the period is reported."""
         gaps = self._gaps
         if len(self._by_time) < self.min_hits:
             return None
         period = gaps[len(gaps) // 2]
         if period <= 0.0:
+            return None
+        # the same period drop after drop: its key (a logarithm) is kept
+        if period != self._key_of[0]:
+            self._key_of = (period, ("period", round(math.log(period, 1.1))))
+        if self._key_of[1] in skip:
             return None
         tolerance = 1.0 if 0.1 * period < 1.0 else 0.1 * period  # max(), without the call
         lo, hi = _fitting_range(gaps, period, tolerance)
