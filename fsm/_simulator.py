@@ -67,7 +67,7 @@ from ._connection_events import (
     Wait,
 )
 from ._errors import ConfigError
-from ._logfmt import echo, escape_controls, format_kv
+from ._logfmt import _value, echo, escape_controls
 
 __all__ = [
     "BUILTIN_SCHEDULES",
@@ -355,7 +355,12 @@ class SimulationResult:
 
 
 def _format_line(t: float, keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
-    return format_kv(t=_clock(t), **dict(zip(keys, values, strict=True)))
+    """``format_kv(t=_clock(t), **dict(zip(keys, values)))``, less the checks that cannot
+    fire: the keys are the constants below (plain names) and the clock is digits, ``:`` and
+    ``.`` (never quoted); each value is written by format_kv's own rule."""
+    return f"t={_clock(t)} " + " ".join(
+        [f"{key}={_value(value)}" for key, value in zip(keys, values, strict=True)]
+    )
 
 
 # The keys of each kind of line the simulator writes (event first).
