@@ -13,6 +13,9 @@ Each drop (and each eviction) updates, in O(1) or O(log n):
 * the times and the gaps between consecutive times, sorted (bisect: O(log n) comparisons; the
   insert is a C memmove of at most ``size`` pointers, 256 in the machine).
 
+The minute buckets are kept only while the minute-of-hour test can run (see
+:meth:`DropTracker._keep_buckets`): a buffer of fast drops spanning fewer hours skips them.
+
 :meth:`DropTracker.reports` then decides in O(1) (independent of the buffer) in the common
 case: the minute-of-hour test is skipped when too few hours exist, when no 4-bucket run holds
 ``min_hits`` hours, or when a lower bound of its p-value (a few terms of a binomial tail over

@@ -27,6 +27,9 @@ callable gets, by name, the arguments it declares among the event's keyword argu
 expressions, properties, attribute values, per-callback conditions, positional-only
 parameters) are called through python-statemachine's own wrapper: same result, its speed.
 Adding a listener drops the links, so the next event re-links with the listener's callbacks.
+A link whose candidates are bare or have plain guards only is also kept as a *route* for the
+typed dispatch of the shipped machines (:meth:`Machine._move`): the target's value alone for
+one bare transition, else the guards and targets as a tuple, run without ``_step``.
 
 Observable behaviour equals ``send()``'s, and ``tests/fsm/test_machine_differential.py``
 proves it on random event sequences: the state after each event; a refused event raises

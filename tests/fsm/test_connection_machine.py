@@ -555,31 +555,3 @@ def test_a_failure_ends_with_its_wait_or_give_up_after_its_notices() -> None:
             reported += 1
             assert names.index("PatternDetected") < names.index("Wait")
     assert reported
-
-
-@pytest.mark.spec("R5.1")
-def test_fast_action_constructors_build_what_the_classes_build() -> None:
-    # The machine builds its frequent actions without their generated __init__ (half the
-    # cost, fsm/_connection_events._maker): the same frozen objects, field for field.
-    from regulator.fsm import _connection_events as events
-
-    cases: list[tuple[Any, Any, dict[str, Any]]] = [
-        (
-            events.make_state_changed,
-            StateChanged,
-            {"at": 1.5, "source": "a", "target": "b", "reason": "r"},
-        ),
-        (events.make_connect, Connect, {"attempt": 3, "deadline": 31.5}),
-        (events.make_restore, RestoreSubscriptions, {"attempt": 2}),
-        (events.make_send_ping, SendPing, {"pong_deadline": 9.0}),
-        (events.make_disconnect, Disconnect, {"reason": "ssl: mac"}),
-        (events.make_wait, Wait, {"delay": 1.0, "until": 2.0, "attempt": 4}),
-    ]
-    for make, cls, fields in cases:
-        made, built = make(*fields.values()), cls(**fields)
-        assert type(made) is cls and made == built and hash(made) == hash(built)
-        assert repr(made) == repr(built)
-        with pytest.raises(AttributeError):  # still frozen
-            made.__setattr__(next(iter(fields)), None)
-    with pytest.raises(TypeError, match=r"Tick\.now"):  # a converter: refused
-        events._maker(Tick)
