@@ -13,6 +13,9 @@ Each drop (and each eviction) updates, in O(1) or O(log n):
 * the times and the gaps between consecutive times, sorted (bisect: O(log n) comparisons; the
   insert is a C memmove of at most ``size`` pointers, 256 in the machine).
 
+The minute buckets are kept only while the minute-of-hour test can run (see
+:meth:`DropTracker._keep_buckets`): a buffer of fast drops spanning fewer hours skips them.
+
 :meth:`DropTracker.reports` then decides in O(1) (independent of the buffer) in the common
 case: the minute-of-hour test is skipped when too few hours exist, when no 4-bucket run holds
 ``min_hits`` hours, or when a lower bound of its p-value (a few terms of a binomial tail over
@@ -28,8 +31,8 @@ over random drop sequences with evictions.
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
 from collections.abc import Container
 
@@ -95,12 +98,15 @@ class DropTracker:
         self._hours_with: dict[int, int] = {}
         #: per minute of the hour: its drops (phase, arrival number, time, kind) sorted as the
         #: batch detector's stable sort orders them, and the hours they come from
-        self._bucket: list[list[tuple[float, int, float, str]]] = [[] for _ in range(_MINUTES)]
-        self._bucket_hours: list[dict[int, int]] = [{} for _ in range(_MINUTES)]
+        self._bucket: list[list[tuple[float, int, float, str]]] = []
+        self._bucket_hours: list[dict[int, int]] = []
         #: distinct hours in the _SPAN buckets starting at each minute; their maximum
-        self._run: list[int] = [0] * _MINUTES
-        self._runs_with: dict[int, int] = {0: _MINUTES}
+        self._run: list[int] = []
+        self._runs_with: dict[int, int] = {}
         self._best_run = 0
+        #: whether the minute buckets above are kept up to date (see _keep_buckets)
+        self._buckets_kept = False
+        self._clear_buckets()
         self._by_time: list[tuple[float, str]] = []
         self._gaps: list[float] = []
         self._key_of: tuple[float, tuple[str, int]] = (math.nan, ("period", 0))
@@ -108,62 +114,66 @@ class DropTracker:
     # -- updates: O(1) or O(log n) ------------------------------------------------------
     def add(self, t: float, kind: str) -> None:
         drops = self.drops
+        hour = int(t // HOUR)
         if len(drops) == self.size:
-            self._remove(drops.popleft(), self._seq - len(drops) - 1)
+            evicted = drops.popleft()
+            # An evicted drop of the same hour leaves the per-hour counts as they are (-1 then
+            # +1): the common case when the buffer spans less than hours of drops.
+            moved = int(evicted[0] // HOUR) != hour
+            self._remove(evicted, self._seq - len(drops) - 1, moved)
+            if moved:
+                self._count_hour(hour, 1)
+        else:
+            self._count_hour(hour, 1)
         seq = self._seq
         self._seq = seq + 1
         drops.append((t, kind))
-        hour = int(t // HOUR)
-        self._count_hour(hour, 1)
-        phase = t % HOUR
-        minute = int(phase // 60.0)
-        if minute >= _MINUTES:  # a phase rounded up to 3600.0
-            minute = _MINUTES - 1
-        bisect.insort(self._bucket[minute], (phase, seq, t, kind))
-        hours = self._bucket_hours[minute]
-        if hour in hours:
-            hours[hour] += 1  # the bucket's distinct hours stay: nothing more to update
-        else:
-            self._bucket_hour(minute, hour, 1)
+        if self._buckets_kept:
+            if len(self._per_hour) < self.min_hits - 1:
+                self._buckets_kept = False  # (see _keep_buckets)
+            else:
+                self._bucket_add(t, kind, seq, hour)
         by_time, gaps = self._by_time, self._gaps
         item = (t, kind)
         if not by_time or by_time[-1] <= item:  # in time order, the common case: at the end
             if by_time:
-                bisect.insort(gaps, t - by_time[-1][0])
+                insort(gaps, t - by_time[-1][0])
             by_time.append(item)
             return
-        i = bisect.bisect_right(by_time, item)
+        i = bisect_right(by_time, item)
         before = by_time[i - 1][0] if i > 0 else None
         after = by_time[i][0]
         if before is not None:
             self._drop_gap(after - before)
-            bisect.insort(gaps, t - before)
-        bisect.insort(gaps, after - t)
+            insort(gaps, t - before)
+        insort(gaps, after - t)
         by_time.insert(i, item)
 
-    def _remove(self, drop: tuple[float, str], seq: int) -> None:
+    def _remove(self, drop: tuple[float, str], seq: int, count: bool) -> None:
         t, kind = drop
         hour = int(t // HOUR)
-        self._count_hour(hour, -1)
-        phase = t % HOUR
-        minute = int(phase // 60.0)
-        if minute >= _MINUTES:
-            minute = _MINUTES - 1
-        bucket = self._bucket[minute]
-        del bucket[bisect.bisect_left(bucket, (phase, seq, t, kind))]
-        hours = self._bucket_hours[minute]
-        if hours[hour] > 1:
-            hours[hour] -= 1  # the bucket's distinct hours stay: nothing more to update
-        else:
-            self._bucket_hour(minute, hour, -1)
+        if count:  # (False: the caller adds a drop of the same hour)
+            self._count_hour(hour, -1)
+        if self._buckets_kept:
+            phase = t % HOUR
+            minute = int(phase // 60.0)
+            if minute >= _MINUTES:
+                minute = _MINUTES - 1
+            bucket = self._bucket[minute]
+            del bucket[bisect_left(bucket, (phase, seq, t, kind))]
+            hours = self._bucket_hours[minute]
+            if hours[hour] > 1:
+                hours[hour] -= 1  # the bucket's distinct hours stay: nothing more to update
+            else:
+                self._bucket_hour(minute, hour, -1)
         by_time = self._by_time
         if by_time[0] == drop:  # the oldest is the earliest when the times came in order
             del by_time[0]
             if by_time:
                 gaps = self._gaps
-                del gaps[bisect.bisect_left(gaps, by_time[0][0] - t)]
+                del gaps[bisect_left(gaps, by_time[0][0] - t)]
             return
-        i = bisect.bisect_left(by_time, drop)
+        i = bisect_left(by_time, drop)
         before = by_time[i - 1][0] if i > 0 else None
         after = by_time[i + 1][0] if i + 1 < len(by_time) else None
         if before is not None:
@@ -171,11 +181,11 @@ class DropTracker:
         if after is not None:
             self._drop_gap(after - t)
         if before is not None and after is not None:
-            bisect.insort(self._gaps, after - before)
+            insort(self._gaps, after - before)
         del by_time[i]
 
     def _drop_gap(self, gap: float) -> None:
-        del self._gaps[bisect.bisect_left(self._gaps, gap)]
+        del self._gaps[bisect_left(self._gaps, gap)]
 
     def _count_hour(self, hour: int, delta: int) -> None:
         # plain dicts: Counter's __delitem__ and __missing__ are Python code
@@ -193,6 +203,45 @@ class DropTracker:
             hours_with[new] = hours_with.get(new, 0) + 1
         else:
             del per_hour[hour]
+
+    def _bucket_add(self, t: float, kind: str, seq: int, hour: int) -> None:
+        phase = t % HOUR
+        minute = int(phase // 60.0)
+        if minute >= _MINUTES:  # a phase rounded up to 3600.0
+            minute = _MINUTES - 1
+        insort(self._bucket[minute], (phase, seq, t, kind))
+        hours = self._bucket_hours[minute]
+        if hour in hours:
+            hours[hour] += 1  # the bucket's distinct hours stay: nothing more to update
+        else:
+            self._bucket_hour(minute, hour, 1)
+
+    def _clear_buckets(self) -> None:
+        self._bucket = [[] for _ in range(_MINUTES)]
+        self._bucket_hours = [{} for _ in range(_MINUTES)]
+        self._run = [0] * _MINUTES
+        self._runs_with = {0: _MINUTES}
+        self._best_run = 0
+
+    def _keep_buckets(self) -> None:
+        """Bring the minute buckets up to date, and keep them so from now on.
+
+        Only the minute-of-hour test reads them, and it runs only while the buffer holds
+        drops of at least ``min_hits`` hours; a buffer of fast drops (one every few seconds
+        to minutes, as in a flapping link) spans fewer, and keeping them cost about half of
+        each drop's update. So they are let go when the buffer holds drops of fewer than
+        ``min_hits - 1`` hours (one hour of slack, so a buffer that hovers at the threshold
+        does not rebuild them again and again) and rebuilt here, from the buffer in arrival
+        order, when the test next runs: the state the drop-by-drop updates would have built
+        (``tests/fsm/test_patterns_tracker.py`` checks the reports against the batch
+        detector, across both)."""
+        if self._buckets_kept:
+            return
+        self._clear_buckets()
+        first = self._seq - len(self.drops)
+        for offset, (t, kind) in enumerate(self.drops):
+            self._bucket_add(t, kind, first + offset, int(t // HOUR))
+        self._buckets_kept = True
 
     def _bucket_hour(self, minute: int, hour: int, delta: int) -> None:
         hours = self._bucket_hours[minute]
@@ -223,20 +272,15 @@ class DropTracker:
     # -- the reports ------------------------------------------------------------------------
     def reports(self, skip: Container[tuple[str, int]] = ()) -> list[PatternReport]:
         """The patterns ``detect_patterns`` finds in the buffer, less those keyed in ``skip``."""
-        period = self._period_candidate()
-        period_key = None
-        if period is not None:
-            # the same period drop after drop: its key (a logarithm) is kept
-            if period != self._key_of[0]:
-                self._key_of = (period, ("period", round(math.log(period, 1.1))))
-            period_key = self._key_of[1]
+        period = self._period_candidate(skip)  # (None as well when its key is in skip)
         # The hourly test matters to the period only when the period is about an hour.
         near_hour = period is not None and abs(period - HOUR) <= 0.1 * HOUR
         hourly = None
         if len(self._per_hour) >= self.min_hits:
-            hourly = self._minute_of_hour(skip, needed=near_hour and period_key not in skip)
+            self._keep_buckets()
+            hourly = self._minute_of_hour(skip, needed=near_hour)
         reports = [] if hourly is None or hourly.key in skip else [hourly]
-        if period is None or period_key in skip or (hourly is not None and near_hour):
+        if period is None or (hourly is not None and near_hour):
             return reports
         if not self._period_significant(period):
             return reports
@@ -313,16 +357,23 @@ class DropTracker:
             return None
         return best_hours, best_window
 
-    def _period_candidate(self) -> float | None:
-        """The period the fixed-period test would test (median gap, enough gaps fit), or None:
-        O(log n)."""
+    def _period_candidate(self, skip: Container[tuple[str, int]]) -> float | None:
+        """The period the fixed-period test would test (median gap, enough gaps fit), or None;
+        None too when its key is in ``skip`` (then whether enough gaps fit changes nothing in
+        :meth:`reports`: the period is not reported, and a skipped period does not make the
+        minute-of-hour report needed). O(log n), O(1) once the period is reported."""
         gaps = self._gaps
         if len(self._by_time) < self.min_hits:
             return None
         period = gaps[len(gaps) // 2]
         if period <= 0.0:
             return None
-        tolerance = max(0.1 * period, 1.0)
+        # the same period drop after drop: its key (a logarithm) is kept
+        if period != self._key_of[0]:
+            self._key_of = (period, ("period", round(math.log(period, 1.1))))
+        if self._key_of[1] in skip:
+            return None
+        tolerance = 1.0 if 0.1 * period < 1.0 else 0.1 * period  # max(), without the call
         lo, hi = _fitting_range(gaps, period, tolerance)
         if hi - lo + 1 < self.min_hits:
             return None
@@ -347,12 +398,12 @@ def _fitting_range(gaps: list[float], period: float, tolerance: float) -> tuple[
     to each end; the ends are then settled with the very test the batch detector applies to
     each gap (a step or two), so both count the same gaps."""
     n = len(gaps)
-    lo = bisect.bisect_left(gaps, period - tolerance)
+    lo = bisect_left(gaps, period - tolerance)
     while lo > 0 and gaps[lo - 1] <= period and abs(gaps[lo - 1] - period) <= tolerance:
         lo -= 1
     while lo < n and gaps[lo] < period and abs(gaps[lo] - period) > tolerance:
         lo += 1
-    hi = bisect.bisect_right(gaps, period + tolerance, lo)
+    hi = bisect_right(gaps, period + tolerance, lo)
     while hi < n and abs(gaps[hi] - period) <= tolerance:
         hi += 1
     while hi > lo and gaps[hi - 1] > period and abs(gaps[hi - 1] - period) > tolerance:

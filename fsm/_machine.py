@@ -27,6 +27,9 @@ callable gets, by name, the arguments it declares among the event's keyword argu
 expressions, properties, attribute values, per-callback conditions, positional-only
 parameters) are called through python-statemachine's own wrapper: same result, its speed.
 Adding a listener drops the links, so the next event re-links with the listener's callbacks.
+A link whose candidates are bare or have plain guards only is also kept as a *route* for the
+typed dispatch of the shipped machines (:meth:`Machine._move`): the target's value alone for
+one bare transition, else the guards and targets as a tuple, run without ``_step``.
 
 Observable behaviour equals ``send()``'s, and ``tests/fsm/test_machine_differential.py``
 proves it on random event sequences: the state after each event; a refused event raises
@@ -79,6 +82,19 @@ _RESERVED = frozenset(
 _SEND_OPTIONS = frozenset(("delay", "send_id", "internal"))
 #: The convention callbacks python-statemachine resolves on any machine.
 _CLASS_FALLBACKS = (("prepare_event", "a prepare_event callback"),)
+
+
+def _route(plan: Plan) -> Any:
+    """A simple plan (every candidate bare or with plain guards only) as ``_move`` runs it:
+    the target state's value alone for one bare, non-final transition (the common lifecycle
+    step: nothing to call, the move is all of it), else per candidate ``(guards, the names
+    they take, the reserved arguments, target value, final)``, read without attribute
+    lookups."""
+    if len(plan) == 1 and plan[0].bare and not plan[0].final:
+        target = plan[0].target_value
+        if target.__class__ is str:  # (a state's value may be anything; a str is unambiguous)
+            return target
+    return tuple((c.guards, c.guard_names, c.base, c.target_value, c.final) for c in plan)
 
 
 class EngineFallbackWarning(UserWarning):
@@ -231,6 +247,8 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     # per instance (set in __init__): the links per (state value, event), the queue of events
     # sent from callbacks, whether one is being processed, the bound events, the engine on
     _links: dict[tuple[Any, str], Plan]
+    #: the links whose plan is simple, precompiled for _move (see _route)
+    _routes: dict[tuple[Any, str], Any]
     _queue: list[tuple[str, dict[str, Any]]]
     _busy: bool
     _events_bound: dict[str, Any]
@@ -241,7 +259,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # python-statemachine's __setattr__ checks each set against the state names; the
         # engine's own fields are private, so set them plainly.
-        vars(self).update(_links={}, _queue=[], _busy=False, _events_bound={})
+        vars(self).update(_links={}, _routes={}, _queue=[], _busy=False, _events_bound={})
         super().__init__(*args, **kwargs)
         vars(self)["_fast"] = vars(self)["_ready"] = _engine_runs(self)
 
@@ -292,14 +310,14 @@ class Machine(StateMachine, metaclass=_MachineMeta):
     def __getstate__(self) -> dict[str, Any]:
         # The engine's links hold callables bound to this instance: rebuilt, never copied.
         state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
-        for name in ("_links", "_queue", "_busy", "_events_bound", "_fast", "_ready"):
+        for name in ("_links", "_routes", "_queue", "_busy", "_events_bound", "_fast", "_ready"):
             state.pop(name, None)
         for event in type(self)._events:
             state.pop(str(event), None)  # the cached event methods (bound to this instance)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        vars(self).update(_links={}, _queue=[], _busy=False, _events_bound={})
+        vars(self).update(_links={}, _routes={}, _queue=[], _busy=False, _events_bound={})
         super().__setstate__(state)
         vars(self)["_fast"] = vars(self)["_ready"] = _engine_runs(self)
 
@@ -308,6 +326,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         callbacks on the next event."""
         result = super().add_listener(*listeners)  # type: ignore[no-untyped-call]
         self._links.clear()
+        self._routes.clear()
         vars(self)["_fast"] = _engine_runs(self)
         vars(self)["_ready"] = self._fast and not self._busy
         return result
@@ -329,25 +348,25 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         has read it already. Written once, for every machine built on this class."""
         if self._ready:
             model = self.model
-            field = self.state_field
             if source is None:
-                source = getattr(model, field)
-            plan = self._links.get((source, event))
-            if plan is not None and plan.simple:
-                # Every candidate is bare or has plain guards only (no other callback, no
+                source = getattr(model, self.state_field)
+            route = self._routes.get((source, event))
+            if route is not None:
+                if route.__class__ is str:  # one bare transition: the move is all of it
+                    setattr(model, self.state_field, route)
+                    return True
+                # Candidates that are bare or have plain guards only (no other callback, no
                 # reserved argument asked for): pick and move here, as _step would.
-                for candidate in plan:
-                    if not candidate.bare:
-                        kw = kwargs
-                        if not candidate.guard_names <= kwargs.keys():
-                            kw = {**kwargs, **candidate.base}
+                for guards, names, base, target, final in route:
+                    if guards:
+                        kw = kwargs if names <= kwargs.keys() else {**kwargs, **base}
                         passed = True
-                        for fn, mode, names, expected in candidate.guards:
+                        for fn, mode, params, expected in guards:
                             if mode == NAMED:
-                                if kw is kwargs and len(names) == len(kw):
+                                if kw is kwargs and len(params) == len(kw):
                                     value = fn(**kw)  # it takes exactly the event's arguments
                                 else:
-                                    value = fn(**{n: kw[n] for n in names if n in kw})
+                                    value = fn(**{n: kw[n] for n in params if n in kw})
                             else:
                                 value = fn()
                             if expected is not None:
@@ -357,8 +376,8 @@ class Machine(StateMachine, metaclass=_MachineMeta):
                                 break
                         if not passed:
                             continue
-                    setattr(model, field, candidate.target_value)
-                    if candidate.final:
+                    setattr(model, self.state_field, target)
+                    if final:
                         self._engine.stop()
                     return True
                 # refused (send() would raise; or return None where events may go unanswered)
@@ -410,6 +429,8 @@ class Machine(StateMachine, metaclass=_MachineMeta):
             found = Plan(Candidate(self, t, bound) for t in state.transitions if t.match(event))
             if event in self._events_bound or found:  # unknown names are not cached
                 self._links[key] = found
+                if found.simple:
+                    self._routes[key] = _route(found)
         return found
 
     def _step(self, event: str, kwargs: dict[str, Any]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import pytest
 import regulator.fsm
@@ -208,3 +209,31 @@ def test_the_readme_api_table_names_every_export() -> None:
     assert exported - listed == set(), "exported but not in the README's API table"
     stale = {n for n in listed - exported if n[0].isupper() or "_" in n}
     assert stale <= {"StateMachine"}, "in the README's API table but not exported"
+
+
+@pytest.mark.spec("R5.1")
+def test_fast_action_constructors_build_what_the_classes_build() -> None:
+    # The machine builds its frequent actions without their generated __init__ (half the
+    # cost, fsm/_connection_events._maker): the same frozen objects, field for field.
+    from regulator.fsm import _connection_events as events
+
+    cases: list[tuple[Any, Any, dict[str, Any]]] = [
+        (
+            events.make_state_changed,
+            events.StateChanged,
+            {"at": 1.5, "source": "a", "target": "b", "reason": "r"},
+        ),
+        (events.make_connect, events.Connect, {"attempt": 3, "deadline": 31.5}),
+        (events.make_restore, events.RestoreSubscriptions, {"attempt": 2}),
+        (events.make_send_ping, events.SendPing, {"pong_deadline": 9.0}),
+        (events.make_disconnect, events.Disconnect, {"reason": "ssl: mac"}),
+        (events.make_wait, events.Wait, {"delay": 1.0, "until": 2.0, "attempt": 4}),
+    ]
+    for make, cls, fields in cases:
+        made, built = make(*fields.values()), cls(**fields)
+        assert type(made) is cls and made == built and hash(made) == hash(built)
+        assert repr(made) == repr(built)
+        with pytest.raises(AttributeError):  # still frozen
+            made.__setattr__(next(iter(fields)), None)
+    with pytest.raises(TypeError, match=r"Tick\.now"):  # a converter: refused
+        events._maker(events.Tick)

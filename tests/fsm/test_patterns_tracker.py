@@ -112,3 +112,48 @@ def test_a_minute_of_hour_pattern_is_found_incrementally() -> None:
         tracker.add(hour * HOUR + 17 * 60.0, "ssl")
         found += tracker.reports(skip={r.key for r in found})
     assert [(r.kind, r.minute) for r in found] == [("minute_of_hour", 17)]
+
+
+def _episodes(parts: list[tuple[int, bool, int, float]]) -> list[float]:
+    """Bursts of drops seconds apart within one hour, and runs of drops hours apart (at
+    minute 17, jittered), one after the other."""
+    times: list[float] = []
+    hour = 0
+    for gap, burst, count, jitter in parts:
+        hour += gap
+        for k in range(count):
+            if burst:
+                times.append(hour * HOUR + 17 * 60.0 + k * 7.0 + jitter)
+            else:
+                hour += 1
+                times.append(hour * HOUR + 17 * 60.0 + jitter * k)
+    return times
+
+
+# A buffer of bursts spans fewer than min_hits hours (the tracker lets its minute buckets go);
+# drops hours apart widen it again (it rebuilds them when the minute-of-hour test next runs).
+episode_times = st.lists(
+    st.tuples(st.integers(0, 5), st.booleans(), st.integers(1, 25), st.floats(-30.0, 30.0)),
+    max_size=8,
+).map(_episodes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    times=episode_times,
+    labels=st.lists(kinds, min_size=60, max_size=60),
+    size=st.integers(4, 30),
+    min_hits=st.integers(2, 6),
+)
+def test_tracker_agrees_across_bursts_and_spread_drops(
+    times: list[float], labels: list[str], size: int, min_hits: int
+) -> None:
+    tracker = DropTracker(size, min_hits=min_hits)
+    buffer: list[tuple[float, str]] = []
+    for i, t in enumerate(times):
+        drop = (t, labels[i % len(labels)])
+        tracker.add(*drop)
+        buffer = [*buffer, drop][-size:]
+        expected = detect_patterns(buffer, min_hits=min_hits)
+        assert tracker.reports() == expected
+        assert tracker.reports(skip={report.key for report in expected}) == []
