@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import torch
+from torch.amp.grad_scaler import _refresh_per_optimizer_state
 
 from ...fsm import ScaleCollapseError, ScalerConfig, format_kv, load_config
 from ...fsm._diagram import mermaid
@@ -84,6 +86,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0 torch's positional order; ``model`` is keyword-only.
     """
+
+    #: torch's update is its kernel on one flag (a subclass whose base updates otherwise,
+    #: FSDP's on a CPU scale, says False: its ``update()`` and found-inf check are used as is)
+    _own_update = True
 
     def __init__(
         self,
@@ -175,6 +181,12 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._probe.attach()  # on until the first output tells a bf16 model apart
         self._probe_wanted = True
         self._fast = False  # armed by _settle() once the lifecycle is in its common state
+        self._device_fast = False  # the same, for steps only the device sees (fused)
+        # fused optimizers' found-inf check without per-step allocations (_check_inf_per_device)
+        self._unit_inv_scale: torch.Tensor | None = None
+        self._found_pool: list[torch.Tensor] = []
+        self._found_taken = 0
+        self._scale_device: torch.device | None = None  # set with the scale (lazily, by torch)
 
     # -- what the hooks report (they hold the scaler weakly; see _hooks.py) -------------------
     def _note_bf16_output(self) -> None:
@@ -255,12 +267,69 @@ class GuardedGradScaler(torch.amp.GradScaler):
         retval: float | None = optimizer.step(*args, **kwargs)
         return retval
 
+    def _check_inf_per_device(self, optimizer: torch.optim.Optimizer) -> dict[Any, Any]:
+        """torch's found-inf check for fused optimizers (the kernel unscales with 1.0 and only
+        sets the flag), without its two allocations a step: the 1.0 is made once, and each
+        optimizer of the iteration gets a flag of its own from a small pool, zeroed in place.
+        Nothing keeps a flag past ``update()`` (the unseen-step ledger copies it), so reusing
+        one the next iteration is safe; the fused kernel reads torch's sum of it, a new tensor.
+        """
+        if not self._own_update:
+            return super()._check_inf_per_device(optimizer)
+        scale, _ = self._check_scale_growth_tracker("_check_inf_per_device")
+        unit = self._unit_inv_scale
+        if unit is None or unit.device != scale.device:
+            unit = self._unit_inv_scale = torch.ones((), dtype=torch.float32, device=scale.device)
+            self._found_pool = []
+        pool = self._found_pool
+        index = self._found_taken
+        if index == len(pool):
+            pool.append(torch.zeros((), dtype=torch.float32, device=scale.device))
+        found = pool[index]
+        found.zero_()
+        self._found_taken = index + 1
+        per_device: dict[Any, Any] = self._unscale_grads_(optimizer, unit, found, True)
+        self._per_optimizer_states[id(optimizer)]["found_inf_per_device"] = per_device
+        return per_device
+
+    def _lazy_init_scale_growth_tracker(self, dev: torch.device) -> None:
+        super()._lazy_init_scale_growth_tracker(dev)
+        assert self._scale is not None
+        self._scale_device = self._scale.device
+
+    def _single_found(self) -> torch.Tensor | None:
+        """The iteration's one found-inf flag when there is exactly one (one optimizer, one
+        device, on the scale's): torch's update then needs neither a sum nor a copy."""
+        states = self._per_optimizer_states
+        if len(states) != 1:
+            return None
+        for state in states.values():
+            per_device = state["found_inf_per_device"]
+            if len(per_device) == 1:
+                for found in per_device.values():
+                    return found if found.device == self._scale_device else None
+        return None
+
+    def _torch_update(self, found: torch.Tensor) -> None:
+        """torch's ``update()`` for one found-inf flag on the scale's device: its kernel and
+        a fresh per-optimizer state (the same-device ``.to()`` left out)."""
+        torch._amp_update_scale_(
+            self._scale,  # type: ignore[arg-type]
+            self._growth_tracker,  # type: ignore[arg-type]
+            found,
+            self._growth_factor,
+            self._backoff_factor,
+            self._growth_interval,
+        )
+        self._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
+
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         """Update the scale (torch's rule), then let the lifecycle react (R2.3, R2.4)."""
+        self._found_taken = 0
         if self._fast and new_scale is None and not self._found_inf:
-            # The common step (stable, clean, no growth due, nothing to watch; _fast is armed
-            # only when enabled): torch's update plus three counters, as the general path
-            # below would do them.
+            # The common host step (stable, clean, no growth due, nothing to watch; _fast is
+            # armed only when enabled): torch's update plus three counters, as the general
+            # path below would do them.
             checked = self._host_checked
             tracker = self._tracker + 1
             if (
@@ -268,12 +337,30 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 and checked == len(self._per_optimizer_states)
                 and tracker + 1 < self._growth_interval
             ):
-                super().update()
+                found = self._single_found() if self._own_update else None
+                if found is not None:
+                    self._torch_update(found)
+                else:
+                    super().update()
                 self._host_checked = 0
                 self._tracker = tracker
                 counters = self._machine.counters
                 counters.steps += 1
                 counters.epoch_steps += 1
+                return
+        elif self._device_fast and new_scale is None and not self._host_checked:
+            # The common unseen step (fused optimizer; _device_fast is armed by _settle() only
+            # when nothing but the ledger has work): torch's update, then the ledger's two ops.
+            found = self._single_found() if self._own_update else None
+            if found is not None:
+                self._torch_update(found)
+                probe = self._probe
+                self._output_at_update = (
+                    probe.output if probe is not None and self._output_seen else None
+                )
+                self._output_seen = False
+                if self._ledger.step(self._scale, found, self._backoff_factor):  # type: ignore[arg-type]
+                    self._fold()  # the bound on what is kept: one sync per LIMIT unseen steps
                 return
         if not self._enabled:
             return
@@ -289,7 +376,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._settle()
             return
         host = self._host_checked > 0 and self._host_checked == len(self._per_optimizer_states)
-        found: torch.Tensor | None = None if host else self._combined_found_inf()
+        combined: torch.Tensor | None = None if host else self._combined_found_inf()
         super().update()
         self._host_checked = 0
         if host:
@@ -300,9 +387,9 @@ class GuardedGradScaler(torch.amp.GradScaler):
             if actions is not None:
                 self._act(actions)
         else:
-            assert found is not None
+            assert combined is not None
             self._found_inf = False
-            self._device_step(found)
+            self._device_step(combined)
         self._settle()
 
     def _settle(self) -> None:
@@ -322,6 +409,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
         )
         probe = self._probe
         if probe is None:
+            self._device_fast = not self._mirror_exact and self._ledger.count > 0
             return
         cfg = self.config
         if not self._mirror_exact:
@@ -342,6 +430,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 or not probe.output_dtype_seen
             )
         self._fast = self._fast and not wanted
+        self._device_fast = not self._mirror_exact and not wanted and self._ledger.count > 0
         if wanted != self._probe_wanted:
             self._probe_wanted = wanted
             if wanted:
@@ -379,16 +468,21 @@ class GuardedGradScaler(torch.amp.GradScaler):
     def _device_step(self, found: torch.Tensor) -> None:
         """A step the host did not see: halve and floor on the device, keep the flag; no sync."""
         scale, _ = self._check_scale_growth_tracker("update")
-        cfg = self.config
-        full = self._ledger.step(
-            scale,
-            found,
-            host_streak=self._machine.counters.streak,
-            host_scale=self._mirror,
-            backoff_factor=self._backoff_factor,
-            halving_batches=cfg.overflow_halving_batches,
-            min_scale=cfg.min_scale,
-        )
+        ledger = self._ledger
+        if not ledger.count:
+            cfg = self.config
+            ledger.start(
+                scale,
+                host_streak=self._machine.counters.streak,
+                host_scale=self._mirror,
+                halving_batches=cfg.overflow_halving_batches,
+                min_scale=cfg.min_scale,
+            )
+        if found.dim():
+            found = found.reshape(())  # FSDP's flag has shape (1,)
+        if found.device != scale.device:
+            found = found.to(scale.device)
+        full = ledger.step(scale, found, self._backoff_factor)
         probe = self._probe
         self._output_at_update = probe.output if probe is not None and self._output_seen else None
         self._output_seen = False
@@ -720,6 +814,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
         state = super().__getstate__()
         state["_model_ref"] = None
         state["_probe"] = None
+        state["_unit_inv_scale"] = None  # remade on the first fused step
+        state["_found_pool"] = []
         return state
 
     def diagram(self) -> str:
