@@ -184,8 +184,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._device_fast = False  # the same, for steps only the device sees (fused)
         # fused optimizers' found-inf check without per-step allocations (_check_inf_per_device)
         self._unit_inv_scale: torch.Tensor | None = None
-        self._found_pool: list[torch.Tensor] = []
-        self._found_taken = 0
+        self._zero_found: torch.Tensor | None = None
         self._scale_device: torch.device | None = None  # set with the scale (lazily, by torch)
 
     # -- what the hooks report (they hold the scaler weakly; see _hooks.py) -------------------
@@ -269,26 +268,21 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
     def _check_inf_per_device(self, optimizer: torch.optim.Optimizer) -> dict[Any, Any]:
         """torch's found-inf check for fused optimizers (the kernel unscales with 1.0 and only
-        sets the flag), without its two allocations a step: the 1.0 is made once, and each
-        optimizer of the iteration gets a flag of its own from a small pool, zeroed in place.
-        Nothing keeps a flag past ``update()`` (the unseen-step ledger copies it), so reusing
-        one the next iteration is safe; the fused kernel reads torch's sum of it, a new tensor.
+        sets the flag), without its two allocations a step. ``_unscale_grads_`` hands the
+        kernel per-device copies of the 1.0 and of the zero flag and never writes either: both
+        are made once and reused.
         """
         if not self._own_update:
             return super()._check_inf_per_device(optimizer)
         scale, _ = self._check_scale_growth_tracker("_check_inf_per_device")
-        unit = self._unit_inv_scale
-        if unit is None or unit.device != scale.device:
+        unit, zero = self._unit_inv_scale, self._zero_found
+        if unit is None or zero is None or unit.device != scale.device:
             unit = self._unit_inv_scale = torch.ones((), dtype=torch.float32, device=scale.device)
-            self._found_pool = []
-        pool = self._found_pool
-        index = self._found_taken
-        if index == len(pool):
-            pool.append(torch.zeros((), dtype=torch.float32, device=scale.device))
-        found = pool[index]
-        found.zero_()
-        self._found_taken = index + 1
-        per_device: dict[Any, Any] = self._unscale_grads_(optimizer, unit, found, True)
+            zero = self._zero_found = torch.zeros((), dtype=torch.float32, device=scale.device)
+        per_device: dict[Any, Any] = self._unscale_grads_(optimizer, unit, zero, True)
+        for found in per_device.values():
+            if found is zero:  # a torch that hands the kernel the flag itself: fresh ones then
+                self._zero_found = torch.zeros_like(zero)
         self._per_optimizer_states[id(optimizer)]["found_inf_per_device"] = per_device
         return per_device
 
@@ -325,7 +319,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         """Update the scale (torch's rule), then let the lifecycle react (R2.3, R2.4)."""
-        self._found_taken = 0
         if self._fast and new_scale is None and not self._found_inf:
             # The common host step (stable, clean, no growth due, nothing to watch; _fast is
             # armed only when enabled): torch's update plus three counters, as the general
@@ -815,7 +808,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
         state["_model_ref"] = None
         state["_probe"] = None
         state["_unit_inv_scale"] = None  # remade on the first fused step
-        state["_found_pool"] = []
+        state["_zero_found"] = None
         return state
 
     def diagram(self) -> str:
