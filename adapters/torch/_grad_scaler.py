@@ -10,15 +10,20 @@ How it stays free of extra host-device syncs (the per-step cost is plain float a
   ``get_scale()``, the threshold checks and ``state_dict()`` never touch the device.
 * **Steps the host cannot see** (fused optimizers, which never call ``_maybe_opt_step``, and
   an ``unscale_()`` whose ``step()`` was skipped): the extra halving and the floor run on the
-  device, and the per-step found-inf tensors are kept by reference (``_device_steps.py``). The
-  first read of the lifecycle (``state``, ``machine``, ``get_scale()``, statistics,
-  ``end_epoch()``, ``state_dict()``; or the next host step, merged into torch's own read)
-  folds them in with one read and replays them through the same machine steps, so the
+  device, and the per-step found-inf flags are kept there (``_device_steps.py``). The first
+  read of the lifecycle (``state``, ``machine``, ``get_scale()``, statistics, ``end_epoch()``,
+  ``state_dict()``; or the next host step, merged into torch's own read) folds them in with
+  one read and replays them through the same machine steps (``_unseen.py``), so the
   lifecycle does not depend on how the optimizer steps.
+* **Little host work in the common step.** Stable and clean on the host path, or any unseen
+  step: ``update()`` takes a short path (torch's update kernel on the one flag, counters or
+  the ledger's two ops), and the fused found-inf check reuses its constant tensors, so a
+  guarded fused step issues fewer ops than a plain one (``docs/scaler.md``).
 * **Verified once per epoch.** ``end_epoch()`` reads the device scale and growth tracker in one
   sync, logs a mismatch loudly at ERROR, and re-syncs the mirror.
 
-Decisions use only facts every DDP rank shares (all-reduced gradients give every rank the same
+What the guard logs (anomaly lines with their R3.2 diagnostics, forward notes) is built in
+``_diagnostics.py``. Decisions use only facts every DDP rank shares (all-reduced gradients give every rank the same
 found-inf flags), so every rank keeps the same scale and state without a collective.
 """
 
@@ -39,9 +44,9 @@ from ...fsm._diagram import mermaid
 from ...fsm._mirror import f32 as _f32
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from . import _defaults as default
+from . import _diagnostics, _unseen
 from ._checkpoint import read_checkpoint
 from ._device_steps import DeviceSteps
-from ._finite import NonFiniteInputError
 from ._hooks import OutputProbe
 
 __all__ = ["GuardedGradScaler", "trainable_parameters"]
@@ -188,62 +193,18 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._scale_device: torch.device | None = None  # set with the scale (lazily, by torch)
 
     # -- what the hooks report (they hold the scaler weakly; see _hooks.py) -------------------
-    def _note_bf16_output(self) -> None:
-        if self._warned_bf16_output:
-            return
-        self._warned_bf16_output = True
-        self._log.warning(
-            format_kv(
-                event="bf16",
-                message="model output is bfloat16, which needs no loss scaling;"
-                " construct the scaler with dtype=torch.bfloat16 or enabled=False",
-            )
-        )
-
     def _reject_input(self, field: str, nans: int, infs: int) -> None:
-        batch = self._machine.counters.epoch_steps + self._ledger.count
-        raise NonFiniteInputError(batch, field, nans, infs)
+        _diagnostics.reject_input(self, field, nans, infs)
 
     def _note_fp16_overflow(self, field: str) -> None:
-        if field in self._fp16_fields_warned:
-            return
-        self._fp16_fields_warned.add(field)
-        self._log.warning(
-            format_kv(
-                event="fp16_range",
-                field=field,
-                batch=self._machine.counters.epoch_steps + self._ledger.count,
-                message=f"input {field!r} holds finite values beyond float16's range (> 65504);"
-                " under float16 autocast they become inf and every step overflows",
-            )
-        )
+        _diagnostics.note_fp16_overflow(self, field)
 
     def scale(self, outputs: Any) -> Any:
         """torch's ``scale``; first, what the forward hooks left (see ``_hooks.py``)."""
         probe = self._probe
         if probe is not None and (probe.held is not None or probe.pending):
-            self._take_forward(probe)
+            _diagnostics.take_forward(self, probe)
         return super().scale(outputs)
-
-    def _take_forward(self, probe: OutputProbe) -> None:
-        tensor = probe.settle()
-        self._output_seen = tensor is not None  # this step's forward ran with the hook on
-        if tensor is not None and not probe.output_dtype_seen:
-            probe.output_dtype_seen = True
-            if tensor.dtype == torch.bfloat16:
-                self._note_bf16_output()
-        if probe.pending:
-            # a compiled forward's input checks: read now (check_inputs: one read a forward)
-            pending, probe.pending = probe.pending, []
-            for fields in pending:
-                if not fields:
-                    continue
-                counts = torch.stack([c for _, c in fields]).tolist()
-                for (field, _), (bad, nans, beyond) in zip(fields, counts, strict=True):
-                    if bad:
-                        self._reject_input(field, int(nans), int(bad - nans))
-                    if beyond:
-                        self._note_fp16_overflow(field)
 
     # -- torch's hooks into the step ---------------------------------------------------------
     def _maybe_opt_step(
@@ -369,7 +330,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._settle()
             return
         host = self._host_checked > 0 and self._host_checked == len(self._per_optimizer_states)
-        combined: torch.Tensor | None = None if host else self._combined_found_inf()
+        combined: torch.Tensor | None = None if host else _unseen.combined_found_inf(self)
         super().update()
         self._host_checked = 0
         if host:
@@ -444,124 +405,14 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._growth_interval,
         )
 
-    def _combined_found_inf(self) -> torch.Tensor:
-        scale, _ = self._check_scale_growth_tracker("update")
-        found = [
-            f.to(device=scale.device, non_blocking=True)
-            for state in self._per_optimizer_states.values()
-            for f in state["found_inf_per_device"].values()
-        ]
-        if not found:
-            raise AssertionError("No inf checks were recorded prior to update.")
-        if len(found) == 1:
-            single: torch.Tensor = found[0]
-            return single  # torch's update adds nothing to it either: no op, no copy
-        return torch.stack([f.reshape(()) for f in found]).sum()
-
+    # -- steps only the device saw (_unseen.py) ---------------------------------------------
     def _device_step(self, found: torch.Tensor) -> None:
         """A step the host did not see: halve and floor on the device, keep the flag; no sync."""
-        scale, _ = self._check_scale_growth_tracker("update")
-        ledger = self._ledger
-        if not ledger.count:
-            cfg = self.config
-            ledger.start(
-                scale,
-                host_streak=self._machine.counters.streak,
-                host_scale=self._mirror,
-                halving_batches=cfg.overflow_halving_batches,
-                min_scale=cfg.min_scale,
-            )
-        if found.dim():
-            found = found.reshape(())  # FSDP's flag has shape (1,)
-        if found.device != scale.device:
-            found = found.to(scale.device)
-        full = ledger.step(scale, found, self._backoff_factor)
-        probe = self._probe
-        self._output_at_update = probe.output if probe is not None and self._output_seen else None
-        self._output_seen = False
-        self._mirror_exact = False
-        self._fast = False
-        if full:
-            self._fold()  # the bound on what is kept: one sync per LIMIT unseen steps
-
-    def _read_device(self, extra: list[torch.Tensor]) -> list[float]:
-        """Scale, growth tracker, streak, kept flags and ``extra`` in one read (one sync)."""
-        assert self._scale is not None and self._growth_tracker is not None
-        device = self._scale.device
-        parts = [self._scale.float().reshape(1), self._growth_tracker.float().reshape(1)]
-        if self._ledger.count:
-            assert self._ledger.streak is not None
-            parts.append(self._ledger.streak.float().reshape(1))
-            parts += self._ledger.flags()
-        parts += [t.to(device).float().reshape(-1) for t in extra]
-        values: list[float] = torch.cat(parts).tolist()
-        return values
+        _unseen.device_step(self, found)
 
     def _fold(self, extra: list[torch.Tensor] | None = None) -> float:
-        """Fold the unseen steps in (one read) and replay them; returns ``extra``'s sum.
-
-        After device steps this is where the lifecycle catches up: each kept flag goes
-        through the for-loop path's own steps (mirror, machine, actions), so state, counters,
-        anomalies and resets are the ones that path has. The device already applied what
-        changes the scale; the replayed mirror is checked against it.
-        """
-        if self._scale is None or self._growth_tracker is None:
-            return 0.0
-        values = self._read_device(extra or [])
-        count = self._ledger.count
-        head = 3 if count else 2
-        flags = values[head : head + count]
-        rest = sum(values[head + count :])
-        self._ledger.clear()
-        collapse: ScaleCollapseError | None = None
-        probe = self._probe
-        latest_observable = (
-            probe is not None
-            and self._output_at_update is not None
-            and probe.held is None
-            and probe.output is self._output_at_update
-        )
-        for index, flag in enumerate(flags):
-            overflowed = flag > 0
-            self._replay(overflowed)
-            actions = self._machine.step(overflowed, self._mirror)
-            if actions is not None:
-                late = count - 1 - index
-                observed = late == 0 and latest_observable
-                try:
-                    self._act(actions, device_done=True, late=None if observed else late)
-                except ScaleCollapseError as exc:
-                    collapse = collapse or exc
-        self._adopt(values[0], int(values[1]), int(values[2]) if count else None)
-        if collapse is not None:
-            raise collapse
-        return rest
-
-    def _adopt(self, device_scale: float, tracker: int, streak: int | None = None) -> None:
-        """Check the mirror against the device (a mismatch: ERROR, re-synced), adopt it."""
-        c = self._machine.counters
-        if (
-            device_scale != self._mirror
-            or tracker != self._tracker
-            or (streak is not None and streak != c.streak)
-        ):
-            self.mirror_mismatches += 1
-            self._log.error(
-                format_kv(
-                    event="mirror_mismatch",
-                    mirror_scale=self._mirror,
-                    device_scale=device_scale,
-                    mirror_tracker=self._tracker,
-                    device_tracker=tracker,
-                    message="the host mirror of the scale diverged from the device; re-synced",
-                )
-            )
-            if streak is not None:
-                c.streak = streak
-        self._mirror, self._tracker = device_scale, tracker
-        self._mirror_exact = True
-        self._machine.resync(self._mirror)
-        self._settle()
+        """Fold the unseen steps in (one read), replay them; returns ``extra``'s sum."""
+        return _unseen.fold(self, extra or [])
 
     def _catch_up(self) -> None:
         """Before anything reads the lifecycle: fold unseen steps in (a sync, as torch's
@@ -592,7 +443,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             if isinstance(action, SetScale):
                 self._set_scale(action.value, device=not device_done)
             elif isinstance(action, Anomaly):
-                diagnostics = self._diagnostics(action, late)
+                diagnostics = _diagnostics.anomaly_fields(self, action, late)
                 line = format_kv(**diagnostics)
                 if action.kind == "collapse":
                     self._log.error(line)
@@ -602,67 +453,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
                         diagnostics,
                     )
                 self._log.warning(line)
-
-    def _grad_norm(self) -> float | None:
-        model = self._model_ref() if self._model_ref is not None else None
-        if model is None:
-            return None
-        norms = [
-            torch.linalg.vector_norm(p.grad.detach().float())
-            for p in model.parameters()
-            if p.grad is not None
-        ]
-        if not norms:
-            return None
-        # Unscaled on every path: unscale_() does it in place, and so do torch's fused kernels
-        # on a step they take (a skipped one leaves non-finite gradients: inf/nan either way).
-        return float(torch.linalg.vector_norm(torch.stack(norms)))
-
-    def _output_stats(self) -> dict[str, Any]:
-        tensor = self._probe.latest_output() if self._probe is not None else None
-        if tensor is None:
-            # not kept alive on purpose: only while the caller still holds it
-            return {"output": "released" if self._probe is not None else None}
-        data = tensor.detach().float()
-        finite = data[torch.isfinite(data)]
-        nan = int(torch.isnan(data).sum())
-        return {
-            "output_mean": float(finite.mean()) if finite.numel() else None,
-            "output_std": float(finite.std()) if finite.numel() > 1 else None,
-            "output_min": float(finite.min()) if finite.numel() else None,
-            "output_max": float(finite.max()) if finite.numel() else None,
-            "output_nan": nan,
-            "output_inf": int(data.numel() - finite.numel() - nan),
-        }
-
-    def _diagnostics(self, anomaly: Anomaly, late: int | None = None) -> dict[str, Any]:
-        """Everything R3.2 asks for; computed only now, on an anomaly.
-
-        A replayed step (``late``: steps since) has no gradients or output of its own left:
-        its line says so instead of describing a later step's (R3.2).
-        """
-        if late is not None:
-            observed: dict[str, Any] = {
-                "grad_norm": None,
-                "output": "not_observed",
-                "logged_steps_later": late,
-            }
-        else:
-            observed = {
-                "grad_norm": self._grad_norm(),
-                **self._output_stats(),
-            }
-        return {
-            "event": anomaly.kind,
-            "epoch": anomaly.epoch,
-            "batch": anomaly.batch,
-            "step": anomaly.step,
-            "scale": self._mirror,
-            "state": self._machine.state,
-            "consecutive_overflows": anomaly.consecutive_overflows,
-            **observed,
-            "message": anomaly.message,
-        }
 
     # -- epochs ---------------------------------------------------------------------------------
     def end_epoch(self) -> dict[str, Any]:
@@ -694,8 +484,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
         if self._ledger.count:
             self._fold()
             return
-        values = self._read_device([])
-        self._adopt(values[0], int(values[1]))
+        values = _unseen.read_device(self, [])
+        _unseen.adopt(self, values[0], int(values[1]))
 
     # -- reading ---------------------------------------------------------------------------------
     def get_scale(self) -> float:
