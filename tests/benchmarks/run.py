@@ -551,6 +551,8 @@ def main() -> None:
 if __name__ == "__main__":
     if os.environ.get("BENCH_ONLY") == "machines":
         machines_only()
+    elif os.environ.get("BENCH_ONLY") == "scaler":  # the scaler's rows; prints, writes nothing
+        scal.main()
     elif os.environ.get("BENCH_ONLY") == "budgets":  # prints; writes nothing
         print(budgets.markdown(budgets.budget_check(2 if QUICK else 5), _table, _verdict))
     else:
