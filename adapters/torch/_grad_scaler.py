@@ -23,8 +23,9 @@ How it stays free of extra host-device syncs (the per-step cost is plain float a
   sync, logs a mismatch loudly at ERROR, and re-syncs the mirror.
 
 What the guard logs (anomaly lines with their R3.2 diagnostics, forward notes) is built in
-``_diagnostics.py``. Decisions use only facts every DDP rank shares (all-reduced gradients give every rank the same
-found-inf flags), so every rank keeps the same scale and state without a collective.
+``_diagnostics.py``. Decisions use only facts every DDP rank shares (all-reduced gradients
+give every rank the same found-inf flags), so every rank keeps the same scale and state
+without a collective.
 """
 
 from __future__ import annotations
