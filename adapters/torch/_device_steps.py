@@ -16,7 +16,7 @@ is split in two:
   halving is torch's own update kernel run a second time on a streak counter: fed "this step was
   clean" as its found-inf flag, ``_amp_update_scale_`` zeroes the streak on a clean step, counts
   an overflowing one, and at the ``overflow_halving_batches``-th multiplies the scale by 0.5 (its
-  "growth") and zeroes the streak: two small ops, no sync. The floor (``clamp_``) runs only
+  "growth") and zeroes the streak: two small ops, no sync. The floor (``clamp_min_``) runs only
   once the host's lower bound on the scale says it may be reached;
 * everything else (state, counters, anomalies, R2.3's threshold) is **replayed on the host**
   from the per-step flags. The op that feeds the halving kernel ("this step was clean") writes
@@ -28,7 +28,7 @@ is split in two:
   counters, resets and halvings are the for-loop run's.
 
 Per unseen step that is two small device ops (the flag, the halving kernel), plus the floor's
-``clamp_`` once the host's lower bound on the scale (worst case: every step overflowed since
+``clamp_min_`` once the host's lower bound on the scale (worst case: every step overflowed since
 the last read) reaches ``min_scale``.
 
 Bounds: every ``CHUNK`` steps the buffer is packed into one bool tensor (1 byte a step) and
@@ -54,6 +54,7 @@ class DeviceSteps:
 
     __slots__ = (
         "_buffer",
+        "_floor",
         "_halving_batches",
         "_low",
         "_low_streak",
@@ -75,6 +76,7 @@ class DeviceSteps:
         self._low_streak = 0  # ... and on the device streak, in the same worst case
         self._halving_batches = 0
         self._min_scale = 0.0
+        self._floor: torch.Tensor | None = None  # min_scale on the device (a tensor clamps faster)
         self.count = 0  # steps kept since the last fold
 
     def start(
@@ -94,6 +96,9 @@ class DeviceSteps:
             self._buffer = torch.zeros(CHUNK, dtype=torch.float32, device=device)
             self._slots = list(self._buffer.unbind())  # one op for all the views
         self.streak.fill_(host_streak)  # a host number: no sync
+        floor = self._floor
+        if floor is None or floor.device != device or self._min_scale != min_scale:
+            self._floor = torch.full((), min_scale, dtype=torch.float32, device=device)
         self._low = host_scale
         self._low_streak = host_streak
         self._halving_batches = halving_batches
@@ -117,7 +122,7 @@ class DeviceSteps:
             low *= 0.5
             self._low_streak = 0
         if low < self._min_scale:
-            scale.clamp_(min=self._min_scale)
+            scale.clamp_min_(self._floor)  # type: ignore[arg-type]
             low = self._min_scale
         self._low = low
         self._used += 1
