@@ -21,12 +21,13 @@ Data flow
     scale(loss) / unscale_ / step        torch's own kernels, on the device
         _maybe_opt_step reads found_inf  --> kept on the host, no extra sync
     update()   --> a step the host did not see (fused optimizer, skipped step()): the halving
-                   and floor on the device, the found-inf tensor kept (_device_steps.py);
-                   folded in and replayed at the next read of the lifecycle (one read)
+                   and floor on the device, the found-inf flag kept (_device_steps.py);
+                   folded in and replayed at the next read of the lifecycle (one read,
+                   _unseen.py)
                --> common step: torch's update + three counters (the fast path)
                --> otherwise: float32 host mirror of the scale --> ScalerMachine (plain
                counters; a send() only when the lifecycle changes) --> SetScale / Anomaly
-               --> one in-place write of the device scale, one log line
+               --> one in-place write of the device scale, one log line (_diagnostics.py)
     end_epoch() --> one sync: mirror checked against the device --> EpochSummary, log (R2.5)
     load_state_dict() --> _checkpoint.read_checkpoint (every key checked) --> applied whole
 

@@ -16,18 +16,23 @@ is split in two:
   halving is torch's own update kernel run a second time on a streak counter: fed "this step was
   clean" as its found-inf flag, ``_amp_update_scale_`` zeroes the streak on a clean step, counts
   an overflowing one, and at the ``overflow_halving_batches``-th multiplies the scale by 0.5 (its
-  "growth") and zeroes the streak: two small ops, no sync. The floor (``clamp_``) runs only
+  "growth") and zeroes the streak: two small ops, no sync. The floor (``clamp_min_``) runs only
   once the host's lower bound on the scale says it may be reached;
 * everything else (state, counters, anomalies, R2.3's threshold) is **replayed on the host**
-  from the per-step found-inf tensors, kept by reference (they are fresh tensors each step;
-  keeping one costs a list append). The scaler folds them in with one read when anything reads
-  the lifecycle (``state``, ``machine``, ``get_scale()``, statistics, ``end_epoch()``,
-  ``state_dict()``), or merged into torch's own read at the next host step. The replay runs the
-  same :class:`ScalerMachine` steps the for-loop path runs, so state, counters, resets and
-  halvings are the for-loop run's.
+  from the per-step flags. The op that feeds the halving kernel ("this step was clean") writes
+  its answer into the next slot of a preallocated buffer, so keeping the flag costs nothing
+  more: no list, no allocation, no extra op. The scaler folds them in with one read when
+  anything reads the lifecycle (``state``, ``machine``, ``get_scale()``, statistics,
+  ``end_epoch()``, ``state_dict()``), or merged into torch's own read at the next host step.
+  The replay runs the same :class:`ScalerMachine` steps the for-loop path runs, so state,
+  counters, resets and halvings are the for-loop run's.
 
-Bounds: every ``CHUNK`` steps the kept flags are packed into one bool tensor (1 byte a step);
-after ``LIMIT`` steps without a read the scaler folds (one sync per ``LIMIT`` steps).
+Per unseen step that is two small device ops (the flag, the halving kernel), plus the floor's
+``clamp_min_`` once the host's lower bound on the scale (worst case: every step overflowed since
+the last read) reaches ``min_scale``.
+
+Bounds: every ``CHUNK`` steps the buffer is packed into one bool tensor (1 byte a step) and
+reused; after ``LIMIT`` steps without a read the scaler folds (one sync per ``LIMIT`` steps).
 """
 
 from __future__ import annotations
@@ -47,60 +52,106 @@ LIMIT = 1 << 20
 class DeviceSteps:
     """The device's side of the steps the host has not seen since the last fold."""
 
-    __slots__ = ("_chunks", "_clean", "_low", "_pending", "count", "streak")
+    __slots__ = (
+        "_buffer",
+        "_floor",
+        "_halving_batches",
+        "_low",
+        "_low_streak",
+        "_min_scale",
+        "_packed",
+        "_slots",
+        "_used",
+        "count",
+        "streak",
+    )
 
     def __init__(self) -> None:
         self.streak: torch.Tensor | None = None  # consecutive overflows (int32, on the device)
-        self._clean: torch.Tensor | None = None  # "this step was clean" (float32)
-        self._pending: list[torch.Tensor] = []
-        self._chunks: list[torch.Tensor] = []
+        self._buffer: torch.Tensor | None = None  # "step was clean" per slot (float32)
+        self._slots: list[torch.Tensor] = []  # the buffer's 0-dim views, made once
+        self._used = 0  # slots filled since the last pack
+        self._packed: list[torch.Tensor] = []  # full buffers as "overflowed" bools
         self._low = math.inf  # a lower bound on the device scale
+        self._low_streak = 0  # ... and on the device streak, in the same worst case
+        self._halving_batches = 0
+        self._min_scale = 0.0
+        self._floor: torch.Tensor | None = None  # min_scale on the device (a tensor clamps faster)
         self.count = 0  # steps kept since the last fold
 
-    def step(
+    def start(
         self,
         scale: torch.Tensor,
-        found: torch.Tensor,
         *,
         host_streak: int,
         host_scale: float,
-        backoff_factor: float,
         halving_batches: int,
         min_scale: float,
-    ) -> bool:
+    ) -> None:
+        """The first unseen step since a fold: the device streak and the bound from the host."""
+        device = scale.device
+        if self.streak is None or self.streak.device != device:
+            self.streak = torch.zeros((), dtype=torch.int32, device=device)
+        if self._buffer is None or self._buffer.device != device or len(self._slots) != CHUNK:
+            self._buffer = torch.zeros(CHUNK, dtype=torch.float32, device=device)
+            self._slots = list(self._buffer.unbind())  # one op for all the views
+        self.streak.fill_(host_streak)  # a host number: no sync
+        floor = self._floor
+        if floor is None or floor.device != device or self._min_scale != min_scale:
+            self._floor = torch.full((), min_scale, dtype=torch.float32, device=device)
+        self._low = host_scale
+        self._low_streak = host_streak
+        self._halving_batches = halving_batches
+        self._min_scale = min_scale
+
+    def step(self, scale: torch.Tensor, found: torch.Tensor, backoff_factor: float) -> bool:
         """After torch's own update: the R2.4 halving and the floor on the device; keep the flag.
 
-        Returns True when ``LIMIT`` steps are kept: time to fold."""
-        if self.count == 0:
-            if self.streak is None or self.streak.device != scale.device:
-                self.streak = torch.zeros((), dtype=torch.int32, device=scale.device)
-            if self._clean is None or self._clean.shape != found.shape:
-                self._clean = torch.zeros_like(found, dtype=torch.float32)
-            self.streak.fill_(host_streak)  # a host number: no sync
-            self._low = host_scale
-        assert self.streak is not None and self._clean is not None
-        torch.logical_not(found, out=self._clean)
-        torch._amp_update_scale_(scale, self.streak, self._clean, 0.5, 1.0, halving_batches)
-        # The scale falls at most by backoff x 0.5 a step: below the floor only after that.
-        self._low *= backoff_factor * 0.5
-        if self._low < min_scale:
-            scale.clamp_(min=min_scale)
-            self._low = min_scale
-        self._pending.append(found)
+        ``found`` is the step's 0-dim found-inf flag on the scale's device; :meth:`start` ran
+        since the last fold. Returns True when ``LIMIT`` steps are kept: time to fold."""
+        slot = self._slots[self._used]
+        torch.logical_not(found, out=slot)  # the flag, kept: 1.0 when the step was clean
+        # torch's update kernel on the streak: "clean" zeroes it, an overflow counts, the
+        # halving_batches-th overflow in a row multiplies the scale by 0.5 (its "growth").
+        batches = self._halving_batches
+        torch._amp_update_scale_(scale, self.streak, slot, 0.5, 1.0, batches)  # type: ignore[arg-type]
+        # The floor: only once the worst case (every step since the read overflowed) reaches it.
+        low = self._low * backoff_factor
+        self._low_streak += 1
+        if self._low_streak >= batches:
+            low *= 0.5
+            self._low_streak = 0
+        if low < self._min_scale:
+            scale.clamp_min_(self._floor)  # type: ignore[arg-type]
+            low = self._min_scale
+        self._low = low
+        self._used += 1
         self.count += 1
-        if len(self._pending) >= CHUNK:
-            self._chunks.append(torch.stack(self._pending).reshape(-1).gt(0))
-            self._pending = []
+        if self._used == len(self._slots):
+            assert self._buffer is not None
+            self._packed.append(self._buffer.eq(0))  # overflowed, 1 byte a step
+            self._used = 0
         return self.count >= LIMIT
 
     def flags(self) -> list[torch.Tensor]:
-        """The kept flags as float32 tensors, oldest first (for one ``torch.cat``)."""
-        parts = [chunk.float() for chunk in self._chunks]
-        if self._pending:
-            parts.append(torch.stack(self._pending).reshape(-1).gt(0).float())
+        """The kept "overflowed" flags as float32 tensors, oldest first (for one ``torch.cat``)."""
+        parts = [packed.float() for packed in self._packed]
+        if self._used:
+            assert self._buffer is not None
+            parts.append(self._buffer[: self._used].eq(0).float())
         return parts
 
+    def __getstate__(self) -> dict[str, object]:
+        state = {name: getattr(self, name) for name in self.__slots__}
+        if not self.count:  # nothing kept: the buffer is remade on the next unseen step
+            state.update(_buffer=None, _slots=[], _packed=[], _used=0)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def clear(self) -> None:
-        self._pending = []
-        self._chunks = []
+        self._packed = []
+        self._used = 0
         self.count = 0

@@ -10,36 +10,44 @@ How it stays free of extra host-device syncs (the per-step cost is plain float a
   ``get_scale()``, the threshold checks and ``state_dict()`` never touch the device.
 * **Steps the host cannot see** (fused optimizers, which never call ``_maybe_opt_step``, and
   an ``unscale_()`` whose ``step()`` was skipped): the extra halving and the floor run on the
-  device, and the per-step found-inf tensors are kept by reference (``_device_steps.py``). The
-  first read of the lifecycle (``state``, ``machine``, ``get_scale()``, statistics,
-  ``end_epoch()``, ``state_dict()``; or the next host step, merged into torch's own read)
-  folds them in with one read and replays them through the same machine steps, so the
+  device, and the per-step found-inf flags are kept there (``_device_steps.py``). The first
+  read of the lifecycle (``state``, ``machine``, ``get_scale()``, statistics, ``end_epoch()``,
+  ``state_dict()``; or the next host step, merged into torch's own read) folds them in with
+  one read and replays them through the same machine steps (``_unseen.py``), so the
   lifecycle does not depend on how the optimizer steps.
+* **Little host work in the common step.** Stable and clean on the host path, or any unseen
+  step: ``update()`` takes a short path (torch's update kernel on the one flag, counters or
+  the ledger's two ops), and the fused found-inf check reuses its constant tensors, so a
+  guarded fused step issues fewer ops than a plain one (``docs/scaler.md``).
 * **Verified once per epoch.** ``end_epoch()`` reads the device scale and growth tracker in one
   sync, logs a mismatch loudly at ERROR, and re-syncs the mirror.
 
-Decisions use only facts every DDP rank shares (all-reduced gradients give every rank the same
-found-inf flags), so every rank keeps the same scale and state without a collective.
+What the guard logs (anomaly lines with their R3.2 diagnostics, forward notes) is built in
+``_diagnostics.py``. Decisions use only facts every DDP rank shares (all-reduced gradients
+give every rank the same found-inf flags), so every rank keeps the same scale and state
+without a collective.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import torch
+from torch.amp.grad_scaler import _refresh_per_optimizer_state
 
 from ...fsm import ScaleCollapseError, ScalerConfig, format_kv, load_config
 from ...fsm._diagram import mermaid
 from ...fsm._mirror import f32 as _f32
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from . import _defaults as default
+from . import _diagnostics, _unseen
 from ._checkpoint import read_checkpoint
 from ._device_steps import DeviceSteps
-from ._finite import NonFiniteInputError
 from ._hooks import OutputProbe
 
 __all__ = ["GuardedGradScaler", "trainable_parameters"]
@@ -84,6 +92,10 @@ class GuardedGradScaler(torch.amp.GradScaler):
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0 torch's positional order; ``model`` is keyword-only.
     """
+
+    #: torch's update is its kernel on one flag (a subclass whose base updates otherwise,
+    #: FSDP's on a CPU scale, says False: its ``update()`` and found-inf check are used as is)
+    _own_update = True
 
     def __init__(
         self,
@@ -175,64 +187,25 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._probe.attach()  # on until the first output tells a bf16 model apart
         self._probe_wanted = True
         self._fast = False  # armed by _settle() once the lifecycle is in its common state
+        self._device_fast = False  # the same, for steps only the device sees (fused)
+        # fused optimizers' found-inf check without per-step allocations (_check_inf_per_device)
+        self._unit_inv_scale: torch.Tensor | None = None
+        self._zero_found: torch.Tensor | None = None
+        self._scale_device: torch.device | None = None  # set with the scale (lazily, by torch)
 
     # -- what the hooks report (they hold the scaler weakly; see _hooks.py) -------------------
-    def _note_bf16_output(self) -> None:
-        if self._warned_bf16_output:
-            return
-        self._warned_bf16_output = True
-        self._log.warning(
-            format_kv(
-                event="bf16",
-                message="model output is bfloat16, which needs no loss scaling;"
-                " construct the scaler with dtype=torch.bfloat16 or enabled=False",
-            )
-        )
-
     def _reject_input(self, field: str, nans: int, infs: int) -> None:
-        batch = self._machine.counters.epoch_steps + self._ledger.count
-        raise NonFiniteInputError(batch, field, nans, infs)
+        _diagnostics.reject_input(self, field, nans, infs)
 
     def _note_fp16_overflow(self, field: str) -> None:
-        if field in self._fp16_fields_warned:
-            return
-        self._fp16_fields_warned.add(field)
-        self._log.warning(
-            format_kv(
-                event="fp16_range",
-                field=field,
-                batch=self._machine.counters.epoch_steps + self._ledger.count,
-                message=f"input {field!r} holds finite values beyond float16's range (> 65504);"
-                " under float16 autocast they become inf and every step overflows",
-            )
-        )
+        _diagnostics.note_fp16_overflow(self, field)
 
     def scale(self, outputs: Any) -> Any:
         """torch's ``scale``; first, what the forward hooks left (see ``_hooks.py``)."""
         probe = self._probe
         if probe is not None and (probe.held is not None or probe.pending):
-            self._take_forward(probe)
+            _diagnostics.take_forward(self, probe)
         return super().scale(outputs)
-
-    def _take_forward(self, probe: OutputProbe) -> None:
-        tensor = probe.settle()
-        self._output_seen = tensor is not None  # this step's forward ran with the hook on
-        if tensor is not None and not probe.output_dtype_seen:
-            probe.output_dtype_seen = True
-            if tensor.dtype == torch.bfloat16:
-                self._note_bf16_output()
-        if probe.pending:
-            # a compiled forward's input checks: read now (check_inputs: one read a forward)
-            pending, probe.pending = probe.pending, []
-            for fields in pending:
-                if not fields:
-                    continue
-                counts = torch.stack([c for _, c in fields]).tolist()
-                for (field, _), (bad, nans, beyond) in zip(fields, counts, strict=True):
-                    if bad:
-                        self._reject_input(field, int(nans), int(bad - nans))
-                    if beyond:
-                        self._note_fp16_overflow(field)
 
     # -- torch's hooks into the step ---------------------------------------------------------
     def _maybe_opt_step(
@@ -255,12 +228,63 @@ class GuardedGradScaler(torch.amp.GradScaler):
         retval: float | None = optimizer.step(*args, **kwargs)
         return retval
 
+    def _check_inf_per_device(self, optimizer: torch.optim.Optimizer) -> dict[Any, Any]:
+        """torch's found-inf check for fused optimizers (the kernel unscales with 1.0 and only
+        sets the flag), without its two allocations a step. ``_unscale_grads_`` hands the
+        kernel per-device copies of the 1.0 and of the zero flag and never writes either: both
+        are made once and reused.
+        """
+        if not self._own_update:
+            return super()._check_inf_per_device(optimizer)
+        scale, _ = self._check_scale_growth_tracker("_check_inf_per_device")
+        unit, zero = self._unit_inv_scale, self._zero_found
+        if unit is None or zero is None or unit.device != scale.device:
+            unit = self._unit_inv_scale = torch.ones((), dtype=torch.float32, device=scale.device)
+            zero = self._zero_found = torch.zeros((), dtype=torch.float32, device=scale.device)
+        per_device: dict[Any, Any] = self._unscale_grads_(optimizer, unit, zero, True)
+        for found in per_device.values():
+            if found is zero:  # a torch that hands the kernel the flag itself: fresh ones then
+                self._zero_found = torch.zeros_like(zero)
+        self._per_optimizer_states[id(optimizer)]["found_inf_per_device"] = per_device
+        return per_device
+
+    def _lazy_init_scale_growth_tracker(self, dev: torch.device) -> None:
+        super()._lazy_init_scale_growth_tracker(dev)
+        assert self._scale is not None
+        self._scale_device = self._scale.device
+
+    def _single_found(self) -> torch.Tensor | None:
+        """The iteration's one found-inf flag when there is exactly one (one optimizer, one
+        device, on the scale's): torch's update then needs neither a sum nor a copy."""
+        states = self._per_optimizer_states
+        if len(states) != 1:
+            return None
+        for state in states.values():
+            per_device = state["found_inf_per_device"]
+            if len(per_device) == 1:
+                for found in per_device.values():
+                    return found if found.device == self._scale_device else None
+        return None
+
+    def _torch_update(self, found: torch.Tensor) -> None:
+        """torch's ``update()`` for one found-inf flag on the scale's device: its kernel and
+        a fresh per-optimizer state (the same-device ``.to()`` left out)."""
+        torch._amp_update_scale_(
+            self._scale,  # type: ignore[arg-type]
+            self._growth_tracker,  # type: ignore[arg-type]
+            found,
+            self._growth_factor,
+            self._backoff_factor,
+            self._growth_interval,
+        )
+        self._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
+
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         """Update the scale (torch's rule), then let the lifecycle react (R2.3, R2.4)."""
         if self._fast and new_scale is None and not self._found_inf:
-            # The common step (stable, clean, no growth due, nothing to watch; _fast is armed
-            # only when enabled): torch's update plus three counters, as the general path
-            # below would do them.
+            # The common host step (stable, clean, no growth due, nothing to watch; _fast is
+            # armed only when enabled): torch's update plus three counters, as the general
+            # path below would do them.
             checked = self._host_checked
             tracker = self._tracker + 1
             if (
@@ -268,12 +292,30 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 and checked == len(self._per_optimizer_states)
                 and tracker + 1 < self._growth_interval
             ):
-                super().update()
+                found = self._single_found() if self._own_update else None
+                if found is not None:
+                    self._torch_update(found)
+                else:
+                    super().update()
                 self._host_checked = 0
                 self._tracker = tracker
                 counters = self._machine.counters
                 counters.steps += 1
                 counters.epoch_steps += 1
+                return
+        elif self._device_fast and new_scale is None and not self._host_checked:
+            # The common unseen step (fused optimizer; _device_fast is armed by _settle() only
+            # when nothing but the ledger has work): torch's update, then the ledger's two ops.
+            found = self._single_found() if self._own_update else None
+            if found is not None:
+                self._torch_update(found)
+                probe = self._probe
+                self._output_at_update = (
+                    probe.output if probe is not None and self._output_seen else None
+                )
+                self._output_seen = False
+                if self._ledger.step(self._scale, found, self._backoff_factor):  # type: ignore[arg-type]
+                    self._fold()  # the bound on what is kept: one sync per LIMIT unseen steps
                 return
         if not self._enabled:
             return
@@ -289,7 +331,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._settle()
             return
         host = self._host_checked > 0 and self._host_checked == len(self._per_optimizer_states)
-        found: torch.Tensor | None = None if host else self._combined_found_inf()
+        combined: torch.Tensor | None = None if host else _unseen.combined_found_inf(self)
         super().update()
         self._host_checked = 0
         if host:
@@ -300,9 +342,9 @@ class GuardedGradScaler(torch.amp.GradScaler):
             if actions is not None:
                 self._act(actions)
         else:
-            assert found is not None
+            assert combined is not None
             self._found_inf = False
-            self._device_step(found)
+            self._device_step(combined)
         self._settle()
 
     def _settle(self) -> None:
@@ -322,6 +364,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
         )
         probe = self._probe
         if probe is None:
+            self._device_fast = not self._mirror_exact and self._ledger.count > 0
             return
         cfg = self.config
         if not self._mirror_exact:
@@ -342,6 +385,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
                 or not probe.output_dtype_seen
             )
         self._fast = self._fast and not wanted
+        self._device_fast = not self._mirror_exact and not wanted and self._ledger.count > 0
         if wanted != self._probe_wanted:
             self._probe_wanted = wanted
             if wanted:
@@ -362,119 +406,14 @@ class GuardedGradScaler(torch.amp.GradScaler):
             self._growth_interval,
         )
 
-    def _combined_found_inf(self) -> torch.Tensor:
-        scale, _ = self._check_scale_growth_tracker("update")
-        found = [
-            f.to(device=scale.device, non_blocking=True)
-            for state in self._per_optimizer_states.values()
-            for f in state["found_inf_per_device"].values()
-        ]
-        if not found:
-            raise AssertionError("No inf checks were recorded prior to update.")
-        if len(found) == 1:
-            single: torch.Tensor = found[0]
-            return single  # torch's update adds nothing to it either: no op, no copy
-        return torch.stack([f.reshape(()) for f in found]).sum()
-
+    # -- steps only the device saw (_unseen.py) ---------------------------------------------
     def _device_step(self, found: torch.Tensor) -> None:
         """A step the host did not see: halve and floor on the device, keep the flag; no sync."""
-        scale, _ = self._check_scale_growth_tracker("update")
-        cfg = self.config
-        full = self._ledger.step(
-            scale,
-            found,
-            host_streak=self._machine.counters.streak,
-            host_scale=self._mirror,
-            backoff_factor=self._backoff_factor,
-            halving_batches=cfg.overflow_halving_batches,
-            min_scale=cfg.min_scale,
-        )
-        probe = self._probe
-        self._output_at_update = probe.output if probe is not None and self._output_seen else None
-        self._output_seen = False
-        self._mirror_exact = False
-        self._fast = False
-        if full:
-            self._fold()  # the bound on what is kept: one sync per LIMIT unseen steps
-
-    def _read_device(self, extra: list[torch.Tensor]) -> list[float]:
-        """Scale, growth tracker, streak, kept flags and ``extra`` in one read (one sync)."""
-        assert self._scale is not None and self._growth_tracker is not None
-        device = self._scale.device
-        parts = [self._scale.float().reshape(1), self._growth_tracker.float().reshape(1)]
-        if self._ledger.count:
-            assert self._ledger.streak is not None
-            parts.append(self._ledger.streak.float().reshape(1))
-            parts += self._ledger.flags()
-        parts += [t.to(device).float().reshape(-1) for t in extra]
-        values: list[float] = torch.cat(parts).tolist()
-        return values
+        _unseen.device_step(self, found)
 
     def _fold(self, extra: list[torch.Tensor] | None = None) -> float:
-        """Fold the unseen steps in (one read) and replay them; returns ``extra``'s sum.
-
-        After device steps this is where the lifecycle catches up: each kept flag goes
-        through the for-loop path's own steps (mirror, machine, actions), so state, counters,
-        anomalies and resets are the ones that path has. The device already applied what
-        changes the scale; the replayed mirror is checked against it.
-        """
-        if self._scale is None or self._growth_tracker is None:
-            return 0.0
-        values = self._read_device(extra or [])
-        count = self._ledger.count
-        head = 3 if count else 2
-        flags = values[head : head + count]
-        rest = sum(values[head + count :])
-        self._ledger.clear()
-        collapse: ScaleCollapseError | None = None
-        probe = self._probe
-        latest_observable = (
-            probe is not None
-            and self._output_at_update is not None
-            and probe.held is None
-            and probe.output is self._output_at_update
-        )
-        for index, flag in enumerate(flags):
-            overflowed = flag > 0
-            self._replay(overflowed)
-            actions = self._machine.step(overflowed, self._mirror)
-            if actions is not None:
-                late = count - 1 - index
-                observed = late == 0 and latest_observable
-                try:
-                    self._act(actions, device_done=True, late=None if observed else late)
-                except ScaleCollapseError as exc:
-                    collapse = collapse or exc
-        self._adopt(values[0], int(values[1]), int(values[2]) if count else None)
-        if collapse is not None:
-            raise collapse
-        return rest
-
-    def _adopt(self, device_scale: float, tracker: int, streak: int | None = None) -> None:
-        """Check the mirror against the device (a mismatch: ERROR, re-synced), adopt it."""
-        c = self._machine.counters
-        if (
-            device_scale != self._mirror
-            or tracker != self._tracker
-            or (streak is not None and streak != c.streak)
-        ):
-            self.mirror_mismatches += 1
-            self._log.error(
-                format_kv(
-                    event="mirror_mismatch",
-                    mirror_scale=self._mirror,
-                    device_scale=device_scale,
-                    mirror_tracker=self._tracker,
-                    device_tracker=tracker,
-                    message="the host mirror of the scale diverged from the device; re-synced",
-                )
-            )
-            if streak is not None:
-                c.streak = streak
-        self._mirror, self._tracker = device_scale, tracker
-        self._mirror_exact = True
-        self._machine.resync(self._mirror)
-        self._settle()
+        """Fold the unseen steps in (one read), replay them; returns ``extra``'s sum."""
+        return _unseen.fold(self, extra or [])
 
     def _catch_up(self) -> None:
         """Before anything reads the lifecycle: fold unseen steps in (a sync, as torch's
@@ -505,7 +444,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             if isinstance(action, SetScale):
                 self._set_scale(action.value, device=not device_done)
             elif isinstance(action, Anomaly):
-                diagnostics = self._diagnostics(action, late)
+                diagnostics = _diagnostics.anomaly_fields(self, action, late)
                 line = format_kv(**diagnostics)
                 if action.kind == "collapse":
                     self._log.error(line)
@@ -515,67 +454,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
                         diagnostics,
                     )
                 self._log.warning(line)
-
-    def _grad_norm(self) -> float | None:
-        model = self._model_ref() if self._model_ref is not None else None
-        if model is None:
-            return None
-        norms = [
-            torch.linalg.vector_norm(p.grad.detach().float())
-            for p in model.parameters()
-            if p.grad is not None
-        ]
-        if not norms:
-            return None
-        # Unscaled on every path: unscale_() does it in place, and so do torch's fused kernels
-        # on a step they take (a skipped one leaves non-finite gradients: inf/nan either way).
-        return float(torch.linalg.vector_norm(torch.stack(norms)))
-
-    def _output_stats(self) -> dict[str, Any]:
-        tensor = self._probe.latest_output() if self._probe is not None else None
-        if tensor is None:
-            # not kept alive on purpose: only while the caller still holds it
-            return {"output": "released" if self._probe is not None else None}
-        data = tensor.detach().float()
-        finite = data[torch.isfinite(data)]
-        nan = int(torch.isnan(data).sum())
-        return {
-            "output_mean": float(finite.mean()) if finite.numel() else None,
-            "output_std": float(finite.std()) if finite.numel() > 1 else None,
-            "output_min": float(finite.min()) if finite.numel() else None,
-            "output_max": float(finite.max()) if finite.numel() else None,
-            "output_nan": nan,
-            "output_inf": int(data.numel() - finite.numel() - nan),
-        }
-
-    def _diagnostics(self, anomaly: Anomaly, late: int | None = None) -> dict[str, Any]:
-        """Everything R3.2 asks for; computed only now, on an anomaly.
-
-        A replayed step (``late``: steps since) has no gradients or output of its own left:
-        its line says so instead of describing a later step's (R3.2).
-        """
-        if late is not None:
-            observed: dict[str, Any] = {
-                "grad_norm": None,
-                "output": "not_observed",
-                "logged_steps_later": late,
-            }
-        else:
-            observed = {
-                "grad_norm": self._grad_norm(),
-                **self._output_stats(),
-            }
-        return {
-            "event": anomaly.kind,
-            "epoch": anomaly.epoch,
-            "batch": anomaly.batch,
-            "step": anomaly.step,
-            "scale": self._mirror,
-            "state": self._machine.state,
-            "consecutive_overflows": anomaly.consecutive_overflows,
-            **observed,
-            "message": anomaly.message,
-        }
 
     # -- epochs ---------------------------------------------------------------------------------
     def end_epoch(self) -> dict[str, Any]:
@@ -607,8 +485,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
         if self._ledger.count:
             self._fold()
             return
-        values = self._read_device([])
-        self._adopt(values[0], int(values[1]))
+        values = _unseen.read_device(self, [])
+        _unseen.adopt(self, values[0], int(values[1]))
 
     # -- reading ---------------------------------------------------------------------------------
     def get_scale(self) -> float:
@@ -720,6 +598,8 @@ class GuardedGradScaler(torch.amp.GradScaler):
         state = super().__getstate__()
         state["_model_ref"] = None
         state["_probe"] = None
+        state["_unit_inv_scale"] = None  # remade on the first fused step
+        state["_zero_found"] = None
         return state
 
     def diagram(self) -> str:

@@ -38,6 +38,9 @@ class GuardedShardedGradScaler(GuardedGradScaler, ShardedGradScaler):
     .. versionadded:: 0.2.0
     """
 
+    # ShardedGradScaler updates a CPU scale in Python and checks found-inf its own way
+    _own_update = False
+
     def __init__(
         self,
         device: str = "cuda",

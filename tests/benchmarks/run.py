@@ -629,6 +629,8 @@ if __name__ == "__main__":
         backfill_only()
     elif os.environ.get("BENCH_ONLY") == "e2e":  # prints; writes nothing
         e2e.main()
+    elif os.environ.get("BENCH_ONLY") == "scaler":  # the scaler's rows; prints, writes nothing
+        scal.main()
     elif os.environ.get("BENCH_ONLY") == "budgets":  # prints; writes nothing
         print(budgets.markdown(budgets.budget_check(2 if QUICK else 5), _table, _verdict))
     else:

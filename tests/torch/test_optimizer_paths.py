@@ -314,6 +314,38 @@ def test_a_guarded_fused_step_syncs_as_often_as_a_plain_one(name: str) -> None:
     assert [outside for _, outside in counts["guarded"]] == [0] * 8
 
 
+@pytest.mark.spec("R2.4")
+def test_a_guarded_fused_step_adds_only_the_halving_ops_and_allocates_less_than_plain() -> None:
+    """The guard's device work on a fused step: the clean flag, the halving kernel and (once
+    the worst case reaches the floor) the clamp; none of torch's per-step tensors of the
+    found-inf check (its 1.0 and zero flag are made once): fewer ops than a plain step."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    counts: dict[str, Counter[str]] = {}
+    for kind in ("plain", "guarded"):
+        model = mlp()
+        optimizer = _optimizer("Adam", model.parameters(), "fused")
+        scaler: Any = (
+            torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=3)
+            if kind == "plain"
+            else GuardedGradScaler("cpu", model=model, config=CONFIG, init_scale=512.0)
+        )
+        for i in range(3):  # lazy init, the first unseen step (the ledger's buffers)
+            amp_step(model, optimizer, scaler, batch(i), poison=i == 1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for i in range(10):
+                amp_step(model, optimizer, scaler, batch(i), poison=i == 4)
+        counts[kind] = Counter(event.name for event in prof.events())
+    added = counts["guarded"] - counts["plain"]
+    assert set(added) <= {"aten::_amp_update_scale_", "aten::logical_not", "aten::clamp_min_"}
+    assert added["aten::_amp_update_scale_"] == added["aten::logical_not"] == 10
+    assert added["aten::clamp_min_"] <= 10
+    assert counts["plain"]["aten::full"] - counts["guarded"]["aten::full"] == 20
+    assert counts["guarded"].total() < counts["plain"].total()
+
+
 def test_unseen_steps_are_packed_and_bounded_and_fold_exactly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
