@@ -258,7 +258,12 @@ async def test_what_rest_no_longer_has_is_reported_exactly(certs: Certs) -> None
             events = await across_a_reset(s, bed, AGG)
             backfill = s.get_connection_stats()["binance"]["backfill"]
     ids = [e["data"]["a"] for e in events]
-    assert len(gaps) == 1 and backfill["gaps"] == 1 and backfill["backfilled"][AGG] >= 20
+    # REST keeps 20 to 39 trades; how many of the lost ones it still has when the backfill
+    # asks depends on how many traded since (a loaded host asks later): at least one, and
+    # what it had and what was reported add up to the whole loss, exactly (below)
+    filled = [e for e in events if e.get("backfill")]
+    assert len(gaps) == 1 and backfill["gaps"] == 1
+    assert backfill["backfilled"][AGG] == len(filled) >= 1
     gap = gaps[0]
     first_filled = next(e["data"]["a"] for e in events if e.get("backfill"))
     assert gap.first == max(i for i in ids if i < gap.first) + 1
