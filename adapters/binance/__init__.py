@@ -13,7 +13,7 @@ Data flow
 ---------
 ::
 
-    ResilientWebSocket (one per leg) --raw text--> _stream.BinanceStream._on_raw
+    ResilientWebSocket (one per leg) --a read's messages--> _inbound.Inbound._on_batch
         reply {"id": ...}         --> _requests (pending futures by id)
         event {"stream", "data"}  --> _tracker (identity, gaps) --> buffer --> host
         serverShutdown / age      --> _rotation (make-before-break, de-duplicated merge)
@@ -21,10 +21,15 @@ Data flow
                                       by request weight; the stream's live events wait)
         a depth event of a book  --> _book_keeper --> _order_book.OrderBook (pure; a snapshot
                                       from REST when it is unsynced: order_book(symbol))
+    (re)connect --> _subscriptions (SUBSCRIBE, then LIST_SUBSCRIPTIONS verifies)
     requests --> _pacing.RequestPacer (frames/s) --> leg.send
     connects --> a Budget (attempts per window, shared by every stream of the process:
                  _pacing.AttemptBudget; of the host: _ledger.FileBudget; of every host
                  behind one address: _redis.RedisBudget; protocol and fallback in _budget)
+    statistics <-- _stats.Statistics (counters summed over every connection)
+
+``BinanceStream`` (``_stream``) is assembled from one mixin per concern: ``Inbound``
+(on ``Rotation``), ``Subscriptions``, ``Statistics`` and ``OrderBooks``.
 
 .. code-block:: python
 

@@ -20,23 +20,29 @@ for a book's stream and nothing for the others.
 
 A depth event the book refuses (:class:`OrderBookError`) is counted and logged (rate limited)
 and still reaches the consumer; the book resyncs at the next event, whose ``U`` shows the loss.
+
+``OrderBooks`` is the mixin of ``BinanceStream`` that gives it :meth:`~OrderBooks.order_book`
+(which depth stream feeds a symbol's book, added before the start) and the REST client the
+snapshots come through: the backfill's, else one of the books' own, made at the first need.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.abc import TaskGroup
 
-from ...fsm import format_kv
+from ...fsm import ConnectionConfig, format_kv
 from ._order_book import OrderBook, OrderBookError
 from ._rest import RestClient, RestError, depth_weight
 from ._validate import LogLimiter, short
 
-__all__ = ["DEPTH_STREAMS", "BookKeeper"]
+__all__ = ["DEPTH_STREAMS", "BookKeeper", "OrderBooks"]
 
 #: The diff depth streams a book is kept from, the first wanted one of them.
 DEPTH_STREAMS = ("@depth@100ms", "@depth", "@depth@1000ms")
@@ -197,3 +203,55 @@ class BookKeeper:
             "events_rejected": self.events_rejected,
             "books": {symbol: book.stats() for symbol, book in self.books.items()},
         }
+
+
+class OrderBooks:
+    # provided by BinanceStream
+    name: str
+    config: ConnectionConfig
+    rest: RestClient | None
+    _own_rest: bool
+    _rest_options: tuple[str, ssl.SSLContext | None, str | None, RestClient | None]
+    _books: BookKeeper
+    _wanted: dict[str, None]
+    _tg: TaskGroup | None
+    _log: logging.Logger
+
+    if TYPE_CHECKING:  # declared for the type checker only: BinanceStream's own
+
+        def _check_count(self, count: int) -> None: ...
+
+    def order_book(self, symbol: str, *, limit: int = 5000) -> OrderBook:
+        """The local order book of ``symbol`` (``"ethusdt"``), kept from its diff depth
+        stream (``<symbol>@depth@100ms``, else ``<symbol>@depth``) and REST snapshots of
+        ``limit`` levels (``GET /api/v3/depth``; weight 250 at 5000) from ``rest_url``, by
+        the exchange's procedure, resynced after any gap in its ids. Before the stream starts,
+        ``<symbol>@depth@100ms`` is added to the streams when no depth stream of the symbol
+        is; once started, one must already be subscribed. The same book on every call."""
+        symbol = BookKeeper.check_symbol(symbol)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
+            raise ValueError(f"limit: must be an integer from 1 to 5000 (got {limit!r})")
+        book = self._books.fed(symbol)
+        if book is not None:
+            return book
+        stream = next((symbol + s for s in DEPTH_STREAMS if symbol + s in self._wanted), None)
+        if stream is None:
+            stream = symbol + DEPTH_STREAMS[0]
+            if self._tg is not None:
+                raise ValueError(
+                    f"order_book: no diff depth stream of {symbol!r} is subscribed; subscribe"
+                    f" {stream!r} first, or ask for the book before the stream starts"
+                )
+            self._check_count(len(self._wanted) + 1)
+            self._wanted[stream] = None
+        return self._books.add(symbol, stream, limit, max_buffered_bytes=self.config.buffer_bytes)
+
+    def _rest_for_books(self) -> RestClient:
+        if self.rest is None:  # no backfill: the books' own client (closed on exit)
+            url, ssl_context, api_key, given = self._rest_options
+            self._own_rest = given is None
+            self.rest = given or RestClient(
+                url, ssl_context=ssl_context, api_key=api_key, logger=self._log,
+                name=f"{self.name}-rest",
+            )  # fmt: skip
+        return self.rest
