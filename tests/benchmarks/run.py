@@ -182,8 +182,8 @@ def machines_markdown(tcost: dict[str, Any], sim: list[dict[str, Any]]) -> str:
     flaky = next(r for r in sim if r["schedule"] == "flaky-tls")
     out.append(
         "\n\nSimulation (`regulator simulate`, virtual clock), CPU time (process_time) of"
-        " `simulate()`, the 1-day rows the median of 3 runs; its log lines are formatted when"
-        " first read, which is not counted (a flaky-tls day's"
+        " `simulate()`, the 1-day rows the median of 3 runs after an untimed one; its log"
+        " lines are formatted when first read, which is not counted (a flaky-tls day's"
         f" {flaky['lines']:,} lines: {flaky['lines_cpu_s']:.3g} s more when read):\n"
     )
     rows = []
