@@ -5,7 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from _faultbed import Certs, Proxy
+from regulator.fsm import ConnectionConfig
 from regulator.specs.exchange import Exchange, MarketConfig
+
+#: a stream that reconnects within a fraction of a second and never alarms: the config of the
+#: fault-through-the-proxy tests (backfill, order books)
+FAST_RECONNECT = ConnectionConfig(
+    initial_delay=0.05,
+    max_delay=0.3,
+    jitter=0.0,
+    ping_interval=0.5,
+    pong_timeout=0.5,
+    handshake_timeout=2.0,
+    alarm_failures=30,
+    alarm_window=10.0,
+)
 
 
 class ExchangeBed:

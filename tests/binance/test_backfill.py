@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _exchangebed import ExchangeBed
+from _exchangebed import FAST_RECONNECT, ExchangeBed
 from _faultbed import Certs
 from regulator.adapters.binance import (
     AttemptBudget,
@@ -27,16 +27,7 @@ from regulator.specs.exchange import FaultProxy, MarketConfig
 
 pytestmark = pytest.mark.anyio
 
-FAST = ConnectionConfig(
-    initial_delay=0.05,
-    max_delay=0.3,
-    jitter=0.0,
-    ping_interval=0.5,
-    pong_timeout=0.5,
-    handshake_timeout=2.0,
-    alarm_failures=30,
-    alarm_window=10.0,
-)
+FAST = FAST_RECONNECT
 AGG, KLINE, TRADE = "ethusdt@aggTrade", "ethusdt@kline_1m", "ethusdt@trade"
 
 

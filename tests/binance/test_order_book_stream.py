@@ -18,24 +18,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _exchangebed import ExchangeBed
+from _exchangebed import FAST_RECONNECT, ExchangeBed
 from _faultbed import Certs
 from regulator.adapters.binance import AttemptBudget, BinanceStream, OrderBook, RestClient
-from regulator.fsm import BinanceConfig, ConnectionConfig
+from regulator.fsm import BinanceConfig
 from regulator.specs.exchange import Exchange, MarketConfig
 
 pytestmark = pytest.mark.anyio
 
-FAST = ConnectionConfig(
-    initial_delay=0.05,
-    max_delay=0.3,
-    jitter=0.0,
-    ping_interval=0.5,
-    pong_timeout=0.5,
-    handshake_timeout=2.0,
-    alarm_failures=30,
-    alarm_window=10.0,
-)
+FAST = FAST_RECONNECT
 DEPTH = "ethusdt@depth@100ms"
 #: REST weight per 2 s window: two snapshots of 100 levels (weight 5 each)
 WEIGHT_LIMIT, WEIGHT_WINDOW = 10, 2.0
