@@ -327,21 +327,19 @@ class Inbound(Rotation):
                 return
         else:
             gap = tracker.accept(stream, data, key, anyio.current_time)
-        if gap is not None and (self._backfill is None or not self._backfill.take(gap)):
-            self._report_gap(gap)
+        if gap is not None:  # refilled or reported, as on the live path (no read's batch here)
+            await self._on_gap(gap, [], [])
         if self._book_streams and stream in self._book_streams:  # a local order book
             self._books.on_event(stream, data, size)
         if self._held and stream in self._held:  # waits behind its backfill (_backfill.py)
             assert self._backfill is not None
             await self._backfill.hold(stream, message, size)
             return
-        self.events_delivered += 1
-        dropped = await self._events.put(message, size)
-        if dropped is not None:
-            self._overflowed(dropped)
+        await self._put_one(message, size)
 
-    async def _put_backfilled(self, message: dict[str, Any], size: int) -> None:
-        """A backfilled event, or a live one that waited behind a backfill: to the consumer."""
+    async def _put_one(self, message: dict[str, Any], size: int) -> None:
+        """One event to the consumer under the overflow policy: a merged one, a backfilled
+        one, or a live one that waited behind a backfill."""
         self.events_delivered += 1
         dropped = await self._events.put(message, size)
         if dropped is not None:

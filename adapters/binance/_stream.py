@@ -234,7 +234,7 @@ class BinanceStream(Subscriptions, Statistics, OrderBooks, Inbound):
             )  # fmt: skip
             self._backfill = Backfill(
                 self.rest,
-                put=self._put_backfilled,
+                put=self._put_one,
                 report_gap=self._report_gap,
                 start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else False,
                 max_bytes=self.config.buffer_bytes,
