@@ -154,12 +154,15 @@ class RestClient:
             )
         if not isinstance(weight_limit, int) or weight_limit < 1:
             raise ValueError(f"weight_limit: must be an integer >= 1 (got {weight_limit!r})")
-        if not weight_window > 0:
-            raise ValueError(f"weight_window: must be > 0 (got {weight_window!r})")
+        for field, value in (
+            ("weight_window", weight_window),
+            ("timeout", timeout),
+            ("max_retry_wait", max_retry_wait),
+        ):
+            if not _positive_seconds(value):
+                raise ValueError(f"{field}: must be a finite number of seconds > 0 (got {value!r})")
         if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: must be an integer >= 1 (got {max_body_bytes!r})")
-        if not timeout > 0:
-            raise ValueError(f"timeout: must be > 0 (got {timeout!r})")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries: must be an integer >= 0 (got {max_retries!r})")
         if api_key is not None and (not isinstance(api_key, str) or not api_key.isprintable()):
@@ -382,3 +385,13 @@ class RestClient:
             "waited": round(self.waited, 3),
             "budget": self.budget.stats(),
         }
+
+
+def _positive_seconds(value: object) -> bool:
+    """A finite real number > 0, not a bool (``True`` is not a duration)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -206,3 +207,31 @@ async def test_hostile_answers_are_clear_errors_and_the_key_is_sent(certs: Certs
     assert banned.value.status == 418 and rest.banned == 1
     # "inf" says nothing usable: the ban is waited out for a capped, finite time
     assert banned.value.retry_after is not None and 0 < banned.value.retry_after < 4 * 86400
+
+
+@pytest.mark.spec("R1.4")
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rest_url": "ftp://x"}, r"rest_url: must be an http\(s\) URL \(got 'ftp://x'\)"),
+        ({"weight_limit": 0}, r"weight_limit: must be an integer >= 1 \(got 0\)"),
+        (
+            {"weight_window": "60"},
+            r"weight_window: must be a finite number of seconds > 0 \(got '60'\)",
+        ),
+        ({"timeout": float("nan")}, r"timeout: must be a finite number of seconds > 0 \(got nan\)"),
+        (
+            {"max_retry_wait": True},
+            r"max_retry_wait: must be a finite number of seconds > 0 \(got True\)",
+        ),
+        ({"max_body_bytes": 0}, r"max_body_bytes: must be an integer >= 1 \(got 0\)"),
+        ({"max_retries": -1}, r"max_retries: must be an integer >= 0 \(got -1\)"),
+        ({"api_key": "k\n"}, r"api_key: must be a printable string$"),
+    ],
+)
+def test_bad_settings_are_refused_naming_field_rule_and_value(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    settings: dict[str, Any] = {"rest_url": "https://127.0.0.1:1", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        RestClient(**settings)
