@@ -209,7 +209,7 @@ async def test_hostile_answers_are_clear_errors_and_the_key_is_sent(certs: Certs
     assert banned.value.retry_after is not None and 0 < banned.value.retry_after < 4 * 86400
 
 
-@pytest.mark.spec("R1.4")
+@pytest.mark.spec("R4.4")
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
