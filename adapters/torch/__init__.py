@@ -20,6 +20,7 @@ Data flow
                        the output; input hook (check_inputs): NaN/Inf, float16's range
     scale(loss) / unscale_ / step        torch's own kernels, on the device
         _maybe_opt_step reads found_inf  --> kept on the host, no extra sync
+        fused optimizer's found-inf check --> its flag is the ledger's slot (_fused_check.py)
     update()   --> a step the host did not see (fused optimizer, skipped step()): the halving
                    and floor on the device, the found-inf flag kept (_device_steps.py);
                    folded in and replayed at the next read of the lifecycle (one read,

@@ -17,8 +17,9 @@ How it stays free of extra host-device syncs (the per-step cost is plain float a
   lifecycle does not depend on how the optimizer steps.
 * **Little host work in the common step.** Stable and clean on the host path, or any unseen
   step: ``update()`` takes a short path (torch's update kernel on the one flag, counters or
-  the ledger's two ops), and the fused found-inf check reuses its constant tensors, so a
-  guarded fused step issues fewer ops than a plain one (``docs/scaler.md``).
+  the ledger's two ops), and the fused found-inf check makes none of the four tensors torch
+  makes for it each step (its flag is the ledger's slot), so a guarded fused step issues fewer
+  ops than a plain one (``docs/scaler.md``).
 * **Verified once per epoch.** ``end_epoch()`` reads the device scale and growth tracker in one
   sync, logs a mismatch loudly at ERROR, and re-syncs the mirror.
 
@@ -45,7 +46,7 @@ from ...fsm._diagram import mermaid
 from ...fsm._mirror import f32 as _f32
 from ...fsm._scaler import Anomaly, EpochSummary, ScalerMachine, SetScale
 from . import _defaults as default
-from . import _diagnostics, _unseen
+from . import _diagnostics, _fused_check, _unseen
 from ._checkpoint import read_checkpoint
 from ._device_steps import DeviceSteps
 from ._hooks import OutputProbe
@@ -190,7 +191,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
         self._device_fast = False  # the same, for steps only the device sees (fused)
         # fused optimizers' found-inf check without per-step allocations (_check_inf_per_device)
         self._unit_inv_scale: torch.Tensor | None = None
-        self._zero_found: torch.Tensor | None = None
         self._scale_device: torch.device | None = None  # set with the scale (lazily, by torch)
 
     # -- what the hooks report (they hold the scaler weakly; see _hooks.py) -------------------
@@ -229,24 +229,11 @@ class GuardedGradScaler(torch.amp.GradScaler):
         return retval
 
     def _check_inf_per_device(self, optimizer: torch.optim.Optimizer) -> dict[Any, Any]:
-        """torch's found-inf check for fused optimizers (the kernel unscales with 1.0 and only
-        sets the flag), without its two allocations a step. ``_unscale_grads_`` hands the
-        kernel per-device copies of the 1.0 and of the zero flag and never writes either: both
-        are made once and reused.
-        """
+        """torch's found-inf check for fused optimizers, without the four tensors torch makes
+        for it each step; its flag is the ledger's slot (``_fused_check.py``)."""
         if not self._own_update:
             return super()._check_inf_per_device(optimizer)
-        scale, _ = self._check_scale_growth_tracker("_check_inf_per_device")
-        unit, zero = self._unit_inv_scale, self._zero_found
-        if unit is None or zero is None or unit.device != scale.device:
-            unit = self._unit_inv_scale = torch.ones((), dtype=torch.float32, device=scale.device)
-            zero = self._zero_found = torch.zeros((), dtype=torch.float32, device=scale.device)
-        per_device: dict[Any, Any] = self._unscale_grads_(optimizer, unit, zero, True)
-        for found in per_device.values():
-            if found is zero:  # a torch that hands the kernel the flag itself: fresh ones then
-                self._zero_found = torch.zeros_like(zero)
-        self._per_optimizer_states[id(optimizer)]["found_inf_per_device"] = per_device
-        return per_device
+        return _fused_check.check_inf_per_device(self, optimizer)
 
     def _lazy_init_scale_growth_tracker(self, dev: torch.device) -> None:
         super()._lazy_init_scale_growth_tracker(dev)
@@ -321,6 +308,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
             return
         if new_scale is not None:
             self._catch_up()
+            self._ledger.drop()  # a flag slot handed to this iteration's check goes unused
             super().update(new_scale)
             # An explicit scale from the caller: honour it and re-sync the mirror.
             value = new_scale if isinstance(new_scale, float) else float(new_scale.item())
@@ -335,6 +323,7 @@ class GuardedGradScaler(torch.amp.GradScaler):
         super().update()
         self._host_checked = 0
         if host:
+            self._ledger.drop()  # (only a caller's own _check_inf_per_device hands one out)
             overflowed = self._found_inf
             self._found_inf = False
             self._replay(overflowed)
@@ -599,7 +588,6 @@ class GuardedGradScaler(torch.amp.GradScaler):
         state["_model_ref"] = None
         state["_probe"] = None
         state["_unit_inv_scale"] = None  # remade on the first fused step
-        state["_zero_found"] = None
         return state
 
     def diagram(self) -> str:

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _amp import amp_step, batch, mlp
-from regulator.adapters.torch import GuardedGradScaler, _device_steps
+from regulator.adapters.torch import GuardedGradScaler, _device_steps, _fused_check
 from regulator.fsm import ScaleCollapseError, ScalerConfig, parse_kv
 from torch import nn
 
@@ -317,8 +317,9 @@ def test_a_guarded_fused_step_syncs_as_often_as_a_plain_one(name: str) -> None:
 @pytest.mark.spec("R2.4")
 def test_a_guarded_fused_step_adds_only_the_halving_ops_and_allocates_less_than_plain() -> None:
     """The guard's device work on a fused step: the clean flag, the halving kernel and (once
-    the worst case reaches the floor) the clamp; none of torch's per-step tensors of the
-    found-inf check (its 1.0 and zero flag are made once): fewer ops than a plain step."""
+    the worst case reaches the floor) the clamp; none of torch's four per-step tensors of the
+    found-inf check (its 1.0 and zero flag, made once here, and their per-device copies: the
+    flag is the ledger's slot): fewer ops than a plain step."""
     from collections import Counter
 
     from torch.profiler import ProfilerActivity, profile
@@ -342,7 +343,9 @@ def test_a_guarded_fused_step_adds_only_the_halving_ops_and_allocates_less_than_
     assert set(added) <= {"aten::_amp_update_scale_", "aten::logical_not", "aten::clamp_min_"}
     assert added["aten::_amp_update_scale_"] == added["aten::logical_not"] == 10
     assert added["aten::clamp_min_"] <= 10
-    assert counts["plain"]["aten::full"] - counts["guarded"]["aten::full"] == 20
+    removed = counts["plain"] - counts["guarded"]
+    assert removed["aten::full"] == 20  # torch's 1.0 and zero flag, each step
+    assert removed["aten::_to_copy"] == 20  # _unscale_grads_'s copies of both, each step
     assert counts["guarded"].total() < counts["plain"].total()
 
 
@@ -398,3 +401,117 @@ def test_a_clip_and_skip_loop_syncs_as_often_guarded_as_plain() -> None:
             for i in range(10)  # 6 skipped steps in a row (one halving), then two that step
         ]
     assert counts["guarded"] == counts["plain"]
+
+
+def _read_mid_iteration(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: GuardedGradScaler,
+    data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    poison: bool = False,
+    held: list[torch.Tensor] | None = None,
+) -> None:
+    """amp_step with the lifecycle read between step() and update() every third step: a fold
+    while the step's found-inf flag (the ledger's slot) is written but not yet stepped."""
+    x, y = data
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        output = model(x)
+        loss = F.mse_loss(output, y)
+    if held is not None:
+        held[:] = [output]
+    scaler.scale(loss * float("inf") if poison else loss).backward()
+    scaler.step(optimizer)
+    if int(scaler.machine.counters.steps) % 3 == 0:
+        scaler.get_statistics()  # folds the steps kept so far
+    scaler.update()
+
+
+@pytest.mark.spec("R2.4")
+@pytest.mark.parametrize("read_every_step", [True, False])
+def test_a_fold_between_step_and_update_keeps_the_steps_flag(read_every_step: bool) -> None:
+    per_step, per_epoch, model = _run(
+        "AdamW", "fused", _read_mid_iteration, read_every_step=read_every_step
+    )
+    ref_steps, ref_epochs, ref_model = _run(
+        "AdamW", None, _read_mid_iteration, read_every_step=read_every_step
+    )
+    assert per_step == ref_steps
+    assert per_epoch == ref_epochs
+    _same_weights(model, ref_model.state_dict())
+
+
+@pytest.mark.spec("R2.4")
+def test_two_fused_optimizers_each_get_their_own_flag() -> None:
+    """Two optimizers in one iteration: the first check is handed the ledger's slot, the
+    second a flag of its own (one overflowing half must not skip the other's step), and the
+    iteration's overflow is theirs combined, as in the for-loop run."""
+    results = []
+    for mode in (None, "fused"):
+        torch.manual_seed(0)
+        first, second = nn.Linear(8, 8), nn.Linear(8, 1)
+        optimizers = [_optimizer("Adam", m.parameters(), mode) for m in (first, second)]
+        model = nn.Sequential(first, second)
+        scaler = GuardedGradScaler("cpu", model=model, config=CONFIG, init_scale=512.0)
+        x, y = batch(0)
+        trace = []
+        for i in range(40):
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = F.mse_loss(model(x), y)
+            scaler.scale(loss).backward()
+            if i in POISON:  # one optimizer's gradients overflow, the other's do not
+                grad = (first if i % 2 else second).bias.grad
+                assert grad is not None
+                grad[0] = float("inf")
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+            scaler.update()
+            if i % 4 == 0:
+                trace.append((i, scaler.get_scale(), scaler.state))
+        trace.append(("end", scaler.get_statistics()))
+        results.append((trace, [p.detach().clone() for p in model.parameters()]))
+        assert scaler.mirror_mismatches == 0
+    (ref_trace, ref_weights), (trace, weights) = results
+    assert trace == ref_trace
+    assert ref_trace[-1][1]["halvings"] >= 1
+    for got, want in zip(weights, ref_weights, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.spec("R2.4")
+def test_an_explicit_new_scale_after_a_fused_step_leaves_no_stale_flag() -> None:
+    """update(new_scale) ends an iteration whose flag slot was handed out and written (an
+    overflow): the slot goes back to zero, so the next steps read their own flags."""
+    results = []
+    for mode in (None, "fused"):
+        model = mlp()
+        optimizer = _optimizer("SGD", model.parameters(), mode)
+        scaler = GuardedGradScaler("cpu", model=model, config=CONFIG, init_scale=512.0)
+        trace = []
+        for i in range(30):
+            x, y = batch(i % 7)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = F.mse_loss(model(x), y)
+            scaler.scale(loss * float("inf") if i in (3, 9, 10) else loss).backward()
+            scaler.step(optimizer)
+            scaler.update(256.0 if i in (3, 10) else None)
+            trace.append((scaler.get_scale(), scaler.state, scaler.machine.counters.as_dict()))
+        results.append(trace)
+    assert results[0] == results[1]
+
+
+@pytest.mark.spec("R2.4")
+def test_torchs_own_check_route_gives_the_same_lifecycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradients the guard's check does not group itself (sparse, or on another device than
+    the scale: neither runs with a fused optimizer on the CPU) take torch's _unscale_grads_
+    with a fresh flag, which update() copies into the ledger: same lifecycle, same weights."""
+    monkeypatch.setattr(_fused_check, "dense_grads_on", lambda optimizer, device: None)
+    per_step, per_epoch, model = _run("SGD", "fused")
+    ref_steps, ref_epochs, ref_weights, _ = _reference("SGD")
+    assert per_step == ref_steps
+    assert per_epoch == ref_epochs
+    _same_weights(model, ref_weights)
