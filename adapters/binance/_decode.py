@@ -16,6 +16,14 @@ stream type of the exchange simulator). Where both accept, the values are equal 
 dicts, lists, str, int, float, bool and None; duplicate keys: the last wins in all three).
 The second decode runs only for input the fast library refused: never on the exchange's own
 messages.
+
+Raw messages (``BinanceStream(raw=True)``): the host keeps the message as received and the
+stream decodes only what its own checks read: the stream name and, of ``data``, the event type,
+the ids and times (``e``, ``E``, ``t``, ``a``, ``U``, ``u``, ``lastUpdateId``, ``k.t``, ``k.i``,
+``k.x``). With msgspec that is a typed decode (:data:`IDS_FIRST`) that skips every other field
+without building it (a diff depth's bids, a trade's price); a message that is not a combined
+event (a reply, an error frame) is decoded in full where it is handled, and anything the typed
+decode refuses goes through the same json fallback. Without msgspec it is the full decode.
 """
 
 from __future__ import annotations
@@ -23,9 +31,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["DECODER", "DECODERS", "FIRST", "decoder_for", "loads"]
+__all__ = [
+    "DECODER",
+    "DECODERS",
+    "FIRST",
+    "IDS_DECODER",
+    "IDS_FIRST",
+    "IDS_ONLY",
+    "decoder_for",
+    "loads",
+]
 
 Loads = Callable[[str | bytes], Any]
 
@@ -127,3 +144,52 @@ def _pick() -> tuple[str, Loads, Loads]:
 #: ``loads``: decode one message, json's outcome guaranteed. ``FIRST``: for a caller that
 #: decodes again with :func:`json.loads` whatever ``FIRST`` raises (one call less per message).
 DECODER, loads, FIRST = _pick()
+
+
+# What the stream's checks read of a combined event (_tracker, _validate.kline_problem). Any
+# value type is taken (the checks judge it), but for ``a``: an aggregate trade id (int), a book
+# ticker's best ask (str) or a diff depth's asks (a list, kept as unread raw items).
+
+
+def _ids_decoder() -> tuple[str, Loads] | None:
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    # (the functional form: the module's annotations are strings, these need real types)
+    kline = TypedDict("kline", {"t": Any, "i": Any, "x": Any}, total=False)  # noqa: UP013
+    data = TypedDict(  # noqa: UP013
+        "data",
+        {
+            "e": Any,
+            "E": Any,
+            "t": Any,
+            "a": int | str | list[msgspec.Raw],
+            "U": Any,
+            "u": Any,
+            "lastUpdateId": Any,
+            "k": kline,
+        },
+        total=False,
+    )
+    # an all-market stream's data is a list (nothing in it is checked: kept as raw items)
+    envelope = TypedDict(  # noqa: UP013
+        "envelope", {"stream": Any, "data": data | list[msgspec.Raw]}, total=False
+    )
+
+    try:
+        label = f"msgspec {version('msgspec')} (ids only)"
+    except PackageNotFoundError:  # pragma: no cover - imported, so installed
+        label = "msgspec (ids only)"
+    return label, msgspec.json.Decoder(envelope).decode
+
+
+def _pick_ids() -> tuple[str, Loads]:
+    ids = _ids_decoder()
+    return ids if ids is not None else (DECODER, FIRST)
+
+
+#: The raw-message mode's first decode: only what the checks read (msgspec), else ``FIRST``.
+IDS_DECODER, IDS_FIRST = _pick_ids()
+#: whether ``IDS_FIRST`` decodes only the ids (msgspec) rather than the whole message
+IDS_ONLY = IDS_FIRST is not FIRST

@@ -50,6 +50,7 @@ from ...fsm import format_kv
 from ..websocket._buffer import MessageBuffer
 from ._backfill import Backfill
 from ._book_keeper import BookKeeper
+from ._decode import IDS_ONLY, loads
 from ._leg import Leg
 from ._requests import Requests, error_of, is_reply
 from ._rotation import Rotation
@@ -82,6 +83,7 @@ class Inbound(Rotation):
     recent_gaps: deque[Gap]
     _events: MessageBuffer[dict[str, Any]]
     _loads: Callable[[str | bytes], Any]
+    _raw: bool
     _tg: TaskGroup | None
     _requests: Requests
     _backfill: Backfill | None
@@ -117,6 +119,7 @@ class Inbound(Rotation):
         clock = anyio.current_time
         held = self._held  # empty but while a backfill runs: one check per event
         books = self._book_streams  # empty unless order_book() named a symbol
+        raw_mode = self._raw
         for raw in raws:
             try:
                 try:
@@ -140,7 +143,9 @@ class Inbound(Rotation):
                                     continue
                                 await self._on_gap(gap, out, sizes)
                             if books and stream in books:  # a local order book's depth
-                                self._books.on_event(stream, data, len(raw))
+                                self._book_event(stream, data, raw)
+                            if raw_mode:
+                                _keep_raw(message, data, raw)
                             if held and stream in held:  # behind its backfill (_backfill.py)
                                 await self._hold(stream, message, len(raw), out, sizes)
                                 continue
@@ -196,6 +201,8 @@ class Inbound(Rotation):
         sizes: list[int],
     ) -> None:
         """Everything but the inline path: checked in full, delivered into ``out``."""
+        if self._raw and type(message) is dict and "stream" not in message:
+            message = loads(raw)  # not a combined event (a reply, an error): all of it
         if not isinstance(message, dict):
             self._malformed(leg, None, f"a JSON {type(message).__name__}, not an object")
             return
@@ -219,7 +226,7 @@ class Inbound(Rotation):
                 if problem is not None:
                     self._malformed(leg, stream, problem)
                     return
-            await self._on_event(leg, stream, message, data, len(raw), out, sizes)
+            await self._on_event(leg, stream, message, data, raw, out, sizes)
         elif is_reply(message) and message.get("id") is not None:
             problem = self._requests.settle(leg, message)
             if problem is not None:
@@ -271,10 +278,13 @@ class Inbound(Rotation):
         stream: str,
         message: dict[str, Any],
         data: Any,
-        size: int,
+        raw: str | bytes,
         out: list[dict[str, Any]],
         sizes: list[int],
     ) -> None:
+        size = len(raw)
+        if self._raw:
+            _keep_raw(message, data, raw)
         if leg is self._primary and not leg.rotating_in:
             gap = self._tracker.track(stream, data, anyio.current_time)
             if gap is DUPLICATE:
@@ -283,7 +293,7 @@ class Inbound(Rotation):
             if gap is not None:
                 await self._on_gap(gap, out, sizes)
             if self._book_streams and stream in self._book_streams:
-                self._books.on_event(stream, data, size)
+                self._book_event(stream, data, raw)
             if self._held and stream in self._held:
                 await self._hold(stream, message, size, out, sizes)
                 return
@@ -330,11 +340,24 @@ class Inbound(Rotation):
         if gap is not None:  # refilled or reported, as on the live path (no read's batch here)
             await self._on_gap(gap, [], [])
         if self._book_streams and stream in self._book_streams:  # a local order book
+            if self._raw:  # (only the ids were decoded: the book needs the levels)
+                data = loads(message["raw"])["data"]
             self._books.on_event(stream, data, size)
         if self._held and stream in self._held:  # waits behind its backfill (_backfill.py)
             assert self._backfill is not None
             await self._backfill.hold(stream, message, size)
             return
+        await self._put_one(message, size)
+
+    def _book_event(self, stream: str, data: dict[str, Any], raw: str | bytes) -> None:
+        """A diff depth event to its local order book (raw: decoded in full for it)."""
+        self._books.on_event(stream, loads(raw)["data"] if self._raw else data, len(raw))
+
+    async def _put_backfilled(self, message: dict[str, Any], size: int) -> None:
+        """raw=True: a backfilled event's ``raw`` is its live-shaped JSON (REST's answer is
+        another shape); a live event that waited behind the backfill has its own."""
+        if "raw" not in message:
+            message["raw"] = json.dumps(message, separators=(",", ":"))
         await self._put_one(message, size)
 
     async def _put_one(self, message: dict[str, Any], size: int) -> None:
@@ -415,3 +438,17 @@ class Inbound(Rotation):
         self._log.warning(format_kv(event="server_shutdown", name=leg.ws.name))
         if leg is self._primary:
             self._request_rotation("server_shutdown")
+
+
+def _keep_raw(message: dict[str, Any], data: Any, raw: str | bytes) -> None:
+    """raw=True: the message as received goes with the event; of ``data`` only the checked
+    fields are kept (a diff depth's asks and an all-market stream's list were skipped
+    undecoded: no "a", and an empty list, then)."""
+    message["raw"] = raw
+    if IDS_ONLY:
+        kind = type(data)
+        if kind is dict:
+            if type(data.get("a")) is list:
+                del data["a"]
+        elif kind is list:
+            message["data"] = []

@@ -24,7 +24,7 @@ from ..websocket._errors import NotLiveError
 from ._backfill import Backfill
 from ._book_keeper import BookKeeper
 from ._budget import Budget
-from ._decode import DECODER
+from ._decode import DECODER, IDS_DECODER
 from ._leg import Leg
 from ._requests import Requests
 from ._tracker import Gap
@@ -89,6 +89,7 @@ class Statistics:
     _backfill: Backfill | None
     _books: BookKeeper
     _retired_totals: dict[str, Any]
+    _raw: bool
 
     @property
     def requests_sent(self) -> int:
@@ -147,7 +148,7 @@ class Statistics:
             },
             "confirmed": sum(1 for s in self._wanted if s in leg.confirmed),
             "verified": leg.verified,
-            "decoder": DECODER,
+            "decoder": IDS_DECODER if self._raw else DECODER,
             "events_delivered": self.events_delivered,
             "duplicates_dropped": self.duplicates_dropped,
             "malformed": self.malformed,

@@ -70,7 +70,7 @@ from ..websocket._support import abandon_task_group, exit_task_group, tls_contex
 from ._backfill import Backfill
 from ._book_keeper import BookKeeper, OrderBooks
 from ._budget import Budget, shared_budget
-from ._decode import FIRST
+from ._decode import FIRST, IDS_FIRST
 from ._inbound import Inbound
 from ._leg import Leg
 from ._pacing import RequestPacer
@@ -117,6 +117,12 @@ class BinanceStream(Subscriptions, Statistics, OrderBooks, Inbound):
             ``https://api.binance.com``); its TLS uses ``ssl_context``.
         api_key: sent as ``X-MBX-APIKEY`` (``trade`` streams' history needs one).
         rest_client: a :class:`RestClient` to use instead (its own weight budget, limits).
+        raw: hand the host each message as received: every event is
+            ``{"stream": ..., "data": {...}, "raw": <the message's text or bytes>}``, where
+            ``data`` holds only what the stream's own checks read (event type, ids, times;
+            see ``_decode``), decoded without the rest of the message (with the ``fast``
+            extra). Every check, gap, backfill and order book works as without it; a
+            backfilled event's ``raw`` is its live-shaped JSON. Default False: parsed events.
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class BinanceStream(Subscriptions, Statistics, OrderBooks, Inbound):
         rest_url: str | None = None,
         api_key: str | None = None,
         rest_client: RestClient | None = None,
+        raw: bool = False,
     ) -> None:
         self.rules = binance or load_config().binance
         wanted = validate_streams(streams)
@@ -188,7 +195,12 @@ class BinanceStream(Subscriptions, Statistics, OrderBooks, Inbound):
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._wanted: dict[str, None] = dict.fromkeys(wanted)
         self._tracker = StreamTracker()
-        self._loads = FIRST  # the decoder chosen at import (``_decode``); tests swap it
+        if not isinstance(raw, bool):
+            raise ValueError(f"raw: must be True or False (got {raw!r})")
+        self._raw = raw
+        # the decoder chosen at import (``_decode``; raw: only what the checks read); tests
+        # swap it
+        self._loads = IDS_FIRST if raw else FIRST
         self._legs: list[Leg] = []
         self._leg_count = 0
         self._primary: Leg | None = None
@@ -234,7 +246,7 @@ class BinanceStream(Subscriptions, Statistics, OrderBooks, Inbound):
             )  # fmt: skip
             self._backfill = Backfill(
                 self.rest,
-                put=self._put_one,
+                put=self._put_backfilled if raw else self._put_one,
                 report_gap=self._report_gap,
                 start_soon=lambda *task: self._tg.start_soon(*task) if self._tg else False,
                 max_bytes=self.config.buffer_bytes,

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _feed import EVERY_TYPE, record
+from _feed import EVERY_TYPE, HOSTILE, record
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from regulator.adapters.binance import BinanceStream
@@ -91,32 +91,6 @@ def texts(draw: st.DrawFn) -> str | bytes:
     elif how == "dup":
         text = '{"a":1,"b":2,"a":' + text + "}"
     return text
-
-
-HOSTILE = [
-    '{"stream":"ethusdt@trade","data":{"e":"trade","t":123456789012345678901234567890}}',
-    '{"stream":"ethusdt@trade","data":{"e":"trade","t":1,"p":NaN,"q":Infinity}}',
-    '{"stream":"ethusdt@trade","data":{"e":"trade","t":-Infinity}}',
-    '{"stream":"ethusdt@trade","data":{"e":"trade","s":"\\ud800"}}',
-    '{"stream":"ethusdt@trade","data":{"e":"trade","t":1e400}}',
-    '{"stream":"ethusdt@trade","data":{"e":"trade","t":-0.0,"T":-0}}',
-    '{"a":1,"a":2}',
-    "[" * 5000 + "]" * 5000,
-    "[" * 1000 + "]" * 1000,  # within orjson's nesting limit, past Python's recursion limit
-    "[" * 400 + "]" * 400,  # json decodes it; a recursive check of the value would not
-    '{"stream":' * 3000,
-    "\ufeff{}",
-    "{} x",
-    "",
-    " \t\n\r1 ",
-    "18446744073709551615",
-    "18446744073709551616",
-    "-9223372036854775809",
-    '"\\u0000\x7f"',
-    '"\x01"',
-    "1.0000000000000000000000001",
-    "2.2250738585072011e-308",
-]
 
 
 @pytest.mark.skipif(not FAST, reason="no fast JSON library installed")
