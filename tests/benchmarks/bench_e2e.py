@@ -7,7 +7,8 @@ Method: the feed is recorded once per run from the exchange simulator's own publ
 Python of its own environment; the clients take turns within each round (the order reversed
 every other round); each figure is the median over the rounds, and ratios are of medians in
 this one run. A client counts the events it hands to the host, parsed, of the streams it
-subscribed; its clock and CPU meter (process CPU time, all threads) run from the first event
+subscribed (``BinanceStream(raw=True)``: each message as received, with only what its checks
+read decoded); its clock and CPU meter (process CPU time, all threads) run from the first event
 to the last. Every run checks that every event arrived (and, for ``BinanceStream``, that no gap,
 duplicate or malformed message was reported). A peer that cannot be installed or run is shown
 with the reason.
@@ -36,6 +37,7 @@ sys.path.insert(0, str(HERE))
 
 SYMBOLS = {"ethusdt": 3000.0, "btcusdt": 60000.0, "solusdt": 150.0, "bnbusdt": 600.0}
 KINDS = ("trade", "aggTrade", "bookTicker", "depth@100ms")
+RAW = "BinanceStream asyncio (raw=True)"
 # cryptofeed's Binance feed has no `trade` channel (its TRADES are aggregate trades)
 KINDS_OF = {"cryptofeed": ("aggTrade", "bookTicker", "depth@100ms")}
 REFERENCE = "cryptofeed"
@@ -44,6 +46,7 @@ REFERENCE = "cryptofeed"
 ENVS = {
     "BinanceStream asyncio": ".venv",
     "BinanceStream trio": ".venv",
+    "BinanceStream asyncio (raw=True)": ".venv",
     "ResilientWebSocket + json.loads": ".venv",
     "websockets + json.loads": ".venv",
     "picows + orjson": ".venv",
@@ -257,7 +260,7 @@ def markdown(result: dict[str, Any], table: Any, verdict: Any) -> str:
         )
     ]
     targets = []
-    for name in ("BinanceStream asyncio", "BinanceStream trio"):
+    for name in ("BinanceStream asyncio", "BinanceStream trio", RAW):
         r = by.get(name, {})
         if "events_per_s" in r and ref:
             ratio = r["events_per_s"] / ref

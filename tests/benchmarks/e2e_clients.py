@@ -71,7 +71,9 @@ def _stream_url(base: str, streams: list[str]) -> str:
 
 
 # -- regulator ----------------------------------------------------------------------------------
-def binance_stream(base: str, ca: str, meter: Meter, streams: list[str], backend: str) -> None:
+def binance_stream(
+    base: str, ca: str, meter: Meter, streams: list[str], backend: str, raw: bool = False
+) -> None:
     import logging
 
     import anyio
@@ -90,6 +92,7 @@ def binance_stream(base: str, ca: str, meter: Meter, streams: list[str], backend
             ssl_context=_context(ca),
             config=config,
             attempt_budget=AttemptBudget(300, 300.0),
+            raw=raw,
         ) as s:
             with anyio.move_on_after(120):
                 async for _event in s:
@@ -301,6 +304,7 @@ def binance_sdk_spot(base: str, ca: str, meter: Meter, streams: list[str]) -> No
 CLIENTS = {
     "BinanceStream asyncio": lambda *a: binance_stream(*a, "asyncio"),
     "BinanceStream trio": lambda *a: binance_stream(*a, "trio"),
+    "BinanceStream asyncio (raw=True)": lambda *a: binance_stream(*a, "asyncio", raw=True),
     "ResilientWebSocket + json.loads": resilient_json,
     "websockets + json.loads": websockets_json,
     "picows + orjson": picows_orjson,
