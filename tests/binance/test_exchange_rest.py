@@ -149,7 +149,12 @@ def test_every_endpoint_answers_in_the_documented_shape(
     assert set(avg) == {"mins", "price", "closeTime"} and avg["mins"] == 5
     day = rest.get("/api/v3/ticker/24hr?symbol=ETHUSDT").json()
     assert {"priceChange", "lastPrice", "bidPrice", "openTime", "count", "firstId"} <= set(day)
-    assert day["lastPrice"] == rest.get("/api/v3/ticker/price?symbol=ETHUSDT").json()["price"]
+    # the market trades on between two requests: each price is checked against the history
+    last = rest.get(f"/api/v3/historicalTrades?symbol=ETHUSDT&fromId={day['lastId']}&limit=1")
+    assert day["lastPrice"] == last.json()[0]["price"]
+    price = rest.get("/api/v3/ticker/price?symbol=ETHUSDT").json()["price"]
+    recent = rest.get("/api/v3/trades?symbol=ETHUSDT&limit=1000").json()
+    assert price in {t["price"] for t in recent}  # (100 trades/s: the last 10 s)
     mini = rest.get("/api/v3/ticker/24hr", params={"symbols": '["ETHUSDT","BTCUSDT"]',
                                                    "type": "MINI"}).json()  # fmt: skip
     assert [m["symbol"] for m in mini] == ["ETHUSDT", "BTCUSDT"] and "bidPrice" not in mini[0]
