@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ def amp_step(
     poison: bool = False,
     held: list[torch.Tensor] | None = None,
     clip: bool = False,
+    before_update: Callable[[Any], object] | None = None,
 ) -> torch.Tensor:
     """One real float16-autocast step; ``poison`` multiplies the loss by inf (an overflow).
 
@@ -36,6 +38,8 @@ def amp_step(
 
     ``held`` keeps the model output alive past the step, as a loop's ``output = model(x)``
     does until the next forward (the scaler's diagnostics see it only then).
+
+    ``before_update(scaler)`` runs between ``step()`` and ``update()``.
     """
     x, y = data
     optimizer.zero_grad(set_to_none=True)
@@ -54,5 +58,7 @@ def amp_step(
             scaler.step(optimizer)
     else:
         scaler.step(optimizer)
+    if before_update is not None:
+        before_update(scaler)
     scaler.update()
     return loss.detach()

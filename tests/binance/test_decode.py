@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 from typing import Any
 
-import anyio
 import pytest
+from _fed import fed
 from _feed import EVERY_TYPE, HOSTILE, record
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from regulator.adapters.binance import BinanceStream
 from regulator.adapters.binance._decode import DECODER, DECODERS, FIRST, decoder_for
-from regulator.adapters.binance._leg import Leg
 
 pytestmark = pytest.mark.spec("R5.5")
 
@@ -114,30 +111,18 @@ def test_hostile_texts_decode_as_json_decodes_them(raw: str) -> None:
 
 def _through(loads: Any, raws: list[str], streams: tuple[str, ...]) -> dict[str, Any]:
     """What a stream hands the host for ``raws``, read in batches like a socket's reads."""
-
-    async def run() -> dict[str, Any]:
-        stream = BinanceStream(list(streams), buffer_size=len(raws) + 1)
-        stream._loads = loads
-        leg = Leg(ws=SimpleNamespace(name="bench#1"), pacer=None)  # type: ignore[arg-type]
-        stream._primary = leg
-        for start in range(0, len(raws), 37):
-            await stream._on_batch(leg, raws[start : start + 37])
-        events = []
-        while len(stream._events):
-            events.append(stream._events.get_nowait())
-        return {
-            "events": repr(events),
-            "count": len(events),
-            "delivered": stream.events_delivered,
-            "duplicates": stream.duplicates_dropped,
-            "malformed": stream.malformed,
-            "unsubscribed": stream.unsubscribed_dropped,
-            "gaps": [
-                (g.stream, g.field, g.first, g.last, g.count, g.reason) for g in stream.recent_gaps
-            ],
-        }
-
-    return anyio.run(run)
+    stream, events = fed(raws, streams, loads=loads)
+    return {
+        "events": repr(events),
+        "count": len(events),
+        "delivered": stream.events_delivered,
+        "duplicates": stream.duplicates_dropped,
+        "malformed": stream.malformed,
+        "unsubscribed": stream.unsubscribed_dropped,
+        "gaps": [
+            (g.stream, g.field, g.first, g.last, g.count, g.reason) for g in stream.recent_gaps
+        ],
+    }
 
 
 def test_every_stream_type_gives_the_same_events_with_either_decoder() -> None:

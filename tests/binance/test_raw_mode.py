@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -19,6 +18,7 @@ import attrs
 import pytest
 from _exchangebed import FAST_RECONNECT, ExchangeBed
 from _faultbed import Certs
+from _fed import fed
 from _feed import EVERY_TYPE, HOSTILE, record
 from regulator.adapters.binance import AttemptBudget, BinanceStream, Gap
 from regulator.adapters.binance._decode import (
@@ -28,7 +28,6 @@ from regulator.adapters.binance._decode import (
     IDS_ONLY,
     decoder_for,
 )
-from regulator.adapters.binance._leg import Leg
 
 pytestmark = pytest.mark.spec("R5.5")
 
@@ -39,32 +38,19 @@ CHECKED = {"e", "E", "t", "a", "U", "u", "lastUpdateId", "k"}
 
 def _through(raws: list[str], *, raw: bool, loads: Any = None) -> dict[str, Any]:
     """What a stream hands the host for ``raws``, read in batches like a socket's reads."""
-
-    async def run() -> dict[str, Any]:
-        stream = BinanceStream(list(EVERY_TYPE), buffer_size=len(raws) + 1, raw=raw)
-        if loads is not None:
-            stream._loads = loads
-        leg = Leg(ws=SimpleNamespace(name="raw#1"), pacer=None)  # type: ignore[arg-type]
-        stream._primary = leg
-        for start in range(0, len(raws), 37):
-            await stream._on_batch(leg, raws[start : start + 37])
-        events = []
-        while len(stream._events):
-            events.append(stream._events.get_nowait())
-        return {
-            "events": events,
-            "counters": (
-                stream.events_delivered,
-                stream.duplicates_dropped,
-                stream.malformed,
-                stream.unsubscribed_dropped,
-            ),
-            "gaps": [
-                (g.stream, g.field, g.first, g.last, g.count, g.reason) for g in stream.recent_gaps
-            ],
-        }
-
-    return anyio.run(run)
+    stream, events = fed(raws, EVERY_TYPE, loads=loads, raw=raw)
+    return {
+        "events": events,
+        "counters": (
+            stream.events_delivered,
+            stream.duplicates_dropped,
+            stream.malformed,
+            stream.unsubscribed_dropped,
+        ),
+        "gaps": [
+            (g.stream, g.field, g.first, g.last, g.count, g.reason) for g in stream.recent_gaps
+        ],
+    }
 
 
 def _feed() -> list[str]:

@@ -403,29 +403,14 @@ def test_a_clip_and_skip_loop_syncs_as_often_guarded_as_plain() -> None:
     assert counts["guarded"] == counts["plain"]
 
 
-def _read_mid_iteration(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: GuardedGradScaler,
-    data: tuple[torch.Tensor, torch.Tensor],
-    *,
-    poison: bool = False,
-    held: list[torch.Tensor] | None = None,
-) -> None:
-    """amp_step with the lifecycle read between step() and update() every third step: a fold
-    while the step's found-inf flag (the ledger's slot) is written but not yet stepped."""
-    x, y = data
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.float16):
-        output = model(x)
-        loss = F.mse_loss(output, y)
-    if held is not None:
-        held[:] = [output]
-    scaler.scale(loss * float("inf") if poison else loss).backward()
-    scaler.step(optimizer)
+def _fold_every_third(scaler: GuardedGradScaler) -> None:
     if int(scaler.machine.counters.steps) % 3 == 0:
         scaler.get_statistics()  # folds the steps kept so far
-    scaler.update()
+
+
+#: amp_step with the lifecycle read between step() and update() every third step: a fold while
+#: the step's found-inf flag (the ledger's slot) is written but not yet stepped
+_read_mid_iteration = functools.partial(amp_step, before_update=_fold_every_third)
 
 
 @pytest.mark.spec("R2.4")
