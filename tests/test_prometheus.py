@@ -307,3 +307,69 @@ def test_any_machine_exports_its_state_and_transitions() -> None:
     assert line in text
     exporter.unregister("order-1")
     assert "regulator_machine_state{" not in generate_latest(exporter.registry).decode()
+
+
+async def test_binance_hostile_input_counters_are_exported(
+    server: tuple[MetricsExporter, str],
+) -> None:
+    """What a hostile server sends that is never an event, over real TLS: events of a stream
+    not subscribed, a reply to no request, an id far ahead (a reset), a message of no shape."""
+    import json
+
+    from _faultbed import Certs
+    from _hostile_exchange import HostileExchange
+    from regulator.adapters.binance import AttemptBudget, BinanceStream
+
+    def trade(stream: str, t: int) -> str:
+        return json.dumps({"stream": stream, "data": {"e": "trade", "E": 1, "t": t}})
+
+    certs = Certs()
+    exporter, url = server
+    with HostileExchange(certs.server_context()) as exchange:
+        stream = BinanceStream(
+            ["ethusdt@trade"],
+            base_url=exchange.base_url,
+            ssl_context=certs.client_context(),
+            config=ConnectionConfig(initial_delay=0.05, jitter=0.0, ping_interval=5.0),
+            attempt_budget=AttemptBudget(300, 300.0),
+        )
+        exporter.register(stream, name="hostile")
+        async with stream:
+            with anyio.fail_after(10):
+                while stream.state != "live" or not exchange.live():
+                    await anyio.sleep(0.01)
+            exchange.push(
+                trade("ethusdt@trade", 1),
+                trade("btcusdt@trade", 5),  # not subscribed (twice)
+                trade("btcusdt@trade", 6),
+                '{"result":null,"id":77}',  # answers no request in flight
+                trade("ethusdt@trade", 10**12),  # far ahead: a sequence reset, not a gap
+                '{"neither":"an event nor a reply"}',  # malformed
+                trade("ethusdt@trade", 10**12 + 1),
+            )
+            events: list[Any] = []
+            with anyio.fail_after(10):
+                async for event in stream:
+                    events.append(event)
+                    if event["data"]["t"] == 10**12 + 1:
+                        break
+            got = scrape(url)
+            counts = (
+                stream.unsubscribed_dropped,
+                stream.unexpected_replies,
+                stream.sequence_resets,
+                stream.malformed,
+            )
+    assert [e["data"]["t"] for e in events] == [1, 10**12, 10**12 + 1]
+    assert counts == (2, 1, 1, 1)
+    for metric, want in zip(
+        (
+            "regulator_binance_unsubscribed_dropped_total",
+            "regulator_binance_unexpected_replies_total",
+            "regulator_binance_sequence_resets_total",
+            "regulator_binance_malformed_total",
+        ),
+        counts,
+        strict=True,
+    ):
+        assert value(got, metric, name="hostile") == want, metric

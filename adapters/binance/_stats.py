@@ -104,6 +104,11 @@ class Statistics:
     def request_timeouts(self) -> int:
         return self._requests.timeouts
 
+    @property
+    def unexpected_replies(self) -> int:
+        """Replies that answered no request in flight (counted, logged, never an event)."""
+        return self._requests.unexpected
+
     def backfill_stats(self) -> dict[str, Any] | None:
         """The REST backfill's counters (``get_connection_stats()["binance"]["backfill"]``);
         None when backfill is off."""
