@@ -19,6 +19,7 @@ import resource
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 IDLE = 10.0
@@ -155,7 +156,7 @@ def picows_orjson(base: str, ca: str, meter: Meter, streams: list[str]) -> None:
 
     loads = orjson.loads
 
-    class Listener(WSListener):  # type: ignore[misc]
+    class Listener(WSListener):
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             if frame.msg_type == WSMsgType.TEXT:
                 loads(frame.get_payload_as_memoryview())
@@ -301,10 +302,13 @@ def binance_sdk_spot(base: str, ca: str, meter: Meter, streams: list[str]) -> No
     asyncio.run(run())
 
 
-CLIENTS = {
-    "BinanceStream asyncio": lambda *a: binance_stream(*a, "asyncio"),
-    "BinanceStream trio": lambda *a: binance_stream(*a, "trio"),
-    "BinanceStream asyncio (raw=True)": lambda *a: binance_stream(*a, "asyncio", raw=True),
+# Every client takes (base, ca, meter, streams).
+CLIENTS: dict[str, Callable[[str, str, Meter, list[str]], None]] = {
+    "BinanceStream asyncio": lambda b, c, m, s: binance_stream(b, c, m, s, "asyncio"),
+    "BinanceStream trio": lambda b, c, m, s: binance_stream(b, c, m, s, "trio"),
+    "BinanceStream asyncio (raw=True)": lambda b, c, m, s: binance_stream(
+        b, c, m, s, "asyncio", raw=True
+    ),
     "ResilientWebSocket + json.loads": resilient_json,
     "websockets + json.loads": websockets_json,
     "picows + orjson": picows_orjson,

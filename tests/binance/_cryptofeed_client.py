@@ -16,14 +16,14 @@ import json
 import sys
 from typing import Any
 
-from cryptofeed import FeedHandler  # type: ignore[import-not-found]
-from cryptofeed.connection import (  # type: ignore[import-not-found]
+from cryptofeed import FeedHandler
+from cryptofeed.connection import (
     RestEndpoint,
     Routes,
     WebsocketEndpoint,
 )
-from cryptofeed.defines import CANDLES, L2_BOOK, TRADES  # type: ignore[import-not-found]
-from cryptofeed.exchanges import Binance  # type: ignore[import-not-found]
+from cryptofeed.defines import CANDLES, L2_BOOK, TRADES
+from cryptofeed.exchanges import Binance
 
 
 def main(rest_url: str, stream_url: str) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import ssl
 import sys
 from typing import Any
 
-from binance import AsyncClient, BinanceSocketManager  # type: ignore[attr-defined]
-from binance.exceptions import BinanceAPIException  # type: ignore[import-not-found]
+from binance import AsyncClient, BinanceSocketManager
+from binance.exceptions import BinanceAPIException
 
 
 async def first(socket: Any) -> Any:
