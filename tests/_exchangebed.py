@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from _faultbed import Certs, Proxy
+from _faultbed import Certs
 from regulator.fsm import ConnectionConfig
 from regulator.specs.exchange import Exchange, MarketConfig
+from regulator.specs.exchange import FaultProxy as Proxy
 
 #: a stream that reconnects within a fraction of a second and never alarms: the config of the
 #: fault-through-the-proxy tests (backfill, order books)

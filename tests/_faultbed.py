@@ -17,13 +17,33 @@ import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypedDict
 
 import trustme
 from regulator.specs.exchange import FaultProxy as Proxy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+
+class ConnectionSettings(TypedDict, total=False):
+    """Keyword arguments of ``ConnectionConfig`` (the fields the tests set), typed: the tests keep
+    their fast settings in one of these and spread it, ``ConnectionConfig(**FAST)``."""
+
+    max_retries: int | None
+    initial_delay: float
+    max_delay: float
+    backoff_factor: float
+    jitter: float
+    ping_interval: float
+    pong_timeout: float
+    handshake_timeout: float
+    alarm_failures: int
+    alarm_window: float
+    history_size: int
+    stable_after: float
+    pattern_min_hits: int
+    buffer_bytes: int
 
 
 class Certs:
@@ -231,7 +251,7 @@ class FaultBed:
     def accept_connections(self) -> None:
         assert self.proxy is not None
         port = self.proxy.port
-        self.run(lambda: self.proxy.start(port))  # type: ignore[union-attr]
+        self.run(lambda: self.proxy.start(port))
 
     def refuse_upgrades(
         self, status: int, retry_after: float | None, count: int = 1, location: str | None = None

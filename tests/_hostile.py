@@ -128,11 +128,11 @@ class HostileServer:
             return
 
     def _play(self, conn: Any) -> None:
-        import wsproto
+        from wsproto.connection import Connection, ConnectionType
 
         events: list[Any] = []
         self.received.append(events)
-        client = wsproto.Connection(wsproto.ConnectionType.SERVER)  # decodes the client's frames
+        client = Connection(ConnectionType.SERVER)  # decodes the client's frames
         assert self.script is not None
         for chunk in [self.script] if isinstance(self.script, bytes) else self.script:
             conn.sendall(chunk)  # a TLS record of its own

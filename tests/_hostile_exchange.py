@@ -150,10 +150,10 @@ class HostileExchange:
                 sock.close()
 
     def _loop(self, conn: _Conn, pending: bytes) -> None:
-        import wsproto
+        from wsproto.connection import Connection, ConnectionType
         from wsproto.events import CloseConnection, Ping, TextMessage
 
-        peer = wsproto.Connection(wsproto.ConnectionType.SERVER)
+        peer = Connection(ConnectionType.SERVER)
         sock = conn.sock
         # blocking writes (a timeout could cut a TLS record and drop a slow client); reads
         # only when select or the TLS layer says there is something to read
@@ -178,8 +178,8 @@ class HostileExchange:
                     if event.message_finished:
                         self._answer(conn, peer, text)
                         text = ""
-            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
-            if not pending and not select.select([sock], [], [], 0.005)[0]:
+            buffered = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+            if not buffered and not select.select([sock], [], [], 0.005)[0]:
                 continue
             data = sock.recv(65536)
             if not data:

@@ -294,12 +294,12 @@ def memory(count: int) -> list[dict[str, Any]]:
 def parsers(n: int, rounds: int) -> list[dict[str, Any]]:
     """In-memory decoding of the benchmark's frames, cut into 16 KiB reads (a TLS record),
     by each candidate parser; us per message, median of interleaved rounds."""
-    import wsproto
     from receive_server import frame, message
     from regulator.adapters.websocket._frames import FrameDecoder
     from websockets.client import ClientProtocol
     from websockets.protocol import State
     from websockets.uri import parse_uri
+    from wsproto.connection import Connection, ConnectionType
 
     blob = b"".join(frame(message(i)) for i in range(n))
     chunks = [blob[i : i + 16384] for i in range(0, len(blob), 16384)]
@@ -309,7 +309,7 @@ def parsers(n: int, rounds: int) -> list[dict[str, Any]]:
         return sum(len(decoder.feed(chunk)) for chunk in chunks)
 
     def with_wsproto() -> int:
-        conn = wsproto.Connection(wsproto.ConnectionType.CLIENT)
+        conn = Connection(ConnectionType.CLIENT)
         count = 0
         for chunk in chunks:
             conn.receive_data(chunk)

@@ -13,13 +13,13 @@ from typing import Any
 
 import anyio
 import pytest
-from _faultbed import Certs, FaultBed
+from _faultbed import Certs, ConnectionSettings, FaultBed
 from regulator.adapters.websocket import ResilientWebSocket
 from regulator.fsm import ConnectionConfig, parse_kv
 
 pytestmark = [pytest.mark.anyio, pytest.mark.spec("R3.1")]
 
-FAST = dict(
+FAST = ConnectionSettings(
     initial_delay=0.05,
     max_delay=0.2,
     jitter=0.0,

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _faultbed import Certs, FaultBed
+from _faultbed import Certs, ConnectionSettings, FaultBed
 from _hostile import HostileServer
 from regulator.adapters.binance import BinanceStream
 from regulator.adapters.websocket import ConnectionClosedError, NotLiveError, ResilientWebSocket
@@ -19,7 +19,7 @@ from regulator.adapters.websocket._support import default_tls_context, tls_conte
 from regulator.fsm import ConnectionConfig
 
 pytestmark = pytest.mark.anyio
-FAST = dict(
+FAST = ConnectionSettings(
     initial_delay=0.05,
     max_delay=0.2,
     jitter=0.0,
@@ -63,7 +63,7 @@ async def test_a_bad_101_never_goes_live_and_names_the_header(
     with HostileServer(certs.server_context(), mode) as server:
         ws = ResilientWebSocket(
             server.url,
-            config=ConnectionConfig(**{**FAST, "max_retries": 0}),
+            config=ConnectionConfig(**ConnectionSettings({**FAST, "max_retries": 0})),
             ssl_context=certs.client_context(),
         )
         async with ws:
@@ -116,7 +116,9 @@ async def test_a_send_blocked_by_a_dead_peer_fails_as_timeout(certs: Certs) -> N
 
 @pytest.mark.spec("R1.2")
 async def test_the_pong_deadline_holds_while_the_host_send_is_blocked(certs: Certs) -> None:
-    config = ConnectionConfig(**{**FAST, "ping_interval": 0.3, "pong_timeout": 1.0})
+    config = ConnectionConfig(
+        **ConnectionSettings({**FAST, "ping_interval": 0.3, "pong_timeout": 1.0})
+    )
     with HostileServer(certs.server_context(), "good") as server:
         ws = ResilientWebSocket(server.url, config=config, ssl_context=certs.client_context())
         async with ws, anyio.create_task_group() as tg:
@@ -133,7 +135,9 @@ async def test_the_pong_deadline_holds_while_the_host_send_is_blocked(certs: Cer
 
 
 async def test_a_slow_consumer_causes_no_false_timeout(bed: FaultBed) -> None:
-    config = ConnectionConfig(**{**FAST, "ping_interval": 0.2, "pong_timeout": 0.3})
+    config = ConnectionConfig(
+        **ConnectionSettings({**FAST, "ping_interval": 0.2, "pong_timeout": 0.3})
+    )
     ws = ResilientWebSocket(
         bed.url, config=config, ssl_context=bed.certs.client_context(), buffer_size=100_000
     )
@@ -257,7 +261,9 @@ def test_bad_socket_arguments_are_refused_by_name(kwargs: dict[str, Any], messag
 async def test_message_counters_add_up_under_every_overflow_policy(
     bed: FaultBed, policy: Any
 ) -> None:
-    config = ConnectionConfig(**{**FAST, "ping_interval": 0.5, "pong_timeout": 2.0})
+    config = ConnectionConfig(
+        **ConnectionSettings({**FAST, "ping_interval": 0.5, "pong_timeout": 2.0})
+    )
     ws = ResilientWebSocket(
         bed.url,
         config=config,

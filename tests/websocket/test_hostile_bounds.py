@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _faultbed import Certs
+from _faultbed import Certs, ConnectionSettings
 from _hostile import HostileServer
 from _hostile_exchange import HostileExchange, Traced
 from _rawframes import raw_frame
@@ -27,7 +27,7 @@ from regulator.adapters.websocket._notifiers import WebhookNotifier
 from regulator.fsm import Alarm, ConnectionConfig, parse_kv
 
 pytestmark = pytest.mark.anyio
-FAST = dict(
+FAST = ConnectionSettings(
     initial_delay=0.05,
     max_delay=0.2,
     jitter=0.0,
@@ -74,7 +74,7 @@ async def test_retry_after_is_capped_and_logged(
     with HostileExchange(certs.server_context(), answers=answers) as server:
         ws = ResilientWebSocket(
             server.base_url + "/ws",
-            config=ConnectionConfig(**{**FAST, "max_retries": 0}),
+            config=ConnectionConfig(**ConnectionSettings({**FAST, "max_retries": 0})),
             ssl_context=certs.client_context(),
         )
         with caplog.at_level(logging.WARNING, logger="regulator.connection"):
@@ -193,7 +193,7 @@ async def test_a_message_in_too_many_fragments_fails_the_connection(
     with HostileServer(certs.server_context(), script=script) as server:
         ws = ResilientWebSocket(
             server.url,
-            config=ConnectionConfig(**{**FAST, "max_retries": 0}),
+            config=ConnectionConfig(**ConnectionSettings({**FAST, "max_retries": 0})),
             ssl_context=certs.client_context(),
             max_message_bytes=1024,
         )
@@ -233,7 +233,9 @@ async def test_a_paused_consumer_holds_at_most_buffer_bytes(certs: Certs, policy
     with HostileServer(certs.server_context(), script=messages) as server:
         ws = ResilientWebSocket(
             server.url,
-            config=ConnectionConfig(**{**FAST, "buffer_bytes": bound, "max_retries": 0}),
+            config=ConnectionConfig(
+                **ConnectionSettings({**FAST, "buffer_bytes": bound, "max_retries": 0})
+            ),
             ssl_context=certs.client_context(),
             overflow_policy=policy,
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _faultbed import Certs
+from _faultbed import Certs, ConnectionSettings
 from _hostile import accept_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +30,7 @@ from regulator.adapters.websocket._redact import RedactionPolicy, redaction_poli
 from regulator.adapters.websocket._socket import MAX_REASON
 from regulator.fsm import ConnectionConfig, format_kv, parse_kv
 
-FAST = dict(
+FAST = ConnectionSettings(
     initial_delay=0.02,
     max_delay=0.05,
     jitter=0.0,
@@ -73,7 +73,11 @@ def _assert_linear(fn: Callable[[str], object], shape: Callable[[int], str]) -> 
     extrapolation from 32 KB (slack for caches and the allocator; a quadratic pattern costs
     1000x, the issue's 10^4x and more)."""
     for n in (1_000, 32_000):  # small sizes: warm, and no freeze at all
-        assert _seconds(lambda n=n: fn(shape(n)), 1) < 1.0
+
+        def warm(n: int = n) -> object:
+            return fn(shape(n))
+
+        assert _seconds(warm, 1) < 1.0
     small = _seconds(lambda: fn(shape(32_000)), 3)
     big_text = shape(1_000_000)
     big = _seconds(lambda: fn(big_text), 1)
@@ -326,7 +330,9 @@ async def test_no_upgrade_header_holds_the_loop(certs: Certs, records: Records) 
     with TextServer(certs.server_context(), [_upgrade_with(s) for s in SERVER_STRINGS]) as server:
         ws = ResilientWebSocket(
             f"wss://127.0.0.1:{server.port}/ws/stream",
-            config=ConnectionConfig(**{**FAST, "max_retries": None, "history_size": 100}),
+            config=ConnectionConfig(
+                **ConnectionSettings({**FAST, "max_retries": None, "history_size": 100})
+            ),
             ssl_context=certs.client_context(),
         )
 
@@ -412,7 +418,9 @@ async def test_a_webhooks_500_reason_never_holds_the_loop(certs: Certs, records:
         )
         ws = ResilientWebSocket(
             f"wss://127.0.0.1:{ws_server.port}/ws/stream",
-            config=ConnectionConfig(**{**FAST, "max_retries": None, "alarm_failures": 0}),
+            config=ConnectionConfig(
+                **ConnectionSettings({**FAST, "max_retries": None, "alarm_failures": 0})
+            ),
             ssl_context=certs.client_context(),
             notifiers=[notifier],
         )

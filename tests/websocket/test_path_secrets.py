@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import anyio
 import pytest
-from _faultbed import Certs
+from _faultbed import Certs, ConnectionSettings
 from _hostile import HostileServer
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,7 +20,7 @@ from regulator.adapters.websocket import ConnectionClosedError, ResilientWebSock
 from regulator.adapters.websocket._redact import redact_url
 from regulator.fsm import ConnectionConfig
 
-FAST = dict(initial_delay=0.02, max_delay=0.05, jitter=0.0, handshake_timeout=5.0)
+FAST = ConnectionSettings(initial_delay=0.02, max_delay=0.05, jitter=0.0, handshake_timeout=5.0)
 ALNUM = string.ascii_letters + string.digits
 
 
@@ -46,7 +46,9 @@ async def test_a_path_token_appears_nowhere(
         url = server.url.replace("/stream", f"/ws/{key}")
         ws = ResilientWebSocket(
             url,
-            config=ConnectionConfig(**{**FAST, "max_retries": 1, "alarm_failures": 0}),
+            config=ConnectionConfig(
+                **ConnectionSettings({**FAST, "max_retries": 1, "alarm_failures": 0})
+            ),
             ssl_context=certs.client_context(),
         )
         async with ws:

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 import wsproto.events as wev
-from _faultbed import Certs
+from _faultbed import Certs, ConnectionSettings
 from _hostile import HostileServer
 from _rawframes import raw_frame
 from regulator.adapters.websocket import ResilientWebSocket
@@ -18,7 +18,7 @@ from regulator.fsm import ConnectionConfig
 
 pytestmark = pytest.mark.anyio
 # one attempt is all a test looks at: the backoff keeps the others away meanwhile
-CONFIG = dict(
+CONFIG = ConnectionSettings(
     initial_delay=5.0,
     max_delay=5.0,
     jitter=0.0,

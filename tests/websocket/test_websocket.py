@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _faultbed import Certs, FaultBed
+from _faultbed import Certs, ConnectionSettings, FaultBed
 from regulator.adapters.websocket import (
     CallbackNotifier,
     ConnectionClosedError,
@@ -22,7 +22,7 @@ from regulator.fsm import Alarm, AlarmResolved, ConnectionConfig, parse_kv
 
 pytestmark = pytest.mark.anyio
 BAD_MAC = "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
-FAST = dict(
+FAST = ConnectionSettings(
     initial_delay=0.05,
     max_delay=0.2,
     jitter=0.0,
@@ -200,7 +200,9 @@ async def test_a_consumer_reading_a_link_that_dies_gets_the_next_connections_mes
 async def test_stalled_handshake_fails_at_the_handshake_timeout(bed: FaultBed) -> None:
     bed.stall_handshakes()
     config = ConnectionConfig(
-        **{**FAST, "handshake_timeout": 0.4, "initial_delay": 5.0, "max_delay": 5.0}
+        **ConnectionSettings(
+            {**FAST, "handshake_timeout": 0.4, "initial_delay": 5.0, "max_delay": 5.0}
+        )
     )
     async with client(bed, config=config) as ws:
         started = anyio.current_time()
@@ -347,7 +349,7 @@ async def test_secrets_in_the_url_never_reach_stats_or_logs(
     caplog.set_level(logging.INFO, "regulator.connection")
     key = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"
     url = f"wss://127.0.0.1:9/ws/{key}?token=hunter2&x=1"
-    config = ConnectionConfig(**{**FAST, "max_retries": 0})
+    config = ConnectionConfig(**ConnectionSettings({**FAST, "max_retries": 0}))
     async with ResilientWebSocket(url, config=config, ssl_context=certs.client_context()) as ws:
         await wait_for(lambda: ws.state == "closed")
     text = json.dumps(ws.get_connection_stats()) + "\n".join(r.getMessage() for r in caplog.records)
@@ -394,7 +396,9 @@ async def test_connection_log_lines_are_key_value(
 
 @pytest.mark.spec("R3.3")
 async def test_history_keeps_the_last_failures_of_real_faults(bed: FaultBed) -> None:
-    config = ConnectionConfig(**{**FAST, "history_size": 3, "alarm_failures": 100})
+    config = ConnectionConfig(
+        **ConnectionSettings({**FAST, "history_size": 3, "alarm_failures": 100})
+    )
     async with client(bed, config=config) as ws:
         for n in range(1, 6):
             await wait_for(lambda: ws.state == "live")
@@ -444,7 +448,7 @@ async def test_a_broken_notifier_never_breaks_the_connection(
     def broken(notice: Any) -> None:
         raise RuntimeError("pager is down")
 
-    config = ConnectionConfig(**{**FAST, "alarm_failures": 0})
+    config = ConnectionConfig(**ConnectionSettings({**FAST, "alarm_failures": 0}))
     async with client(bed, config=config, notifiers=[CallbackNotifier(broken)]) as ws:
         await take(ws, 3)
         bed.reset()
@@ -555,7 +559,7 @@ async def test_alarm_line_and_notice_carry_the_stack_and_wall_time(
 ) -> None:
     caplog.set_level(logging.INFO, "regulator.connection")
     notices: list[Any] = []
-    config = ConnectionConfig(**{**FAST, "alarm_failures": 0})
+    config = ConnectionConfig(**ConnectionSettings({**FAST, "alarm_failures": 0}))
     wall = WallClock(WALL_17)
     bed.refuse_connections()
     async with client(
@@ -584,7 +588,7 @@ async def test_drops_at_wall_minute_17_are_reported_as_minute_17(bed: FaultBed) 
     # wall clock to the pattern detector. Eight drops, each at minute 17 of its hour.
     wall = WallClock(WALL_17)
     notices: list[Any] = []
-    config = ConnectionConfig(**{**FAST, "alarm_failures": 100})
+    config = ConnectionConfig(**ConnectionSettings({**FAST, "alarm_failures": 100}))
     async with client(
         bed, config=config, wall_clock=wall, notifiers=[CallbackNotifier(notices.append)]
     ) as ws:
