@@ -97,7 +97,7 @@ def spawn_ranks(
         proc.start()
     names = [f"rank{rank}" for rank in range(nprocs)]
     _wait(Path(out), names, lambda: [proc.is_alive() for proc in procs], timeout)
-    codes = []
+    codes: list[int | None] = []
     for proc in procs:
         if proc.is_alive():
             proc.kill()

@@ -154,6 +154,7 @@ def main() -> None:
     print("\n".join(order.log))
     print(render_diagram(order))  # Mermaid, "shipped" highlighted
     again = OrderLifecycle.restore(saved)
+    assert isinstance(again, OrderLifecycle)  # restore is typed to return a Machine
     assert again.current_state_value == "paid" and again.charged == 20.0
     check_against_the_model()
 

@@ -438,7 +438,8 @@ def test_initial_scales_below_the_floor_are_rejected() -> None:
 )
 def test_scales_outside_float32_are_rejected(key: str, value: float) -> None:
     # torch keeps the scale in float32: 1e39 becomes inf and 1e-50 becomes 0 (NaN weights)
+    setting: dict[str, Any] = {key: value}
     with pytest.raises(ConfigError, match=rf"scaler\.{key}: must be within float32's range"):
-        ScalerConfig(**{key: value})
+        ScalerConfig(**setting)
     with pytest.raises(ConfigError, match=rf"scaler\.{key}: must be within float32's range"):
         load_config(env={f"REGULATOR_SCALER__{key.upper()}": str(value)})

@@ -37,8 +37,8 @@ class ViaSend(ConnectionMachine):
 
 
 # "next" moves the lifecycle on (weighted: random events alone rarely reach live).
-_STEP_NAMES = ("next", "next", "next", "start", "tcp", "handshake", "healthy", "pong", "fail")
-_STEP_NAMES += ("tick", "tick_due", "stop")
+_STEP_NAMES: tuple[str, ...] = ("next", "next", "next", "start", "tcp", "handshake", "healthy")
+_STEP_NAMES += ("pong", "fail", "tick", "tick_due", "stop")
 
 # One step of the host: which event, how much time passes before it, and its details.
 steps = st.tuples(

@@ -430,7 +430,7 @@ def test_bad_event_values_are_rejected_clearly() -> None:
     with pytest.raises(ValueError, match="kind: must be one of ssl, network"):
         ConnectionFailed(now=0.0, kind="oops")
     with pytest.raises(ValueError, match="now: must be a real number"):
-        Tick(now="soon")  # type: ignore[arg-type]
+        Tick(now="soon")
 
 
 def test_snapshot_is_json_and_restores_exactly() -> None:

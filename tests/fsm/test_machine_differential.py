@@ -54,7 +54,8 @@ def _ids(value: Any) -> Any:
     if hasattr(value, "is_same_event"):
         return ("event", str(value), value.name)
     if isinstance(value, Transition):
-        return ("transition", value.source.id, value.target.id, str(value.event))
+        target = value.target.id if value.target is not None else None  # None: a targetless one
+        return ("transition", value.source.id, target, str(value.event))
     if isinstance(value, OrderedSet):
         return ("configuration", [_ids(v) for v in value])
     if isinstance(value, Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from regulator.fsm import detect_patterns
+from regulator.fsm import PatternReport, detect_patterns
 from regulator.fsm._drop_tracker import DropTracker
 from regulator.fsm._patterns import HOUR
 
@@ -107,7 +107,7 @@ def test_tracker_with_known_patterns_agrees_with_the_batch_detector(
 
 def test_a_minute_of_hour_pattern_is_found_incrementally() -> None:
     tracker = DropTracker(256)
-    found = []
+    found: list[PatternReport] = []
     for hour in range(12):
         tracker.add(hour * HOUR + 17 * 60.0, "ssl")
         found += tracker.reports(skip={r.key for r in found})

@@ -37,12 +37,16 @@ def _outcome(machine: ScalerMachine, call: tuple[Any, ...]) -> tuple[str, Any]:
     scale = None if factor is None else factor * machine.config.max_scale_threshold
     try:
         if name == "step":
+            assert scale is not None  # a step always draws a factor
             return ("actions", machine.step(arg, max(scale, machine.config.min_scale * 0.5)))
         if name == "end_epoch":
             return ("actions", machine.end_epoch())
         if name == "resync":
-            return ("actions", machine.resync(scale))
-        return ("actions", machine._go(arg))
+            assert scale is not None  # so does a resync
+            machine.resync(scale)  # returns nothing
+            return ("actions", None)
+        machine._go(arg)  # returns nothing
+        return ("actions", None)
     except IllegalEventError as exc:
         return (type(exc).__name__, str(exc))
 

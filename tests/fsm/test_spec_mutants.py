@@ -161,7 +161,10 @@ def test_a_host_guard_with_injected_arguments_passes_on_the_engine() -> None:
     the event's ``decision``) runs on the compiled engine, as in production, and passes."""
 
     class HostGuards(ConnectionMachine):
-        def alarm_raised(self, event: Any, source: Any, decision: Any) -> bool:
+        # the engine injects callback arguments by name: another signature on purpose
+        def alarm_raised(  # type: ignore[override]
+            self, event: Any, source: Any, decision: Any
+        ) -> bool:
             return bool(decision.target == "alarmed" and str(event) == "fail" and source.id)
 
     assert HostGuards.engine == "compiled"
