@@ -48,6 +48,7 @@ def _run(
         scaler = GuardedGradScaler(
             "cpu", model=compiled, config=CONFIG, init_scale=1024.0, check_inputs=check_inputs
         )
+    assert isinstance(compiled, torch.nn.Module)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     held: list[torch.Tensor] = []
     means = []
@@ -102,6 +103,7 @@ def test_compiled_check_inputs_rejects_a_nan_input_before_the_backward(backend: 
     model = mlp()
     scaler = GuardedGradScaler("cpu", model=model, check_inputs=True)
     compiled = torch.compile(model, backend=backend)
+    assert isinstance(compiled, torch.nn.Module)  # an OptimizedModule
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     amp_step(compiled, optimizer, scaler, batch(0))
     x, y = batch(1)

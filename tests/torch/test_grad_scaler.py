@@ -7,6 +7,7 @@ import io
 import logging
 import pickle
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -238,7 +239,7 @@ def test_every_epoch_end_logs_one_info_line(caplog: pytest.LogCaptureFixture) ->
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     scaler = GuardedGradScaler("cpu", model=model, init_scale=256.0)
-    run_epoch(model, opt, scaler, 4, poison={2})
+    run_epoch(model, opt, scaler, 4, poison=frozenset({2}))
     run_epoch(model, opt, scaler, 3)
     lines = [
         r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.INFO
@@ -284,10 +285,11 @@ def _syncs(step: Any) -> int:
 def test_a_guarded_step_syncs_exactly_as_often_as_a_plain_step() -> None:
     data = batch(0)
     counts = {}
-    for name, factory in (
+    factories: list[tuple[str, Callable[[nn.Module], Any]]] = [
         ("plain", lambda m: torch.amp.GradScaler("cpu", init_scale=2.0**16)),
         ("guarded", lambda m: GuardedGradScaler("cpu", model=m, init_scale=2.0**16)),
-    ):
+    ]
+    for name, factory in factories:
         model = mlp()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         scaler = factory(model)

@@ -440,7 +440,7 @@ def test_two_fused_optimizers_each_get_their_own_flag() -> None:
         model = nn.Sequential(first, second)
         scaler = GuardedGradScaler("cpu", model=model, config=CONFIG, init_scale=512.0)
         x, y = batch(0)
-        trace = []
+        trace: list[tuple[Any, ...]] = []  # (step, scale, state), then ("end", statistics)
         for i in range(40):
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
