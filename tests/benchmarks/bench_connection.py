@@ -19,7 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _faultbed import Certs, FaultBed
-from httpx_ws import aconnect_ws
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
 from regulator.adapters.websocket import ResilientWebSocket
 from regulator.fsm import (
     ConnectionConfig,
@@ -116,6 +116,7 @@ async def _resilient(url: str, ctx: Any, n: int) -> float:
 
 
 async def _raw_httpx_ws(url: str, ctx: Any, n: int) -> float:
+    ws: AsyncWebSocketSession  # aconnect_ws is generic in its session_class
     async with (
         httpx.AsyncClient(verify=ctx or True) as client,
         aconnect_ws(url, client, keepalive_ping_interval_seconds=None) as ws,

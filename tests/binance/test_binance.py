@@ -209,8 +209,8 @@ async def test_reconnects_of_many_streams_stay_within_the_attempt_budget(
     slots: list[float] = []  # the budget's own decisions, exactly
 
     class Recorded(AttemptBudget):
-        def reserve(self) -> float:
-            delay = super().reserve()
+        def reserve(self, cost: int = 1) -> float:
+            delay = super().reserve(cost)
             slots.append(time.monotonic() + delay)
             return delay
 

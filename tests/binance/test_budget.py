@@ -156,7 +156,8 @@ def test_a_holder_killed_with_sigkill_never_blocks_the_others(
             started = time.monotonic()
             assert budget.reserve() == 0.0
             assert time.monotonic() - started < 1.0
-        assert budget.falling_back and budget.fallbacks == 1 and budget.fallback_reservations == 1
+        # one tuple: asserted one by one, mypy would hold falling_back narrowed to True below
+        assert (budget.falling_back, budget.fallbacks, budget.fallback_reservations) == (True, 1, 1)
         logged = [parse_kv(r.getMessage()) for r in caplog.records]
         assert [x["event"] for x in logged] == ["budget_fallback"]
         assert logged[0]["backend"] == "file" and "stayed locked" in logged[0]["error"]

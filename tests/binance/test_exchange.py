@@ -8,7 +8,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import attrs
 import httpx
 import pytest
 from _faultbed import Certs
-from httpx_ws import WebSocketUpgradeError, aconnect_ws
+from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from regulator.adapters.binance import AttemptBudget, BinanceStream
 from regulator.fsm import ConnectionConfig
 from regulator.specs.exchange import Exchange, MarketConfig
@@ -48,6 +48,7 @@ async def ask(
 ) -> list[dict[str, Any]]:
     """Send ``frames`` on one connection; return the replies (not market events), in order."""
     replies: list[dict[str, Any]] = []
+    ws: AsyncWebSocketSession  # aconnect_ws is generic in its session_class
     async with (
         httpx.AsyncClient(verify=certs.client_context()) as client,
         aconnect_ws(exchange.url + path, client, keepalive_ping_interval_seconds=None) as ws,
@@ -264,7 +265,7 @@ def test_binance_connector_parses_the_simulator(
         on_error=lambda _, e: errors.append(e),
         is_combined=True,
     )
-    subscriptions = [
+    subscriptions: list[Callable[[], object]] = [
         lambda: client.kline(symbol="ethusdt", interval="1m"),
         lambda: client.ticker(symbol="ethusdt"),
         lambda: client.mini_ticker(symbol="ethusdt"),
@@ -396,6 +397,7 @@ async def test_a_request_past_64_kib_closes_the_connection_1009(
 ) -> None:
     from httpx_ws import WebSocketDisconnect
 
+    ws: AsyncWebSocketSession  # aconnect_ws is generic in its session_class
     async with (
         httpx.AsyncClient(verify=certs.client_context()) as client,
         aconnect_ws(exchange.url + "/ws", client, keepalive_ping_interval_seconds=None) as ws,

@@ -28,13 +28,14 @@ def D(x: str) -> Decimal:
 
 def test_events_are_buffered_until_a_snapshot_and_a_stale_snapshot_is_refused() -> None:
     book = OrderBook("ethusdt")
-    assert not book.synced and book.last_update_id is None and not book.wants_snapshot
+    # compared as one tuple: asserted one by one, mypy would hold them narrowed across on_event
+    assert (book.synced, book.last_update_id, book.wants_snapshot) == (False, None, False)
     book.on_event(event(101, 105, b=[("10.0", "1")]))
     book.on_event(event(106, 108, a=[("11.0", "2")]))
-    assert book.wants_snapshot and book.buffered == 2 and book.bids == [] and book.best_ask is None
+    assert (book.wants_snapshot, book.buffered, book.bids, book.best_ask) == (True, 2, [], None)
     # lastUpdateId strictly below the first buffered U: older than the stream, fetch again
     assert book.on_snapshot(snap(100, bids=[("9.0", "5")])) is False
-    assert book.snapshots_stale == 1 and book.wants_snapshot and not book.synced
+    assert book.snapshots_stale == 1 and (book.wants_snapshot, book.synced) == (True, False)
     # one inside the buffer: events with u <= lastUpdateId dropped, the rest applied
     assert book.on_snapshot(snap(105, bids=[("9.0", "5"), ("10.0", "3")], asks=[("12", "1")]))
     assert book.synced and book.last_update_id == 108 and not book.wants_snapshot
@@ -87,7 +88,8 @@ def test_a_gap_in_the_ids_discards_the_book_and_buffers_from_the_event_that_show
     assert book.on_snapshot(snap(2, bids=[("5", "1")]))
     book.on_event(event(3, 4, b=[("5", "2")]))
     book.on_event(event(7, 9, b=[("6", "1")]))  # 5 and 6 never came
-    assert not book.synced and book.last_update_id is None and book.bids == []
+    # compared as one tuple: asserted one by one, mypy would hold them narrowed across on_event
+    assert (book.synced, book.last_update_id, book.bids) == (False, None, [])
     assert book.resyncs == 1 and book.buffered == 1 and book.wants_snapshot
     assert book.on_snapshot(snap(8, bids=[("5", "2"), ("6", "3")]))
     assert book.last_update_id == 9 and book.bids == [(D("6"), D("1")), (D("5"), D("2"))]
@@ -176,7 +178,8 @@ def test_hostile_events_raise_a_clear_error_and_change_nothing(bad: Any, message
     assert book.on_snapshot(snap(1, bids=[("5", "1")]))
     with pytest.raises(OrderBookError, match=message):
         book.on_event(bad)
-    assert book.synced and book.last_update_id == 1 and book.bids == [(D("5"), D("1"))]
+    # compared as one tuple: asserted one by one, mypy would hold them narrowed across on_event
+    assert (book.synced, book.last_update_id, book.bids) == (True, 1, [(D("5"), D("1"))])
     # nor while buffering
     fresh = OrderBook()
     fresh.on_event(event(1, 1))

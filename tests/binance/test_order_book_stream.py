@@ -163,9 +163,11 @@ async def test_a_hostile_depth_event_is_counted_and_the_book_resyncs(bed: Exchan
     async with make_stream(bed, [DEPTH]) as s:
         book = s.order_book("ethusdt", limit=100)
         await check_equal(bed, book)
+        last = book.last_update_id
+        assert last is not None  # synced
         bad = (
             '{"stream":"ethusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"ETHUSDT",'
-            f'"U":{book.last_update_id + 1},"u":{book.last_update_id + 1},'
+            f'"U":{last + 1},"u":{last + 1},'
             '"b":[["NaN","1"]],"a":[]}}'
         )
         bed.exchange.send_raw(bad)
