@@ -17,7 +17,7 @@ from regulator.adapters.binance._leg import Leg
 from regulator.fsm import BinanceConfig, ConnectionConfig
 
 
-def per_event(n: int = 100_000, rounds: int = 3) -> dict[str, float]:
+def per_event(n: int = 100_000, rounds: int = 3) -> dict[str, Any]:
     """Microseconds per combined trade event through parse, identity, de-dup, gap check and
     the consumer buffer, beside json.loads alone (the part no client can skip)."""
     msgs = [
@@ -207,6 +207,7 @@ def backfill_after_outage(outage: float = 10.0) -> dict[str, Any]:
             e["data"]["k"]["t"] for _, e in received
             if e["stream"] == "ethusdt@kline_1m" and e["data"]["k"]["x"]
         ]  # fmt: skip
+        assert stats is not None
         rest = stats["rest"]
         return {
             "outage_s": outage,

@@ -14,11 +14,15 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from regulator.adapters.binance import AttemptBudget, FileBudget, RedisBudget
 
+# run.py's _table (headers, rows) -> markdown and _verdict, passed in (run imports this module)
+Table = Callable[[list[str], list[list[Any]]], str]
+Verdict = Callable[[bool], str]
 TARGET_US = {"in-process": None, "file ledger": 100.0, "Redis (loopback)": 1000.0}
 
 
@@ -91,7 +95,7 @@ def budget_check(rounds: int = 5) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], table: Any, verdict: Any) -> str:
+def markdown(rows: list[dict[str, Any]], table: Table, verdict: Verdict) -> str:
     body = []
     for r in rows:
         if "skipped" in r:

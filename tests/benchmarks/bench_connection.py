@@ -375,7 +375,7 @@ def simulation_speed(days: int = 30, repeats: int = 3) -> list[dict[str, Any]]:
     an untimed one (one run on a shared machine is as noisy as its neighbours); flaky-tls
     also over ``days`` days, once (linearity: CPU per day over the long run against one
     day)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in ("hourly", "random", "flaky-tls", "outage", "flapping"):
         # one untimed run first: on this VM a run that follows an idle wait (the sections
         # before end in sleeps) took twice the CPU of the next one (0.049 vs 0.025 s hourly)

@@ -18,8 +18,11 @@ from typing import Any
 from regulator.fsm import Machine
 from statemachine import State
 
+TransitionsMachine: type[_Transitions] | None
 try:
-    from transitions import Machine as TransitionsMachine
+    from transitions import Machine as _Transitions
+
+    TransitionsMachine = _Transitions
 except ImportError:  # a dev dependency; the bench says so instead of failing
     TransitionsMachine = None
 

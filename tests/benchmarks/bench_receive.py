@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+# run.py's _table (headers, rows) -> markdown and _verdict, passed in (run imports this module)
+Table = Callable[[list[str], list[list[Any]]], str]
+Verdict = Callable[[bool], str]
 CLIENTS = ("ResilientWebSocket asyncio", "ResilientWebSocket trio", "websockets")
 
 
@@ -358,7 +361,7 @@ METHOD = (
 )
 
 
-def latency_table(lat: list[dict[str, Any]], table: Any) -> str:
+def latency_table(lat: list[dict[str, Any]], table: Table) -> str:
     """Each client's latency in detail: the medians over rounds, the pooled p99, the range."""
     rows = [
         [
@@ -387,8 +390,8 @@ def tables(
     rows: list[dict[str, Any]],
     lat: list[dict[str, Any]],
     mem: list[dict[str, Any]],
-    table: Any,
-    verdict: Any,
+    table: Table,
+    verdict: Verdict,
 ) -> str:
     lat_by = {r["client"]: r for r in lat}
     mem_by = {r["client"]: r for r in mem}

@@ -32,7 +32,8 @@ class _Encoder(nn.Module):
         self.head = nn.Linear(32, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(self.embed(x))[:, -1])
+        out: torch.Tensor = self.head(self.encoder(self.embed(x))[:, -1])
+        return out
 
 
 def _setup(kind: str, guarded: bool, fused: bool = False) -> tuple[Any, ...]:
