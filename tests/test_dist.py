@@ -175,7 +175,7 @@ def make_install(root: Path, wheel: Path, extra: str | None) -> tuple[Path, set[
         check=True,
     ).stdout.strip()
     Path(purelib, "deps.pth").write_text(f"{deps}\n", encoding="utf-8")
-    pip = [sys.executable, "-m", "pip", "--python", python]
+    pip: list[str | Path] = [sys.executable, "-m", "pip", "--python", python]
     done = subprocess.run(
         [*pip, "install", "-q", "--no-deps", "--no-index", wheel],
         capture_output=True,

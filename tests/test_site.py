@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _browser import layout_problems, needs_chromium, rendered_dom, screenshot
-from regulator.fsm import CONNECTION_STATES, ConnectionMachine
+from regulator.fsm import CONNECTION_STATES, ConnectionMachine, Machine
 from regulator.fsm._scaler import SCALER_STATES, ScalerMachine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def test_the_index_links_the_pages_it_names(site: Path) -> None:
     ],
 )
 def test_each_diagram_renders_as_an_svg_with_its_states(
-    site: Path, name: str, machine: type, states: tuple[str, ...]
+    site: Path, name: str, machine: type[Machine], states: tuple[str, ...]
 ) -> None:
     page = site / "diagrams" / f"{name}.html"
     dom = rendered_dom(page)

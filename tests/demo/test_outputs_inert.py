@@ -43,7 +43,9 @@ def _terminal() -> io.StringIO:
 def test_the_live_view_shows_markup_as_text(reason: str) -> None:
     out = _terminal()
     view = LiveView(out)
-    view.console.force_terminal = True  # ANSI out, as on a real terminal
+    # ANSI out, as on a real terminal: rich reads the private flag its force_terminal= sets
+    # (an attribute named force_terminal would be ignored, leaving it to the environment)
+    view.console._force_terminal = True
     with view:
         view.line(event="failure", reason=reason)
         view.phase = reason
