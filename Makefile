@@ -26,8 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check fsm adapters specs tests
 	$(BIN)/ruff format --check fsm adapters specs tests
 
+# The installed packages, then the tests (with their harness modules, benchmarks and the docs
+# example they import: mypy_path in pyproject.toml), both under pyproject's strict settings.
 typecheck: $(STAMP)
 	$(BIN)/mypy -p regulator.fsm -p regulator.adapters -p regulator.specs
+	$(BIN)/mypy tests
 
 # python-binance in its own environment: it installs a top-level `binance` package, as
 # binance-connector (in .venv) does. Its tests (tests/binance/test_exchange_clients.py) skip,
