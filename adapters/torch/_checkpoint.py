@@ -78,6 +78,14 @@ def _echo(value: object) -> str:
         return f"<a {type(value).__name__}>"
 
 
+def _unknown(path: str, key: object, extra: str = "") -> str:
+    """An unexpected key: named in the path when it is a plain name, else echoed after it
+    (a key such as ":" or "a: b" in the path would make the message say something else)."""
+    if isinstance(key, str) and key.isascii() and key.isidentifier():
+        return f"{path}.{key}: unknown key{extra}"
+    return f"{path}: unknown key {_echo(key)}{extra}"
+
+
 def _float32(value: float) -> float:
     try:
         return float(_F32.unpack(_F32.pack(value))[0])
@@ -194,8 +202,7 @@ def _snapshot_problems(snapshot: object, config: ScalerConfig) -> list[str]:
     if not isinstance(snapshot, dict):
         return [f"regulator: must be a dict, a scaler lifecycle snapshot (got {_echo(snapshot)})"]
     problems = [
-        f"regulator.{_echo(key) if not isinstance(key, str) else key}: unknown key"
-        f" (a snapshot has {', '.join(_SNAPSHOT_KEYS)})"
+        _unknown("regulator", key, f" (a snapshot has {', '.join(_SNAPSHOT_KEYS)})")
         for key in snapshot
         if key not in _SNAPSHOT_KEYS
     ]
@@ -235,11 +242,7 @@ def _fields_problems(record: object, path: str, names: tuple[str, ...]) -> list[
     """A counters dict or an anomaly record: exactly ``names``, each value checked."""
     if not isinstance(record, dict):
         return [f"{path}: must be a dict (got {_echo(record)})"]
-    problems = [
-        f"{path}.{key if isinstance(key, str) else _echo(key)}: unknown key"
-        for key in record
-        if key not in names
-    ]
+    problems = [_unknown(path, key) for key in record if key not in names]
     for name in names:
         key = f"{path}.{name}"
         if name not in record:

@@ -190,6 +190,23 @@ def _source_state() -> dict[str, Any]:
 
 
 @pytest.mark.spec("R5.3")
+def test_an_odd_unknown_key_is_echoed_not_spliced_into_the_path() -> None:
+    """A key that is not a plain name (Hypothesis found ":") is shown as its repr after the
+    path: in the path it would make the message say something else."""
+    for where, odd in (("counters", ":"), ("counters", "a: b\nc"), (None, "x.y"), (None, 7)):
+        state = copy.deepcopy(_source_state())
+        parent = state["regulator"] if where is None else state["regulator"][where]
+        parent[odd] = 0
+        target = GuardedGradScaler("cpu", model=mlp(), init_scale=256.0)
+        with pytest.raises(InvalidCheckpointError) as caught:
+            target.load_state_dict(state)
+        path = "regulator" if where is None else f"regulator.{where}"
+        (problem,) = caught.value.problems
+        assert problem.startswith(f"{path}: unknown key {odd!r}"), problem
+        assert "\n" not in problem
+
+
+@pytest.mark.spec("R5.3")
 @given(data=st.data())
 def test_every_snapshot_field_fuzzed_is_named_or_loads(data: st.DataObject) -> None:
     state = copy.deepcopy(_source_state())
