@@ -297,7 +297,8 @@ def memory(count: int) -> list[dict[str, Any]]:
 def parsers(n: int, rounds: int) -> list[dict[str, Any]]:
     """In-memory decoding of the benchmark's frames, cut into 16 KiB reads (a TLS record),
     by each candidate parser; us per message, median of interleaved rounds."""
-    from receive_server import frame, message
+    from _wsserve import frame
+    from receive_server import message
     from regulator.adapters.websocket._frames import FrameDecoder
     from websockets.client import ClientProtocol
     from websockets.protocol import State

@@ -16,25 +16,14 @@ feed's first depth update), anything else ``{}``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import ssl
 import sys
 from typing import Any
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from _wsserve import accept_upgrade, client_frames, frame, serve_tls
+
 CHUNK = 256 * 1024
-
-
-def frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        return head + bytes([n]) + payload
-    if n < 65536:
-        return head + bytes([126]) + n.to_bytes(2, "big") + payload
-    return head + bytes([127]) + n.to_bytes(8, "big") + payload
 
 
 class Feed:
@@ -129,31 +118,6 @@ def _symbol_info(symbol: str) -> dict[str, Any]:
     }
 
 
-async def _client_frames(reader: asyncio.StreamReader) -> Any:
-    """(opcode, payload) of each frame the client sends (masked), until EOF."""
-    data = b""
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk:
-            return
-        data += chunk
-        while len(data) >= 2:
-            opcode, length = data[0] & 0x0F, data[1] & 0x7F
-            masked = data[1] & 0x80
-            head = 2 + (2 if length == 126 else 8 if length == 127 else 0)
-            if len(data) < head + (4 if masked else 0):
-                break
-            if length >= 126:
-                length = int.from_bytes(data[2:head], "big")
-            mask = data[head : head + 4] if masked else b"\0\0\0\0"
-            start = head + (4 if masked else 0)
-            if len(data) < start + length:
-                break
-            body = bytes(b ^ mask[i % 4] for i, b in enumerate(data[start : start + length]))
-            data = data[start + length :]
-            yield opcode, body
-
-
 async def websocket(
     feed: Feed, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
@@ -164,7 +128,7 @@ async def websocket(
         changed.set()
 
     async def answer() -> None:
-        async for opcode, body in _client_frames(reader):
+        async for opcode, body in client_frames(reader):
             if opcode == 0x8:
                 writer.write(frame(b"\x03\xe8", 0x8))
                 return
@@ -212,14 +176,7 @@ async def handle(feed: Feed, reader: asyncio.StreamReader, writer: asyncio.Strea
                 for k, _, v in (line.partition(":") for line in lines[1:] if ":" in line)
             }
             if headers.get("upgrade", "").lower() == "websocket":
-                key = headers["sec-websocket-key"]
-                accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-                writer.write(
-                    (
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                    ).encode()
-                )
+                accept_upgrade(writer, headers["sec-websocket-key"])
                 await websocket(feed, target, reader, writer)
                 return
             body = json.dumps(feed.rest(target)).encode()
@@ -237,14 +194,7 @@ async def handle(feed: Feed, reader: asyncio.StreamReader, writer: asyncio.Strea
 
 async def main() -> None:
     feed = Feed(sys.argv[1])
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(sys.argv[2], sys.argv[3])
-    server = await asyncio.start_server(
-        lambda r, w: handle(feed, r, w), "127.0.0.1", 0, ssl=context, backlog=512
-    )
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+    await serve_tls(lambda r, w: handle(feed, r, w), sys.argv[2], sys.argv[3])
 
 
 if __name__ == "__main__":

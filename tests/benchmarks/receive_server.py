@@ -10,25 +10,17 @@ request path says what to send: ``/blast/N`` (N numbered frames at once, in larg
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import ssl
 import sys
 import time
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from _wsserve import accept_upgrade, client_frames, frame, serve_tls
+
 # a kline-like text message; the sequence number is 9 digits at a fixed place (147-byte frames)
 TEMPLATE = (
     '{"stream":"ethusdt@kline_1m","data":{"e":"kline","E":1700000000000,"s":"ETHUSDT",'
     '"seq":%09d,"k":{"o":"2051.1","c":"2052.40","v":"812.3"}}}'
 )
-
-
-def frame(payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        return bytes([0x81, n]) + payload
-    return bytes([0x81, 126]) + n.to_bytes(2, "big") + payload
 
 
 def message(seq: int) -> bytes:
@@ -37,26 +29,11 @@ def message(seq: int) -> bytes:
 
 async def answer_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Read the client's frames until its close frame (or EOF); answer a close with 1000."""
-    data = b""
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk:
+    async for opcode, _ in client_frames(reader):
+        if opcode == 0x8:
+            writer.write(frame(b"\x03\xe8", 0x8))
+            await writer.drain()
             return
-        data += chunk
-        while len(data) >= 2:
-            opcode, length = data[0] & 0x0F, data[1] & 0x7F
-            head = 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4
-            if len(data) < head:
-                break
-            if length >= 126:
-                length = int.from_bytes(data[2 : head - 4], "big")
-            if len(data) < head + length:
-                break
-            data = data[head + length :]
-            if opcode == 8:
-                writer.write(b"\x88\x02\x03\xe8")
-                await writer.drain()
-                return
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -69,13 +46,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             for line in lines
             if line.lower().startswith("sec-websocket-key:")
         )
-        accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-        writer.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
+        accept_upgrade(writer, key)
         parts = path.strip("/").split("/")
         closing = asyncio.ensure_future(answer_close(reader, writer))
         if parts[0] == "blast":
@@ -101,12 +72,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 async def main() -> None:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(sys.argv[1], sys.argv[2])
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context, backlog=512)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+    await serve_tls(handle, sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":
