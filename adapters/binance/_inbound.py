@@ -142,10 +142,10 @@ class Inbound(Rotation):
                                     self.duplicates_dropped += 1
                                     continue
                                 await self._on_gap(gap, out, sizes)
-                            if books and stream in books:  # a local order book's depth
-                                self._book_event(stream, data, raw)
                             if raw_mode:
                                 _keep_raw(message, data, raw)
+                            if books and stream in books:  # a local order book's depth
+                                self._book_event(stream, message, data, len(raw))
                             if held and stream in held:  # behind its backfill (_backfill.py)
                                 await self._hold(stream, message, len(raw), out, sizes)
                                 continue
@@ -293,7 +293,7 @@ class Inbound(Rotation):
             if gap is not None:
                 await self._on_gap(gap, out, sizes)
             if self._book_streams and stream in self._book_streams:
-                self._book_event(stream, data, raw)
+                self._book_event(stream, message, data, size)
             if self._held and stream in self._held:
                 await self._hold(stream, message, size, out, sizes)
                 return
@@ -340,18 +340,17 @@ class Inbound(Rotation):
         if gap is not None:  # refilled or reported, as on the live path (no read's batch here)
             await self._on_gap(gap, [], [])
         if self._book_streams and stream in self._book_streams:  # a local order book
-            if self._raw:  # (only the ids were decoded: the book needs the levels)
-                data = loads(message["raw"])["data"]
-            self._books.on_event(stream, data, size)
+            self._book_event(stream, message, data, size)
         if self._held and stream in self._held:  # waits behind its backfill (_backfill.py)
             assert self._backfill is not None
             await self._backfill.hold(stream, message, size)
             return
         await self._put_one(message, size)
 
-    def _book_event(self, stream: str, data: dict[str, Any], raw: str | bytes) -> None:
-        """A diff depth event to its local order book (raw: decoded in full for it)."""
-        self._books.on_event(stream, loads(raw)["data"] if self._raw else data, len(raw))
+    def _book_event(self, stream: str, message: dict[str, Any], data: Any, size: int) -> None:
+        """A diff depth event to its local order book (raw=True: only the ids were decoded,
+        so the message is decoded in full for the book's levels)."""
+        self._books.on_event(stream, loads(message["raw"])["data"] if self._raw else data, size)
 
     async def _put_backfilled(self, message: dict[str, Any], size: int) -> None:
         """raw=True: a backfilled event's ``raw`` is its live-shaped JSON (REST's answer is
