@@ -14,6 +14,10 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections.abc import Coroutine
+from typing import Any
+
+from ._loops import close_server
 
 __all__ = ["FaultProxy"]
 
@@ -32,34 +36,71 @@ class FaultProxy:
         self.stall_new = False
         self.stalled: list[asyncio.StreamWriter] = []
         self.accepted = 0
+        # every socket the proxy holds, from the moment it is accepted or opened (before its
+        # handler task first runs: a task cancelled before it starts runs no `finally`)
+        self._open: set[asyncio.StreamWriter] = set()
 
     async def start(self, port: int = 0) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        self.server = await asyncio.start_server(self._accepted, "127.0.0.1", port)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop_listening(self) -> None:
         if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+            await close_server(self.server)  # no connection in flight dropped unclosed
             self.server = None
+
+    async def aclose(self) -> None:
+        """Stop listening and abort every connection, the ones still being set up included."""
+        await self.stop_listening()
+        self.abort_all()
+
+    def abort_all(self) -> None:
+        """Abort every socket the proxy holds (an RST where the link is still up)."""
+        self.reset_all()
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+        self.stalled.clear()
+
+    def _accepted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[Any, Any, None]:
+        self._open.add(writer)
+        return self._accept(reader, writer)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        if self.stall_new:
-            self.stalled.append(writer)
-            await asyncio.sleep(3600)  # accept, then say nothing: the TLS handshake hangs
-            return
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.close()
-            return
-        self.links.append((writer, up_writer))
-        await asyncio.gather(
-            self._pump(reader, up_writer, downstream=False),
-            self._pump(up_reader, writer, downstream=True),
-            return_exceptions=True,
-        )
+            if self.stall_new:
+                self.stalled.append(writer)
+                await asyncio.sleep(3600)  # accept, then say nothing: the TLS handshake hangs
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", self.upstream_port
+                )
+            except OSError:
+                writer.close()
+                return
+            self._open.add(up_writer)
+            self.links.append((writer, up_writer))
+            await asyncio.gather(
+                self._pump(reader, up_writer, downstream=False),
+                self._pump(up_reader, writer, downstream=True),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            # cancelled only at shutdown: both sockets close now, not in a garbage collection
+            # after the loop is gone (where Python reports them in whichever test runs then);
+            # then end quietly (asyncio 3.11 logs a stream handler that ends cancelled)
+            for held in (writer, up_writer):
+                if held is not None:
+                    held.transport.abort()
+        finally:
+            self._open.discard(writer)
+            if up_writer is not None:
+                self._open.discard(up_writer)
 
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, downstream: bool

@@ -38,13 +38,7 @@ class ExchangeBed:
 
     def __exit__(self, *exc: object) -> None:
         assert self.proxy is not None
-        proxy = self.proxy
-
-        async def down() -> None:
-            proxy.reset_all()
-            await proxy.stop_listening()
-
-        self.exchange.call(down)
+        self.exchange.call(self.proxy.aclose)
         self.exchange.stop()
 
     @property

@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any, TypedDict
 
 import trustme
+from regulator.specs._loops import cancel_other_tasks, stop_accepting
 from regulator.specs.exchange import FaultProxy as Proxy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -98,6 +99,9 @@ class FeedServer:
 
     async def stop(self) -> None:
         if self.server is not None:
+            # accept tasks in flight take their step first (see regulator/specs/_loops.py)
+            stop_accepting(self.server)
+            await asyncio.sleep(0)
             self.server.close()
             await self.server.wait_closed()
             self.server = None
@@ -187,16 +191,11 @@ class FaultBed:
     def __exit__(self, *exc: object) -> None:
         async def down() -> None:
             assert self.proxy is not None
-            self.proxy.reset_all()
-            for writer in self.proxy.stalled:
-                writer.transport.abort()
-            await self.proxy.stop_listening()
+            await self.proxy.aclose()
             await self.server.shutdown()
             # Everything the bed started ends here, not in a later test's garbage collection.
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            await cancel_other_tasks()
+            self.proxy.abort_all()  # links a cancelled task opened before it was cancelled
             await asyncio.sleep(0)  # let aborted transports finish closing
 
         self.run(down)

@@ -280,8 +280,7 @@ async def run_market(
         try:
             await _consume(view, record, stream, exporter, duration, now, schedule)
         finally:
-            exchange.call(proxy.reset_all)
-            exchange.call(proxy.stop_listening)
+            exchange.call(proxy.aclose)
     return record
 
 

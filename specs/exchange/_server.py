@@ -42,6 +42,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from .._loops import abort_transports, cancel_other_tasks, close_server, stop_accepting
 from ._connection import ConnectionRecord, StreamConn, text_frame
 from ._http import MAX_REQUEST_BYTES, answer_rest, is_upgrade, reason_phrase
 from ._limits import AttemptLimit, WeightLimit
@@ -148,7 +149,7 @@ class Exchange(Sessions):
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, ssl=self.ssl_context
+            self._accepted, self.host, self.port, ssl=self.ssl_context
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._t0 = self._loop.time()
@@ -160,16 +161,22 @@ class Exchange(Sessions):
         ]
 
     async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        # in the order `specs/_loops.py` explains: no socket is left to a garbage collection
+        server = self._server
+        if server is not None:
+            stop_accepting(server)
         for writer in list(self._writers):
             writer.transport.abort()
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await cancel_other_tasks()
+        # a connection whose handler was cancelled before it began never ran its `finally`
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        abort_transports(self._loop)
+        await asyncio.sleep(0)  # the aborted transports finish closing on this loop
 
     def call(self, fn: Callable[[], Coroutine[Any, Any, Any]] | Callable[[], Any]) -> Any:
         """Run ``fn`` (sync or async) on the exchange's loop; return its result."""
@@ -229,15 +236,14 @@ class Exchange(Sessions):
 
         async def restart() -> None:
             if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
+                await close_server(self._server)
                 self._server = None
             for conn in list(self._conns):
                 conn.record.close_reason = "server restart"
                 conn.writer.transport.abort()
             await asyncio.sleep(down)
             self._server = await asyncio.start_server(
-                self._accept, self.host, self.port, ssl=self.ssl_context
+                self._accepted, self.host, self.port, ssl=self.ssl_context
             )
 
         self._loop.call_soon_threadsafe(lambda: self._loop.create_task(restart()))
@@ -269,10 +275,17 @@ class Exchange(Sessions):
         return result
 
     # -- HTTP ----------------------------------------------------------------------------
+    def _accepted(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[Any, Any, None]:
+        # held from the moment it is accepted: a handler task cancelled before it first runs
+        # runs no `finally`, and stop() must still close its socket
+        self._writers.add(writer)
+        return self._accept(reader, writer)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
         request: h11.Request | None = None
-        self._writers.add(writer)
         try:
             while True:
                 data = await reader.read(65536)

@@ -330,8 +330,7 @@ async def test_a_stalled_rest_gives_up_at_the_hold_bound(bed: ExchangeBed) -> No
             events = await across_a_reset(s, bed, AGG)
             backfill = s.get_connection_stats()["binance"]["backfill"]
     finally:
-        bed.exchange.call(rest_proxy.reset_all)
-        bed.exchange.call(rest_proxy.stop_listening)
+        bed.exchange.call(rest_proxy.aclose)
     ids = [e["data"]["a"] for e in events]
     assert backfill["abandoned"] == 1 and backfill["holding"] == 0 and backfill["gaps"] == 1
     # REST's part is a gap; the held events then met the consumer's own bound (the same
