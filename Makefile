@@ -23,14 +23,15 @@ $(STAMP): $(SOURCES)
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check fsm adapters specs tests
-	$(BIN)/ruff format --check fsm adapters specs tests
+	$(BIN)/ruff check fsm adapters specs tests docs/examples
+	$(BIN)/ruff format --check fsm adapters specs tests docs/examples
 
 # The installed packages, then the tests (with their harness modules, benchmarks and the docs
-# example they import: mypy_path in pyproject.toml), both under pyproject's strict settings.
+# example they import: mypy_path in pyproject.toml) and the docs' examples, all under
+# pyproject's strict settings.
 typecheck: $(STAMP)
 	$(BIN)/mypy -p regulator.fsm -p regulator.adapters -p regulator.specs
-	$(BIN)/mypy tests
+	$(BIN)/mypy tests docs/examples
 
 # python-binance in its own environment: it installs a top-level `binance` package, as
 # binance-connector (in .venv) does. Its tests (tests/binance/test_exchange_clients.py) skip,

@@ -66,7 +66,7 @@ import math
 import random
 from bisect import bisect_left
 from collections import deque
-from typing import Any
+from typing import Any, Self
 
 import attrs
 from statemachine import State
@@ -861,7 +861,7 @@ class ConnectionMachine(Machine):
         *,
         rng: random.Random | None = None,
         shift: float = 0.0,
-    ) -> ConnectionMachine:
+    ) -> Self:
         """Rebuild a machine from :meth:`snapshot`.
 
         ``shift`` is added to every stored time: a host restarted on a new monotonic clock

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from statemachine import State, StateMachine
 from statemachine.event import BoundEvent, Event
@@ -278,7 +278,7 @@ class Machine(StateMachine, metaclass=_MachineMeta):
         }
 
     @classmethod
-    def restore(cls, snapshot: dict[str, Any], *args: Any, **kwargs: Any) -> Machine:
+    def restore(cls, snapshot: dict[str, Any], *args: Any, **kwargs: Any) -> Self:
         """A machine of this class in ``snapshot``'s state, built with ``*args, **kwargs``
         and a model that already holds the state (python-statemachine then enters no state:
         the constructor must pass ``model=`` on to ``Machine.__init__``), then

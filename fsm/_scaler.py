@@ -43,7 +43,7 @@ as :class:`ScaleCollapseError` (fairseq and DeepSpeed stop the same way).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import attrs
 from statemachine import State
@@ -421,7 +421,7 @@ class ScalerMachine(Machine):
         }
 
     @classmethod
-    def restore(cls, snapshot: dict[str, Any], config: ScalerConfig | None = None) -> ScalerMachine:
+    def restore(cls, snapshot: dict[str, Any], config: ScalerConfig | None = None) -> Self:
         if snapshot.get("version") != 1:
             raise ValueError(f"snapshot.version: must be 1 (got {snapshot.get('version')!r})")
         state = snapshot.get("state")

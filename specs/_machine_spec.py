@@ -73,6 +73,7 @@ class MachineSpec(RuleBasedStateMachine):
     machine_class: ClassVar[type[Machine]]
     twin_class: ClassVar[type[Machine]]
     transitions: ClassVar[TransitionRecorder]
+    model_factory: ClassVar[Callable[..., Any]]
 
     def __init__(self) -> None:
         super().__init__()

@@ -5,10 +5,9 @@ Run: python docs/examples/guarded_training.py   (CPU is fine: torch.autocast("cp
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from regulator.adapters.torch import GuardedGradScaler, check_finite
 from regulator.fsm import ScalerConfig
+from torch import nn
 
 torch.manual_seed(0)
 x, y = torch.randn(256, 16), torch.randn(256, 1)
@@ -20,7 +19,7 @@ device = "cpu"
 # before: scaler = torch.amp.GradScaler(device)
 scaler = GuardedGradScaler(device, model=model, config=ScalerConfig())  # the one changed line
 
-for epoch in range(3):
+for _epoch in range(3):
     for i in range(0, len(x), 32):
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.float16):

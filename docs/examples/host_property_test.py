@@ -5,7 +5,6 @@ Run: python docs/examples/host_property_test.py   (or collect the TestCase class
 
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
-
 from regulator.fsm import load_config
 from regulator.specs import connection_lifecycle_spec, coverage_report, scaler_lifecycle_spec
 

@@ -11,16 +11,15 @@ import json
 import logging
 
 import anyio
-from websockets.asyncio.server import serve
-
 from regulator.adapters.websocket import LoggingNotifier, ResilientWebSocket
 from regulator.fsm import ConnectionConfig
+from websockets.asyncio.server import ServerConnection, serve
 
 logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 
 
-async def feed(connection):  # the "exchange"
-    async def stream():
+async def feed(connection: ServerConnection) -> None:  # the "exchange"
+    async def stream() -> None:
         n = 0
         while True:
             n += 1
@@ -51,7 +50,7 @@ async def main() -> None:
         on_connect=resubscribe,
         notifiers=[LoggingNotifier()],
     ) as ws:
-        async for message in ws:
+        async for _message in ws:
             seen += 1
             if seen == 20:  # the server goes away and comes back on the same port
                 server.close()
@@ -63,8 +62,10 @@ async def main() -> None:
     server.close()
     await server.wait_closed()
     reconnects = stats["reconnect_statistics"]
-    print(f"messages={stats['messages_received']} attempts={reconnects['total_attempts']}"
-          f" failures={reconnects['failures_by_kind']} state={ws.state}")
+    print(
+        f"messages={stats['messages_received']} attempts={reconnects['total_attempts']}"
+        f" failures={reconnects['failures_by_kind']} state={ws.state}"
+    )
     assert reconnects["successes"] == 2
 
 

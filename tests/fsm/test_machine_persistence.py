@@ -33,7 +33,7 @@ def test_snapshot_restore_round_trip() -> None:
         "fields": {"items": 2, "total": 25.0, "charged": 25.0},
     }
     restored = OrderLifecycle.restore(data)
-    assert isinstance(restored, OrderLifecycle)  # restore is typed to return a Machine
+    assert type(restored) is OrderLifecycle  # restore returns the class it is called on (Self)
     assert restored.current_state_value == "paid" and restored.charged == 25.0
     assert restored.log == []  # no entry callback ran on restore
     assert restored.refund(amount=5.0) == "refunded 5"

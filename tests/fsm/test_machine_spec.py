@@ -140,6 +140,5 @@ def test_the_shipped_suites_are_machine_spec_suites() -> None:
         assert issubclass(spec.twin_class, machine) and not spec.twin_class.use_engine
         assert spec.transitions.machine_class is machine
         assert "agrees_with_model_and_twin" in dir(spec)
-    # machine_spec sets model_factory on the class it builds; MachineSpec does not declare it
-    assert connection.model_factory is LinearModel  # type: ignore[attr-defined]
+    assert connection.model_factory is LinearModel
     assert connection.__name__ == "ConnectionLifecycle" and scaler.__name__ == "ScalerLifecycle"
