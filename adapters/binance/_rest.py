@@ -26,6 +26,8 @@ a transport error, a timeout (``timeout`` per phase), a body over ``max_body_byt
 chunks, refused as soon as it is too long), a body that is not JSON.
 
 Nothing here runs in the caller's hot path: a stream's backfill calls it from its own task.
+A request cancelled from outside (an abandoned refill) closes its socket, even during TLS
+setup (``closing_transport``; httpcore alone leaves that one open).
 Logs are ``key=value`` lines naming the path only (never the query or the API key, sent as
 ``X-MBX-APIKEY`` when given); httpx's own request lines go through the redaction filter.
 """
@@ -47,6 +49,7 @@ from ...fsm import RegulatorError, format_kv
 from .._redact import clip, guard_third_party_logs, redact_url, redaction_policy
 from ..websocket._classify import MAX_RETRY_AFTER
 from ..websocket._support import tls_context
+from ..websocket._transport import closing_transport
 from ._budget import Budget, WeightBudget
 
 __all__ = ["DEFAULT_REST_URL", "ENDPOINT_WEIGHTS", "RestClient", "RestError", "depth_weight"]
@@ -208,7 +211,8 @@ class RestClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 base_url=self.rest_url,
-                verify=self._tls if self._tls is not None else True,
+                # a request cancelled during TLS setup closes its socket (httpcore's does not)
+                transport=closing_transport(self._tls),
                 timeout=httpx.Timeout(self.timeout),
                 headers=self._headers,
                 follow_redirects=False,

@@ -1,9 +1,15 @@
-"""An httpx transport that owns every socket a connection attempt opens.
+"""httpx transports that own every socket they open.
 
-Measured here (asyncio, httpcore 1.0.9): when the handshake deadline cancels an attempt
-during TLS setup, httpcore does not close the raw TCP stream, so each stalled handshake leaks
-a socket (fd exhaustion after days of faults). This transport's network backend records every
-stream it opens; :meth:`close_streams` closes what is left when the attempt ends.
+Measured here (httpcore 1.0.9, asyncio and trio): when a cancellation lands during TLS setup,
+httpcore does not close the raw TCP stream (its cleanup catches ``Exception``; a cancellation
+is a ``BaseException``), so each stalled handshake leaks a socket (fd exhaustion after days of
+faults). Two answers:
+
+* :class:`TrackingTransport`, one WebSocket connection attempt's: its backend records every
+  stream it opens; :meth:`~TrackingTransport.close_streams` closes what is left when the
+  attempt ends.
+* :func:`closing_transport`, a pooled one (the REST client's): its streams close themselves
+  when their TLS setup ends in anything but success, cancellation included.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ import httpcore
 import httpx
 import sniffio
 
-__all__ = ["TrackingTransport"]
+__all__ = ["TrackingTransport", "closing_transport"]
+
+
+def _inner_backend() -> httpcore.AsyncNetworkBackend:
+    if sniffio.current_async_library() == "trio":
+        return httpcore.TrioBackend()
+    return httpcore.AnyIOBackend()
 
 
 class _TrackingBackend(httpcore.AsyncNetworkBackend):
@@ -26,9 +38,7 @@ class _TrackingBackend(httpcore.AsyncNetworkBackend):
         self.streams: list[httpcore.AsyncNetworkStream] = []
 
     def _inner(self) -> httpcore.AsyncNetworkBackend:
-        if sniffio.current_async_library() == "trio":
-            return httpcore.TrioBackend()
-        return httpcore.AnyIOBackend()
+        return _inner_backend()
 
     async def connect_tcp(
         self,
@@ -70,3 +80,71 @@ class TrackingTransport(httpx.AsyncHTTPTransport):
                 with anyio.move_on_after(1.0), contextlib.suppress(Exception):
                     await stream.aclose()
             self._backend.streams.clear()
+
+
+class _ClosingStream(httpcore.AsyncNetworkStream):
+    """A raw stream that closes itself when TLS setup on it fails or is cancelled."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            # the TLS stream replaces this one; httpcore closes that one like any other
+            return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._inner.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _ClosingBackend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await _inner_backend().connect_tcp(
+            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+        return _ClosingStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+def closing_transport(ssl_context: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
+    """httpx's pooled HTTP/1.1 transport (its default limits), on streams that close when
+    their TLS setup is cancelled. ``ssl_context`` None: httpx's default verification."""
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context if ssl_context is not None else True)
+    limits = httpx.Limits()  # what httpx.AsyncClient would give its own transport
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=transport._pool._ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        network_backend=_ClosingBackend(),
+    )
+    return transport

@@ -6,6 +6,7 @@ API key never logged."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -207,6 +208,25 @@ async def test_hostile_answers_are_clear_errors_and_the_key_is_sent(certs: Certs
     assert banned.value.status == 418 and rest.banned == 1
     # "inf" says nothing usable: the ban is waited out for a capped, finite time
     assert banned.value.retry_after is not None and 0 < banned.value.retry_after < 4 * 86400
+
+
+async def test_a_request_cancelled_mid_handshake_closes_its_socket(certs: Certs) -> None:
+    """A request cancelled while TLS is being set up (a backfill abandoned, the host's own
+    deadline) closes the socket it opened: httpcore's does not (its cleanup catches
+    ``Exception``, and a cancellation is not one), so each left an open socket behind."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # takes TCP (backlog), no TLS
+        port = listener.getsockname()[1]
+        async with RestClient(
+            f"https://127.0.0.1:{port}", ssl_context=certs.client_context(), timeout=30.0
+        ) as rest:
+            with anyio.move_on_after(0.3):
+                await rest.get("/api/v3/ping")
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5.0)
+                assert conn.recv(65536)[:1] == b"\x16"  # the client's TLS hello, then...
+                assert conn.recv(65536) == b""  # ...its close, not a socket left open
+            assert rest.errors == 0  # cancelled by the caller: not counted as a failure
 
 
 @pytest.mark.spec("R4.4")
