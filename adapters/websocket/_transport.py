@@ -27,18 +27,9 @@ import sniffio
 __all__ = ["TrackingTransport", "closing_transport"]
 
 
-def _inner_backend() -> httpcore.AsyncNetworkBackend:
-    if sniffio.current_async_library() == "trio":
-        return httpcore.TrioBackend()
-    return httpcore.AnyIOBackend()
-
-
-class _TrackingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self.streams: list[httpcore.AsyncNetworkStream] = []
-
-    def _inner(self) -> httpcore.AsyncNetworkBackend:
-        return _inner_backend()
+class _Backend(httpcore.AsyncNetworkBackend):
+    """httpcore's own backend for the running library (asyncio or trio); :meth:`_opened`
+    decides what the pool gets of each stream it opens."""
 
     async def connect_tcp(
         self,
@@ -48,14 +39,28 @@ class _TrackingBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner().connect_tcp(
+        inner = httpcore.TrioBackend() if sniffio.current_async_library() == "trio" else None
+        stream = await (inner or httpcore.AnyIOBackend()).connect_tcp(
             host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
         )
-        self.streams.append(stream)
+        return self._opened(stream)
+
+    def _opened(self, stream: httpcore.AsyncNetworkStream) -> httpcore.AsyncNetworkStream:
         return stream
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
+
+
+class _TrackingBackend(_Backend):
+    """Records every stream (the socket's receive path reads the stream itself: unwrapped)."""
+
+    def __init__(self) -> None:
+        self.streams: list[httpcore.AsyncNetworkStream] = []
+
+    def _opened(self, stream: httpcore.AsyncNetworkStream) -> httpcore.AsyncNetworkStream:
+        self.streams.append(stream)
+        return stream
 
 
 class TrackingTransport(httpx.AsyncHTTPTransport):
@@ -115,22 +120,9 @@ class _ClosingStream(httpcore.AsyncNetworkStream):
         return self._inner.get_extra_info(info)
 
 
-class _ClosingBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await _inner_backend().connect_tcp(
-            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
+class _ClosingBackend(_Backend):
+    def _opened(self, stream: httpcore.AsyncNetworkStream) -> httpcore.AsyncNetworkStream:
         return _ClosingStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 def closing_transport(ssl_context: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
