@@ -27,7 +27,9 @@ CF_VENV = ROOT / ".venv-cf"
 
 @pytest.fixture
 def exchange(certs: Certs) -> Iterator[Exchange]:
-    with Exchange(ssl_context=certs.server_context(), market=MARKET) as running:
+    # weight counted in windows of 10^6 s, not wall-clock minutes: the exact counts asserted
+    # here do not restart when a minute ends between two requests
+    with Exchange(ssl_context=certs.server_context(), market=MARKET, weight_window=1e6) as running:
         yield running
 
 
