@@ -14,8 +14,9 @@ fails. Three gaps of asyncio (3.11) leave one open unless shutdown goes in this 
 * A handler task created while the others are being cancelled escapes any one snapshot of the
   loop's tasks: cancelling repeats until none is left.
 * Closing a TLS transport before its protocol has started does nothing
-  (``SSLProtocol._start_shutdown`` returns early): every socket transport still open at the
-  end is aborted (``abort_transports``), whatever sits above it.
+  (``SSLProtocol._start_shutdown`` returns early). Letting every task step before cancelling
+  also covers this: the protocol starts (``connection_made``, queued by the accept task's step)
+  before the cancelled task closes its transport.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import asyncio
 from typing import Protocol
 
 __all__ = [
-    "abort_transports",
     "cancel_other_tasks",
     "close_server",
     "shut_down",
@@ -40,16 +40,18 @@ class _Listening(Protocol):
 
     def close(self) -> object: ...
 
+    async def wait_closed(self) -> None: ...
 
-def stop_accepting(server: _Listening, loop: asyncio.AbstractEventLoop | None = None) -> None:
+
+def stop_accepting(server: _Listening) -> None:
     """Take no new connection on ``server`` from now on, without closing it yet (its accept
     tasks still in flight need it open). Call on the server's loop."""
-    loop = loop or asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
     for sock in server.sockets:
         loop.remove_reader(sock.fileno())  # type: ignore[attr-defined]
 
 
-async def close_server(server: asyncio.Server) -> None:
+async def close_server(server: _Listening) -> None:
     """Close ``server`` with no accepted socket dropped: stop accepting, let the accept tasks
     in flight take their step (each queued before this coroutine resumes), then close."""
     stop_accepting(server)
@@ -59,21 +61,20 @@ async def close_server(server: asyncio.Server) -> None:
 
 
 async def shut_down(*servers: _Listening) -> None:
-    """Stop ``servers`` accepting, end every other task of the running loop, close the servers
-    and abort the sockets still open, in the order the module header explains."""
+    """Stop ``servers`` accepting, end every other task of the running loop, then close the
+    servers: the order the module header explains."""
     for server in servers:
         stop_accepting(server)
     await cancel_other_tasks()
     for server in servers:
         server.close()
-    abort_transports(asyncio.get_running_loop())
-    await asyncio.sleep(0)
+        await server.wait_closed()
 
 
 async def cancel_other_tasks(rounds: int = 20) -> None:
     """Cancel every other task of the running loop and wait for them, again while cancelling
-    starts new ones (at most ``rounds`` times); then abort the socket transports still open
-    and give the loop one more pass, so that their sockets close before the loop stops.
+    starts new ones (at most ``rounds`` times); then give the loop one more pass, so that the
+    transports those tasks closed finish closing before the loop stops.
 
     Each round first lets every task take its first step: a task cancelled before it starts
     runs none of its code, its cleanup included.
@@ -87,22 +88,4 @@ async def cancel_other_tasks(rounds: int = 20) -> None:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-    abort_transports(asyncio.get_running_loop())
     await asyncio.sleep(0)
-
-
-def abort_transports(loop: asyncio.AbstractEventLoop) -> int:
-    """Abort every socket transport of ``loop`` that is still open; how many there were.
-
-    Reads the selector loop's own registry (``_transports``, fd -> transport, kept by every
-    CPython selector loop since 3.4; absent elsewhere, where this does nothing): no public API
-    reaches a connection still in its TLS handshake. Their sockets close on the loop's next
-    pass (``connection_lost``).
-    """
-    registry = getattr(loop, "_transports", None)
-    if registry is None:
-        return 0
-    open_ = [t for t in list(registry.values()) if not t.is_closing()]
-    for transport in open_:
-        transport.abort()
-    return len(open_)

@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any, TypedDict
 
 import trustme
-from regulator.specs._loops import cancel_other_tasks, stop_accepting
+from regulator.specs._loops import cancel_other_tasks, close_server
 from regulator.specs.exchange import FaultProxy as Proxy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -99,11 +99,7 @@ class FeedServer:
 
     async def stop(self) -> None:
         if self.server is not None:
-            # accept tasks in flight take their step first (see regulator/specs/_loops.py)
-            stop_accepting(self.server)
-            await asyncio.sleep(0)
-            self.server.close()
-            await self.server.wait_closed()
+            await close_server(self.server)  # no accept in flight dropped (specs/_loops.py)
             self.server = None
 
     async def shutdown(self) -> None:
@@ -195,8 +191,6 @@ class FaultBed:
             await self.server.shutdown()
             # Everything the bed started ends here, not in a later test's garbage collection.
             await cancel_other_tasks()
-            self.proxy.abort_all()  # links a cancelled task opened before it was cancelled
-            await asyncio.sleep(0)  # let aborted transports finish closing
 
         self.run(down)
         self.loop.call_soon_threadsafe(self.loop.stop)

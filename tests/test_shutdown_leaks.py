@@ -105,7 +105,6 @@ def proxy_round(stall: bool) -> None:
     async def down() -> None:
         await proxy.aclose()
         await shut_down(upstream)
-        proxy.abort_all()
 
     run(down())
     loop.call_soon_threadsafe(loop.stop)

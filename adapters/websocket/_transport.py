@@ -39,8 +39,9 @@ class _Backend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        inner = httpcore.TrioBackend() if sniffio.current_async_library() == "trio" else None
-        stream = await (inner or httpcore.AnyIOBackend()).connect_tcp(
+        trio = sniffio.current_async_library() == "trio"
+        inner = httpcore.TrioBackend() if trio else httpcore.AnyIOBackend()
+        stream = await inner.connect_tcp(
             host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
         )
         return self._opened(stream)

@@ -42,7 +42,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from .._loops import abort_transports, cancel_other_tasks, close_server, stop_accepting
+from .._loops import close_server, shut_down
 from ._connection import ConnectionRecord, StreamConn, text_frame
 from ._http import MAX_REQUEST_BYTES, answer_rest, is_upgrade, reason_phrase
 from ._limits import AttemptLimit, WeightLimit
@@ -161,22 +161,10 @@ class Exchange(Sessions):
         ]
 
     async def _stop(self) -> None:
-        # in the order `specs/_loops.py` explains: no socket is left to a garbage collection
-        server = self._server
-        if server is not None:
-            stop_accepting(server)
         for writer in list(self._writers):
             writer.transport.abort()
-        await cancel_other_tasks()
-        # a connection whose handler was cancelled before it began never ran its `finally`
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-        abort_transports(self._loop)
-        await asyncio.sleep(0)  # the aborted transports finish closing on this loop
+        # then in the order `specs/_loops.py` explains: no socket left to a garbage collection
+        await shut_down(*([self._server] if self._server is not None else []))
 
     def call(self, fn: Callable[[], Coroutine[Any, Any, Any]] | Callable[[], Any]) -> Any:
         """Run ``fn`` (sync or async) on the exchange's loop; return its result."""
